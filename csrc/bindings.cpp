@@ -1,0 +1,179 @@
+// pybind11 bindings. Inputs arrive validated and contiguous from the Python layer (emp_data/*.py);
+// every loop below runs with the GIL released.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "parallel.h"
+#include "policies.h"
+#include "rng.h"
+#include "sampling.h"
+#include "store.h"
+
+namespace py = pybind11;
+using namespace emp;
+
+namespace {
+
+// Hands a vector's buffer to numpy without copying; the capsule frees it with the array.
+template <class T>
+py::array_t<T> to_numpy(std::vector<T>&& v) {
+  auto owner = std::make_unique<std::vector<T>>(std::move(v));
+  T* data = owner->data();
+  const py::ssize_t size = static_cast<py::ssize_t>(owner->size());
+  py::capsule free_when_done(owner.get(), [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  owner.release();  // now owned by the capsule
+  return py::array_t<T>({size}, {static_cast<py::ssize_t>(sizeof(T))}, data, free_when_done);
+}
+
+// A numpy view into store memory that keeps the store object alive.
+template <class T>
+py::array_t<T> view(const py::object& owner, const T* data, uint64_t n, size_t stride) {
+  return py::array_t<T>({static_cast<py::ssize_t>(n)}, {static_cast<py::ssize_t>(stride)}, data, owner);
+}
+
+using IdArray = py::array_t<int64_t, py::array::c_style>;
+using FloatArray = py::array_t<float, py::array::c_style>;
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "emp_data C++ core: per-sample score store, pruning policies, weighted sampling";
+
+  m.def("set_num_threads", &set_threads, py::arg("n"));
+  m.def("get_num_threads", &max_threads);
+  m.def("has_openmp", []() {
+#ifdef _OPENMP
+    return true;
+#else
+    return false;
+#endif
+  });
+  m.attr("FORMAT_VERSION") = kFormatVersion;
+  m.attr("BYTES_PER_SAMPLE") = kBytesPerSample;
+
+  py::enum_<Rule>(m, "Rule")
+      .value("FULL", Rule::Full)
+      .value("SOFT", Rule::Soft)
+      .value("TOPK", Rule::TopK)
+      .value("WEIGHTED", Rule::Weighted);
+  py::enum_<ScoreKind>(m, "ScoreKind")
+      .value("LOSS", ScoreKind::Loss)
+      .value("EMP", ScoreKind::Emp)
+      .value("MEAN", ScoreKind::Mean)
+      .value("UCB", ScoreKind::Ucb);
+
+  py::class_<SelectConfig>(m, "SelectConfig")
+      .def(py::init<>())
+      .def_readwrite("rule", &SelectConfig::rule)
+      .def_readwrite("score", &SelectConfig::score)
+      .def_readwrite("prune_ratio", &SelectConfig::prune_ratio)
+      .def_readwrite("beta", &SelectConfig::beta)
+      .def_readwrite("ucb_c", &SelectConfig::ucb_c)
+      .def_readwrite("explore", &SelectConfig::explore)
+      .def_readwrite("alpha", &SelectConfig::alpha)
+      .def_readwrite("exact_budget", &SelectConfig::exact_budget)
+      .def_readwrite("normalize", &SelectConfig::normalize);
+
+  py::class_<Store>(m, "Store")
+      .def_static("create", &Store::create, py::arg("num_samples"), py::call_guard<py::gil_scoped_release>())
+      .def_static("create_mapped", &Store::create_mapped, py::arg("path"), py::arg("num_samples"),
+                  py::call_guard<py::gil_scoped_release>())
+      .def_static("open", &Store::open, py::arg("path"), py::arg("readonly"), py::call_guard<py::gil_scoped_release>())
+      .def_static("load", &Store::load, py::arg("path"), py::call_guard<py::gil_scoped_release>())
+      .def("save",
+           [](const Store& s, const std::string& path, const py::bytes& metadata) {
+             std::string meta = metadata;
+             py::gil_scoped_release release;
+             s.save(path, meta);
+           },
+           py::arg("path"), py::arg("metadata"))
+      .def_property_readonly("metadata", [](const Store& s) { return py::bytes(s.metadata()); })
+      .def_property_readonly("size", &Store::size)
+      .def_property_readonly("nbytes", &Store::nbytes)
+      .def_property_readonly("readonly", &Store::readonly)
+      .def_property_readonly("mapped", &Store::mapped)
+      .def_property_readonly("path", &Store::path)
+      .def("reset", &Store::reset, py::call_guard<py::gil_scoped_release>())
+      .def("flush", &Store::flush, py::call_guard<py::gil_scoped_release>())
+      .def("array",
+           [](py::object self, const std::string& name) -> py::array {
+             Store& s = self.cast<Store&>();
+             const SampleStats* st = s.stats();
+             if (name == "loss") return view<float>(self, &st->loss, s.size(), sizeof(SampleStats));
+             if (name == "memory") return view<float>(self, &st->memory, s.size(), sizeof(SampleStats));
+             if (name == "loss_mean") return view<float>(self, &st->loss_mean, s.size(), sizeof(SampleStats));
+             if (name == "loss_var") return view<float>(self, &st->loss_var, s.size(), sizeof(SampleStats));
+             if (name == "times_selected") return view<uint32_t>(self, s.times_selected(), s.size(), sizeof(uint32_t));
+             if (name == "weight") return view<float>(self, s.weight(), s.size(), sizeof(float));
+             throw py::value_error("unknown store array '" + name + "'");
+           },
+           py::arg("name"))
+      .def("update",
+           [](Store& s, const IdArray& ids, const FloatArray& loss, const py::object& memory, float ema_decay,
+              bool skip_nonfinite) {
+             const float* mem = nullptr;
+             FloatArray mem_arr;
+             if (!memory.is_none()) {
+               mem_arr = memory.cast<FloatArray>();
+               mem = mem_arr.data();
+             }
+             UpdateResult r;
+             {
+               py::gil_scoped_release release;
+               r = update(s, ids.data(), loss.data(), mem, static_cast<size_t>(ids.size()), ema_decay, skip_nonfinite);
+             }
+             return py::make_tuple(r.error, r.bad_index, r.skipped);
+           },
+           py::arg("ids"), py::arg("loss"), py::arg("memory"), py::arg("ema_decay"), py::arg("skip_nonfinite"))
+      .def("select",
+           [](Store& s, const SelectConfig& cfg, uint64_t seed, uint64_t epoch, bool count) {
+             Selection sel;
+             {
+               py::gil_scoped_release release;
+               sel = select(s, cfg, seed, epoch, count);
+             }
+             py::dict info;
+             info["unseen"] = sel.unseen;
+             info["above_threshold"] = sel.above_threshold;
+             info["threshold"] = sel.threshold;
+             info["budget_exceeded"] = sel.budget_exceeded;
+             return py::make_tuple(to_numpy(std::move(sel.ids)), to_numpy(std::move(sel.weights)), info);
+           },
+           py::arg("config"), py::arg("seed"), py::arg("epoch"), py::arg("count"))
+      .def("scores", [](const Store& s, const SelectConfig& cfg) {
+        std::vector<float> out(s.size());
+        {
+          py::gil_scoped_release release;
+          compute_scores(s, cfg, out.data());
+        }
+        return to_numpy(std::move(out));
+      });
+
+  m.def("sample_weighted",
+        [](const py::array_t<double, py::array::c_style>& w, uint64_t k, uint64_t seed, uint64_t epoch) {
+          WeightedSample ws;
+          {
+            py::gil_scoped_release release;
+            ws = sample_weighted(w.data(), static_cast<uint64_t>(w.size()), k, seed, epoch);
+          }
+          return py::make_tuple(to_numpy(std::move(ws.ids)), to_numpy(std::move(ws.inv_prob)), ws.tau);
+        },
+        py::arg("weights"), py::arg("k"), py::arg("seed"), py::arg("epoch"));
+
+  m.def("shuffle",
+        [](const IdArray& ids, uint64_t seed, uint64_t epoch) {
+          std::vector<int64_t> v(ids.data(), ids.data() + ids.size());
+          std::vector<float> dummy(v.size(), 0.0f);
+          {
+            py::gil_scoped_release release;
+            shuffle_pairs(v, dummy, stream_key(seed, epoch, Purpose::Shuffle));
+          }
+          return to_numpy(std::move(v));
+        },
+        py::arg("ids"), py::arg("seed"), py::arg("epoch"));
+}

@@ -1,0 +1,56 @@
+// Deterministic parallel loops: work is cut into fixed-size blocks whose results are combined in
+// block order, so sums and compactions are bit-identical for any number of threads.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace emp {
+
+constexpr size_t kBlock = size_t(1) << 16;
+
+inline size_t num_blocks(size_t n) { return (n + kBlock - 1) / kBlock; }
+
+inline int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+inline void set_threads(int n) {
+#ifdef _OPENMP
+  omp_set_num_threads(n < 1 ? 1 : n);
+#else
+  (void)n;
+#endif
+}
+
+// Calls body(block_index, begin, end) for every block, in parallel.
+template <class Body>
+void for_blocks(size_t n, Body body) {
+  const int64_t nb = static_cast<int64_t>(num_blocks(n));
+#pragma omp parallel for schedule(static) if (nb > 1)
+  for (int64_t b = 0; b < nb; ++b) {
+    const size_t begin = static_cast<size_t>(b) * kBlock;
+    const size_t end = begin + kBlock < n ? begin + kBlock : n;
+    body(static_cast<size_t>(b), begin, end);
+  }
+}
+
+// Exclusive prefix sum in place; returns the total.
+inline uint64_t exclusive_scan(std::vector<uint64_t>& v) {
+  uint64_t run = 0;
+  for (auto& x : v) {
+    const uint64_t c = x;
+    x = run;
+    run += c;
+  }
+  return run;
+}
+
+}  // namespace emp

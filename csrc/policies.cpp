@@ -1,0 +1,255 @@
+#include "policies.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "parallel.h"
+#include "rng.h"
+#include "sampling.h"
+
+namespace emp {
+namespace {
+
+// Score under cfg; NaN marks a never-seen sample.
+inline float score_of(const SampleStats& s, const SelectConfig& cfg) {
+  switch (cfg.score) {
+    case ScoreKind::Loss:
+      return s.loss;
+    case ScoreKind::Emp:
+      return std::isnan(s.memory) ? s.loss : static_cast<float>(s.loss + cfg.beta * s.memory);
+    case ScoreKind::Mean:
+      return s.loss_mean;
+    case ScoreKind::Ucb:
+      return static_cast<float>(s.loss_mean + cfg.ucb_c * std::sqrt(std::max(s.loss_var, 0.0f)));
+  }
+  return s.loss;
+}
+
+// Rank key for top-k by score: score bits on top, a random tie-break below; never-seen samples
+// rank above every score. Low bit forced to 1 so the key is never 0 ("ineligible").
+inline uint64_t score_key(float score, uint64_t tie_stream, uint64_t i) {
+  const uint64_t top = std::isnan(score) ? 0xFFFFFFFFull : monotone_bits(score);
+  return (top << 32) | (draw(tie_stream, i) >> 32) | 1ull;
+}
+
+uint64_t budget(double prune_ratio, uint64_t n) {
+  return static_cast<uint64_t>(std::llround((1.0 - prune_ratio) * static_cast<double>(n)));
+}
+
+struct SeenSummary {
+  double mean = 0.0;
+  float max = 0.0f;
+  uint64_t seen = 0;
+};
+
+// Mean and max score of seen samples, summed in fixed blocks (thread-count independent).
+SeenSummary summarise(const Store& store, const SelectConfig& cfg) {
+  const uint64_t n = store.size();
+  const SampleStats* stats = store.stats();
+  const uint64_t nb = num_blocks(n);
+  std::vector<double> sums(nb, 0.0);
+  std::vector<uint64_t> counts(nb, 0);
+  std::vector<float> maxes(nb, -std::numeric_limits<float>::infinity());
+  for_blocks(n, [&](size_t b, size_t begin, size_t end) {
+    double s = 0.0;
+    uint64_t c = 0;
+    float m = -std::numeric_limits<float>::infinity();
+    for (size_t i = begin; i < end; ++i) {
+      const float v = score_of(stats[i], cfg);
+      if (std::isnan(v)) continue;
+      s += v;
+      ++c;
+      m = std::max(m, v);
+    }
+    sums[b] = s;
+    counts[b] = c;
+    maxes[b] = m;
+  });
+  SeenSummary out;
+  double total = 0.0;
+  float mx = -std::numeric_limits<float>::infinity();
+  for (uint64_t b = 0; b < nb; ++b) {
+    total += sums[b];
+    out.seen += counts[b];
+    mx = std::max(mx, maxes[b]);
+  }
+  out.mean = out.seen > 0 ? total / static_cast<double>(out.seen) : 0.0;
+  out.max = out.seen > 0 ? mx : 1.0f;
+  return out;
+}
+
+void select_full(Store& store) {
+  float* w = store.weight();
+  for_blocks(store.size(), [&](size_t, size_t begin, size_t end) { std::fill(w + begin, w + end, 1.0f); });
+}
+
+void select_soft(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t epoch, Selection& sel) {
+  const uint64_t n = store.size();
+  const SampleStats* stats = store.stats();
+  float* w = store.weight();
+  const SeenSummary summary = summarise(store, cfg);
+  const double mean = summary.mean;
+  sel.threshold = mean;
+  sel.unseen = n - summary.seen;
+  const double keep_prob = 1.0 - cfg.prune_ratio;
+  auto is_hard = [&](uint64_t i) {
+    const float s = score_of(stats[i], cfg);
+    return std::isnan(s) || s >= mean;
+  };
+  const uint64_t keep_stream = stream_key(seed, epoch, Purpose::Keep);
+
+  if (!cfg.exact_budget) {
+    const float soft_weight = static_cast<float>(1.0 / keep_prob);
+    const uint64_t nb = num_blocks(n);
+    std::vector<uint64_t> hard(nb, 0);
+    for_blocks(n, [&](size_t b, size_t begin, size_t end) {
+      uint64_t h = 0;
+      for (size_t i = begin; i < end; ++i) {
+        if (is_hard(i)) {
+          w[i] = 1.0f;
+          ++h;
+        } else {
+          w[i] = to_unit(draw(keep_stream, i)) < keep_prob ? soft_weight : 0.0f;
+        }
+      }
+      hard[b] = h;
+    });
+    for (uint64_t h : hard) sel.above_threshold += h;
+    return;
+  }
+
+  // Exact budget: all hard samples, plus exactly m = k - hard of the soft ones, uniformly, each
+  // weighted soft_count / m (the inverse of its inclusion probability).
+  const uint64_t k = budget(cfg.prune_ratio, n);
+  const uint64_t tie_stream = stream_key(seed, epoch, Purpose::TieBreak);
+  std::vector<uint64_t> hard_per_block(num_blocks(n), 0);
+  for_blocks(n, [&](size_t b, size_t begin, size_t end) {
+    uint64_t h = 0;
+    for (size_t i = begin; i < end; ++i) h += is_hard(i);
+    hard_per_block[b] = h;
+  });
+  uint64_t hard = 0;
+  for (uint64_t h : hard_per_block) hard += h;
+  sel.above_threshold = hard;
+  if (hard > k) {
+    sel.budget_exceeded = true;
+    const RankThreshold best = topk_threshold(n, k, [&](uint64_t i) { return score_key(score_of(stats[i], cfg), tie_stream, i); });
+    for_blocks(n, [&](size_t, size_t begin, size_t end) {
+      for (size_t i = begin; i < end; ++i)
+        w[i] = within(score_key(score_of(stats[i], cfg), tie_stream, i), static_cast<int64_t>(i), best) ? 1.0f : 0.0f;
+    });
+    return;
+  }
+  const uint64_t soft_count = n - hard;
+  const uint64_t m = k - hard;
+  auto soft_key = [&](uint64_t i) { return is_hard(i) ? 0ull : (draw(keep_stream, i) | 1ull); };
+  const RankThreshold pick = topk_threshold(n, m, soft_key);
+  const float soft_weight = m > 0 ? static_cast<float>(static_cast<double>(soft_count) / static_cast<double>(m)) : 0.0f;
+  for_blocks(n, [&](size_t, size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      if (is_hard(i))
+        w[i] = 1.0f;
+      else
+        w[i] = within(soft_key(i), static_cast<int64_t>(i), pick) ? soft_weight : 0.0f;
+    }
+  });
+}
+
+void select_topk(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t epoch, Selection& sel) {
+  const uint64_t n = store.size();
+  const SampleStats* stats = store.stats();
+  float* w = store.weight();
+  const uint64_t k = budget(cfg.prune_ratio, n);
+  const uint64_t greedy_k = static_cast<uint64_t>(std::llround((1.0 - cfg.explore) * static_cast<double>(k)));
+  const uint64_t tie_stream = stream_key(seed, epoch, Purpose::TieBreak);
+  const uint64_t explore_stream = stream_key(seed, epoch, Purpose::Explore);
+  auto greedy_key = [&](uint64_t i) { return score_key(score_of(stats[i], cfg), tie_stream, i); };
+  const RankThreshold greedy = topk_threshold(n, greedy_k, greedy_key);
+  auto explore_key = [&](uint64_t i) {
+    return within(greedy_key(i), static_cast<int64_t>(i), greedy) ? 0ull : (draw(explore_stream, i) | 1ull);
+  };
+  const RankThreshold explore = topk_threshold(n, k - greedy_k, explore_key);
+  const uint64_t nb = num_blocks(n);
+  std::vector<uint64_t> unseen(nb, 0);
+  for_blocks(n, [&](size_t b, size_t begin, size_t end) {
+    uint64_t u = 0;
+    for (size_t i = begin; i < end; ++i) {
+      const uint64_t gk = greedy_key(i);
+      const bool in_greedy = within(gk, static_cast<int64_t>(i), greedy);
+      const bool in_explore = !in_greedy && within(draw(explore_stream, i) | 1ull, static_cast<int64_t>(i), explore);
+      w[i] = (in_greedy || in_explore) ? 1.0f : 0.0f;
+      u += std::isnan(stats[i].loss);
+    }
+    unseen[b] = u;
+  });
+  for (uint64_t u : unseen) sel.unseen += u;
+}
+
+void select_weighted(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t epoch, Selection& sel) {
+  const uint64_t n = store.size();
+  const SampleStats* stats = store.stats();
+  float* w = store.weight();
+  const SeenSummary summary = summarise(store, cfg);
+  sel.unseen = n - summary.seen;
+  // Never-seen samples are drawn as likely as the highest-scoring seen one.
+  std::vector<double> sampling_weight(n);
+  for_blocks(n, [&](size_t, size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      float s = score_of(stats[i], cfg);
+      if (std::isnan(s)) s = summary.max;
+      sampling_weight[i] = s > 0.0f ? std::pow(static_cast<double>(s), cfg.alpha) : 0.0;
+    }
+  });
+  const uint64_t k = budget(cfg.prune_ratio, n);
+  WeightedSample ws = sample_weighted(sampling_weight.data(), n, k, seed, epoch);
+  double scale = 1.0;
+  if (cfg.normalize && !ws.ids.empty()) {
+    double total = 0.0;
+    for (float x : ws.inv_prob) total += x;
+    scale = static_cast<double>(n) / total;
+  }
+  for_blocks(n, [&](size_t, size_t begin, size_t end) { std::fill(w + begin, w + end, 0.0f); });
+  for (size_t j = 0; j < ws.ids.size(); ++j) w[ws.ids[j]] = static_cast<float>(ws.inv_prob[j] * scale);
+}
+
+}  // namespace
+
+Selection select(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t epoch, bool count) {
+  Selection sel;
+  switch (cfg.rule) {
+    case Rule::Full:
+      select_full(store);
+      break;
+    case Rule::Soft:
+      select_soft(store, cfg, seed, epoch, sel);
+      break;
+    case Rule::TopK:
+      select_topk(store, cfg, seed, epoch, sel);
+      break;
+    case Rule::Weighted:
+      select_weighted(store, cfg, seed, epoch, sel);
+      break;
+  }
+  const uint64_t n = store.size();
+  const float* w = store.weight();
+  if (count) {
+    uint32_t* times = store.times_selected();
+    for_blocks(n, [&](size_t, size_t begin, size_t end) {
+      for (size_t i = begin; i < end; ++i)
+        if (w[i] > 0.0f && times[i] != std::numeric_limits<uint32_t>::max()) ++times[i];
+    });
+  }
+  compact_kept(w, n, sel.ids, sel.weights);
+  shuffle_pairs(sel.ids, sel.weights, stream_key(seed, epoch, Purpose::Shuffle));
+  return sel;
+}
+
+void compute_scores(const Store& store, const SelectConfig& cfg, float* out) {
+  const SampleStats* stats = store.stats();
+  for_blocks(store.size(), [&](size_t, size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) out[i] = score_of(stats[i], cfg);
+  });
+}
+
+}  // namespace emp

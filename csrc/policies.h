@@ -1,0 +1,56 @@
+// Per-epoch selection for every pruning policy. select() reads only the samples' statistics (never
+// the weights or counts it writes), so a selection is a pure function of (statistics, seed, epoch).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "store.h"
+
+namespace emp {
+
+// How the kept set is drawn from the scores.
+enum class Rule {
+  Full,      // every sample, weight 1
+  Soft,      // InfoBatch: keep scores >= mean; keep the rest with prob 1-r at weight 1/(1-r)
+  TopK,      // k = round((1-r)N): (1-explore)k best scores + explore*k uniform among the rest
+  Weighted,  // k without replacement, P ~ score^alpha, Horvitz-Thompson weights
+};
+
+// Which per-sample score a rule ranks by.
+enum class ScoreKind {
+  Loss,  // last loss
+  Emp,   // last loss + beta * memory term
+  Mean,  // running mean of the loss
+  Ucb,   // running mean + c * running std
+};
+
+struct SelectConfig {
+  Rule rule = Rule::Soft;
+  ScoreKind score = ScoreKind::Loss;
+  double prune_ratio = 0.5;     // r in [0, 1)
+  double beta = 0.0;            // Emp: weight of the memory term
+  double ucb_c = 1.0;           // Ucb: weight of the std
+  double explore = 0.0;         // TopK: share of k drawn uniformly from the non-top samples
+  double alpha = 1.0;           // Weighted: exponent on the score
+  bool exact_budget = false;    // Soft: keep exactly round((1-r)N)
+  bool normalize = true;        // Weighted: scale weights so they sum to N over kept samples
+};
+
+struct Selection {
+  std::vector<int64_t> ids;     // shuffled
+  std::vector<float> weights;   // loss weight per kept id
+  uint64_t unseen = 0;          // samples never updated (always kept by Soft, ranked first by TopK)
+  uint64_t above_threshold = 0; // Soft: samples kept unconditionally (score >= mean, or unseen)
+  double threshold = 0.0;       // Soft: the mean score of seen samples
+  bool budget_exceeded = false; // Soft exact budget: more samples than k are above the mean, so the
+                                // k best were kept and the rest pruned (no longer unbiased)
+};
+
+// Writes this epoch's weight into store.weight() (0 = pruned) and, if `count`, adds one to
+// times_selected of every kept sample. Returns the kept ids in shuffled order with their weights.
+Selection select(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t epoch, bool count);
+
+// The score each sample has under `cfg` (NaN for never-seen samples).
+void compute_scores(const Store& store, const SelectConfig& cfg, float* out);
+
+}  // namespace emp

@@ -1,0 +1,404 @@
+#include "store.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <utility>
+
+#include "parallel.h"
+#include "rng.h"
+
+namespace emp {
+namespace {
+
+constexpr char kMagic[8] = {'E', 'M', 'P', 'S', 'T', 'O', 'R', 'E'};
+constexpr uint32_t kEndianMarker = 0x01020304u;
+
+uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+std::string errno_text(const std::string& what, const std::string& path) {
+  return what + " '" + path + "': " + std::strerror(errno);
+}
+
+// Closes a file descriptor on scope exit.
+struct Fd {
+  int fd = -1;
+  explicit Fd(int f) : fd(f) {}
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+};
+
+void write_all(int fd, const void* data, size_t len, const std::string& path) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  while (len > 0) {
+    const ssize_t w = ::write(fd, p, len > (size_t(1) << 30) ? (size_t(1) << 30) : len);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw std::runtime_error(errno_text("cannot write", path));
+    }
+    p += w;
+    len -= static_cast<size_t>(w);
+  }
+}
+
+void read_all(int fd, void* data, size_t len, uint64_t offset, const std::string& path) {
+  auto* p = static_cast<unsigned char*>(data);
+  while (len > 0) {
+    const ssize_t r = ::pread(fd, p, len > (size_t(1) << 30) ? (size_t(1) << 30) : len, static_cast<off_t>(offset));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw std::runtime_error(errno_text("cannot read", path));
+    }
+    if (r == 0) throw std::runtime_error("store file '" + path + "' is truncated");
+    p += r;
+    len -= static_cast<size_t>(r);
+    offset += static_cast<uint64_t>(r);
+  }
+}
+
+uint64_t header_checksum(const FileHeader& h) {
+  return checksum_bytes(reinterpret_cast<const unsigned char*>(&h), offsetof(FileHeader, header_checksum));
+}
+
+// Unique temp name beside the target so rename() stays on one file system.
+std::string temp_path_for(const std::string& path) {
+  return path + ".tmp." + std::to_string(::getpid());
+}
+
+void fsync_parent_dir(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY));
+  if (d.fd >= 0) ::fsync(d.fd);
+}
+
+// Checks a header read from `path` whose file has `file_size` bytes.
+void verify_header(const FileHeader& h, uint64_t file_size, const std::string& path) {
+  if (std::memcmp(h.magic, kMagic, sizeof(kMagic)) != 0)
+    throw std::runtime_error("'" + path + "' is not an emp_data store file (bad magic)");
+  if (h.endian_marker != kEndianMarker)
+    throw std::runtime_error("store file '" + path + "' was written on a machine of the other byte order");
+  if (h.version != kFormatVersion)
+    throw std::runtime_error("store file '" + path + "' has format version " + std::to_string(h.version) +
+                             ", this emp_data reads version " + std::to_string(kFormatVersion));
+  if (h.header_checksum != header_checksum(h))
+    throw std::runtime_error("store file '" + path + "' has a corrupt header (checksum mismatch)");
+  if (h.header_bytes != kHeaderBytes || h.bytes_per_sample != kBytesPerSample)
+    throw std::runtime_error("store file '" + path + "' has an unexpected layout");
+  if (h.metadata_offset < h.data_bytes || h.metadata_offset + h.metadata_bytes > file_size ||
+      h.data_bytes > file_size)
+    throw std::runtime_error("store file '" + path + "' is truncated: " + std::to_string(file_size) +
+                             " bytes, header says " + std::to_string(h.metadata_offset + h.metadata_bytes));
+}
+
+}  // namespace
+
+uint64_t checksum_bytes(const unsigned char* data, size_t len) {
+  const size_t words = len / 8;
+  const size_t nb = num_blocks(words);
+  std::vector<uint64_t> partial(nb, 0);
+  for_blocks(words, [&](size_t b, size_t begin, size_t end) {
+    uint64_t acc = 0;
+    for (size_t i = begin; i < end; ++i) {
+      uint64_t w;
+      std::memcpy(&w, data + i * 8, 8);
+      acc += splitmix64(w ^ (i * 0xD6E8FEB86659FD93ull));
+    }
+    partial[b] = acc;
+  });
+  uint64_t total = splitmix64(len);
+  for (uint64_t p : partial) total += p;
+  for (size_t i = words * 8; i < len; ++i) total += splitmix64(uint64_t(data[i]) ^ (i << 8));
+  return splitmix64(total);
+}
+
+Store::Layout Store::layout_for(uint64_t n) {
+  Layout l;
+  l.stats = kHeaderBytes;
+  l.times = align_up(l.stats + n * sizeof(SampleStats), 64);
+  l.weight = align_up(l.times + n * sizeof(uint32_t), 64);
+  l.data_end = l.weight + n * sizeof(float);
+  return l;
+}
+
+Store::Store(Store&& o) noexcept { *this = std::move(o); }
+
+Store& Store::operator=(Store&& o) noexcept {
+  if (this != &o) {
+    release();
+    n_ = o.n_;
+    layout_ = o.layout_;
+    owned_ = std::move(o.owned_);
+    base_ = o.mapped_ ? o.base_ : owned_.data();
+    mapped_bytes_ = o.mapped_bytes_;
+    mapped_ = o.mapped_;
+    readonly_ = o.readonly_;
+    path_ = std::move(o.path_);
+    metadata_ = std::move(o.metadata_);
+    o.base_ = nullptr;
+    o.mapped_ = false;
+    o.mapped_bytes_ = 0;
+    o.n_ = 0;
+  }
+  return *this;
+}
+
+Store::~Store() { release(); }
+
+void Store::release() noexcept {
+  if (mapped_ && base_ != nullptr) ::munmap(base_, mapped_bytes_);
+  base_ = nullptr;
+  mapped_ = false;
+}
+
+void Store::reset() {
+  SampleStats* s = stats();
+  uint32_t* t = times_selected();
+  float* w = weight();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for_blocks(n_, [&](size_t, size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      s[i] = SampleStats{nan, nan, nan, 0.0f};
+      t[i] = 0;
+      w[i] = 1.0f;
+    }
+  });
+}
+
+Store Store::create(uint64_t num_samples) {
+  Store s;
+  s.n_ = num_samples;
+  s.layout_ = layout_for(num_samples);
+  s.owned_.resize(s.layout_.data_end);
+  s.base_ = s.owned_.data();
+  s.reset();
+  return s;
+}
+
+Store Store::create_mapped(const std::string& path, uint64_t num_samples) {
+  const Layout layout = layout_for(num_samples);
+  const std::string tmp = temp_path_for(path);
+  {
+    Fd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644));
+    if (fd.fd < 0) throw std::runtime_error(errno_text("cannot create store file", tmp));
+    if (::ftruncate(fd.fd, static_cast<off_t>(layout.data_end)) != 0) {
+      ::unlink(tmp.c_str());
+      throw std::runtime_error(errno_text("cannot size store file", tmp));
+    }
+    void* p = ::mmap(nullptr, layout.data_end, PROT_READ | PROT_WRITE, MAP_SHARED, fd.fd, 0);
+    if (p == MAP_FAILED) {
+      ::unlink(tmp.c_str());
+      throw std::runtime_error(errno_text("cannot map store file", tmp));
+    }
+    Store s;
+    s.n_ = num_samples;
+    s.layout_ = layout;
+    s.base_ = static_cast<unsigned char*>(p);
+    s.mapped_ = true;
+    s.mapped_bytes_ = layout.data_end;
+    s.path_ = path;
+    s.reset();
+    FileHeader h = s.make_header("", false);
+    std::memcpy(s.base_, &h, sizeof(h));
+    if (::msync(s.base_, s.mapped_bytes_, MS_SYNC) != 0) throw std::runtime_error(errno_text("cannot sync", tmp));
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+      ::unlink(tmp.c_str());
+      throw std::runtime_error(errno_text("cannot move store file into place", path));
+    }
+    fsync_parent_dir(path);
+    return s;
+  }
+}
+
+FileHeader Store::make_header(const std::string& metadata, bool with_checksum) const {
+  FileHeader h;
+  std::memset(&h, 0, sizeof(h));
+  std::memcpy(h.magic, kMagic, sizeof(kMagic));
+  h.version = kFormatVersion;
+  h.endian_marker = kEndianMarker;
+  h.header_bytes = kHeaderBytes;
+  h.num_samples = n_;
+  h.bytes_per_sample = kBytesPerSample;
+  h.stats_offset = layout_.stats;
+  h.times_offset = layout_.times;
+  h.weight_offset = layout_.weight;
+  h.data_bytes = layout_.data_end;
+  h.metadata_offset = layout_.data_end;
+  h.metadata_bytes = metadata.size();
+  h.flags = with_checksum ? kFlagDataChecksum : 0;
+  h.data_checksum = with_checksum ? data_checksum() : 0;
+  h.header_checksum = header_checksum(h);
+  return h;
+}
+
+uint64_t Store::data_checksum() const {
+  return checksum_bytes(base_ + kHeaderBytes, layout_.data_end - kHeaderBytes);
+}
+
+void Store::save(const std::string& path, const std::string& metadata) const {
+  if (!path_.empty() && path == path_)
+    throw std::runtime_error("cannot save a mapped store onto its own file '" + path + "'; use flush()");
+  const FileHeader h = make_header(metadata, true);
+  const std::string tmp = temp_path_for(path);
+  try {
+    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
+    if (fd.fd < 0) throw std::runtime_error(errno_text("cannot create", tmp));
+    std::vector<unsigned char> header_block(kHeaderBytes, 0);
+    std::memcpy(header_block.data(), &h, sizeof(h));
+    write_all(fd.fd, header_block.data(), header_block.size(), tmp);
+    write_all(fd.fd, base_ + kHeaderBytes, layout_.data_end - kHeaderBytes, tmp);
+    write_all(fd.fd, metadata.data(), metadata.size(), tmp);
+    if (::fsync(fd.fd) != 0) throw std::runtime_error(errno_text("cannot sync", tmp));
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    throw std::runtime_error(errno_text("cannot move file into place", path));
+  }
+  fsync_parent_dir(path);
+}
+
+Store Store::from_file(const std::string& path, bool readonly, bool map) {
+  Fd fd(::open(path.c_str(), readonly ? O_RDONLY : O_RDWR));
+  if (fd.fd < 0) throw std::runtime_error(errno_text("cannot open store file", path));
+  struct stat st;
+  if (::fstat(fd.fd, &st) != 0) throw std::runtime_error(errno_text("cannot stat", path));
+  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
+  if (file_size < sizeof(FileHeader))
+    throw std::runtime_error("store file '" + path + "' is truncated (" + std::to_string(file_size) + " bytes)");
+  FileHeader h;
+  read_all(fd.fd, &h, sizeof(h), 0, path);
+  verify_header(h, file_size, path);
+  const Layout layout = layout_for(h.num_samples);
+  if (layout.data_end != h.data_bytes || layout.stats != h.stats_offset || layout.times != h.times_offset ||
+      layout.weight != h.weight_offset)
+    throw std::runtime_error("store file '" + path + "' has an unexpected layout");
+
+  Store s;
+  s.n_ = h.num_samples;
+  s.layout_ = layout;
+  s.readonly_ = readonly;
+  s.metadata_.resize(h.metadata_bytes);
+  if (h.metadata_bytes > 0) read_all(fd.fd, &s.metadata_[0], h.metadata_bytes, h.metadata_offset, path);
+  if (map) {
+    const int prot = readonly ? PROT_READ : PROT_READ | PROT_WRITE;
+    void* p = ::mmap(nullptr, layout.data_end, prot, MAP_SHARED, fd.fd, 0);
+    if (p == MAP_FAILED) throw std::runtime_error(errno_text("cannot map store file", path));
+    s.base_ = static_cast<unsigned char*>(p);
+    s.mapped_ = true;
+    s.mapped_bytes_ = layout.data_end;
+    s.path_ = path;
+  } else {
+    s.owned_.resize(layout.data_end);
+    s.base_ = s.owned_.data();
+    read_all(fd.fd, s.base_ + kHeaderBytes, layout.data_end - kHeaderBytes, kHeaderBytes, path);
+  }
+  if ((h.flags & kFlagDataChecksum) && s.data_checksum() != h.data_checksum)
+    throw std::runtime_error("store file '" + path + "' is corrupt (data checksum mismatch)");
+  if (map && !readonly && (h.flags & kFlagDataChecksum)) {
+    // Writes through this map will change the data: the snapshot checksum no longer applies.
+    FileHeader live = h;
+    live.flags &= ~kFlagDataChecksum;
+    live.data_checksum = 0;
+    live.header_checksum = header_checksum(live);
+    std::memcpy(s.base_, &live, sizeof(live));
+  }
+  return s;
+}
+
+Store Store::open(const std::string& path, bool readonly) { return from_file(path, readonly, true); }
+Store Store::load(const std::string& path) { return from_file(path, false, false); }
+
+void Store::flush() {
+  if (mapped_ && !readonly_ && ::msync(base_, mapped_bytes_, MS_SYNC) != 0)
+    throw std::runtime_error(errno_text("cannot sync store file", path_));
+}
+
+UpdateResult update(Store& store, const int64_t* ids, const float* loss, const float* memory, size_t count,
+                    float ema_decay, bool skip_nonfinite) {
+  UpdateResult result;
+  const int64_t n = static_cast<int64_t>(store.size());
+  // Validation pass: one sequential read of the inputs.
+  for (size_t j = 0; j < count; ++j) {
+    if (ids[j] < 0 || ids[j] >= n) {
+      result.bad_index = static_cast<int64_t>(j);
+      result.error = 1;
+      return result;
+    }
+    const bool bad_loss = !std::isfinite(loss[j]);
+    const bool bad_mem = memory != nullptr && !std::isfinite(memory[j]);
+    if (bad_loss || bad_mem) {
+      if (skip_nonfinite) {
+        ++result.skipped;
+        continue;
+      }
+      result.bad_index = static_cast<int64_t>(j);
+      result.error = bad_loss ? 2 : 3;
+      return result;
+    }
+  }
+
+  SampleStats* stats = store.stats();
+  const float alpha = 1.0f - ema_decay;
+  auto apply = [&](size_t j) {
+    const float x = loss[j];
+    const float m = memory != nullptr ? memory[j] : std::numeric_limits<float>::quiet_NaN();
+    if (!std::isfinite(x) || (memory != nullptr && !std::isfinite(m))) return;  // skipped above
+    SampleStats& s = stats[ids[j]];
+    if (std::isnan(s.loss_mean)) {
+      s.loss_mean = x;
+      s.loss_var = 0.0f;
+    } else {
+      // Exponentially weighted mean and variance (West 1979 / Finch 2009).
+      const float d = x - s.loss_mean;
+      s.loss_mean += alpha * d;
+      s.loss_var = ema_decay * (s.loss_var + alpha * d * d);
+    }
+    s.loss = x;
+    if (memory != nullptr) s.memory = m;
+  };
+
+  const int threads = max_threads();
+  if (threads <= 1 || count < 4096) {
+    for (size_t j = 0; j < count; ++j) {
+      if (j + 16 < count) __builtin_prefetch(&stats[ids[j + 16]], 1);
+      apply(j);
+    }
+    return result;
+  }
+  // Each thread owns a contiguous id range and walks the whole call in order: no races, and
+  // duplicates are applied in call order whatever the thread count.
+#pragma omp parallel num_threads(threads)
+  {
+#ifdef _OPENMP
+    const int t = omp_get_thread_num();
+    const int nt = omp_get_num_threads();
+#else
+    const int t = 0, nt = 1;
+#endif
+    const int64_t lo = n / nt * t + std::min<int64_t>(t, n % nt);
+    const int64_t hi = lo + n / nt + (t < n % nt ? 1 : 0);
+    for (size_t j = 0; j < count; ++j) {
+      if (j + 16 < count) {
+        const int64_t ahead = ids[j + 16];
+        if (ahead >= lo && ahead < hi) __builtin_prefetch(&stats[ahead], 1);
+      }
+      if (ids[j] >= lo && ids[j] < hi) apply(j);
+    }
+  }
+  return result;
+}
+
+}  // namespace emp

@@ -1,0 +1,126 @@
+// ScoreStore: the per-sample state of dynamic data pruning, 24 bytes a sample, in one memory block
+// that is either owned by the process or a shared memory-mapped file (so DataLoader workers, which
+// are separate processes, can read the current epoch's keep flags and weights).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace emp {
+
+// The fields `update` writes for one sample, packed into 16 aligned bytes so that updating a
+// random sample costs one cache line, not four (update is scatter-bound).
+struct SampleStats {
+  float loss;       // last per-sample loss; NaN = never seen
+  float memory;     // last memory term (EMP); NaN = never given
+  float loss_mean;  // exponentially weighted mean of the loss
+  float loss_var;   // exponentially weighted variance of the loss
+};
+static_assert(sizeof(SampleStats) == 16, "SampleStats must stay 16 bytes");
+
+constexpr uint32_t kFormatVersion = 1;
+constexpr size_t kHeaderBytes = 4096;
+constexpr size_t kBytesPerSample = sizeof(SampleStats) + sizeof(uint32_t) + sizeof(float);
+
+// On-disk header at offset 0 (little-endian, as the machine writes it; the endian marker refuses
+// a file from a machine of the other byte order).
+struct FileHeader {
+  char magic[8];               // "EMPSTORE"
+  uint32_t version;            // kFormatVersion
+  uint32_t endian_marker;      // 0x01020304
+  uint64_t header_bytes;       // kHeaderBytes
+  uint64_t num_samples;
+  uint64_t bytes_per_sample;   // kBytesPerSample
+  uint64_t stats_offset, times_offset, weight_offset;  // array offsets from file start
+  uint64_t data_bytes;         // end of the last array
+  uint64_t metadata_offset, metadata_bytes;  // opaque blob after the arrays (Pruner config)
+  uint64_t flags;              // kFlagDataChecksum: data_checksum is valid (a saved snapshot)
+  uint64_t data_checksum;
+  uint64_t header_checksum;    // of every byte above this field
+};
+constexpr uint64_t kFlagDataChecksum = 1;
+
+class Store {
+ public:
+  // An owned, zero-filled then initialised store.
+  static Store create(uint64_t num_samples);
+  // A new memory-mapped store file, created atomically (temp file + rename).
+  static Store create_mapped(const std::string& path, uint64_t num_samples);
+  // Map an existing file; checks magic, version, header checksum, size, and the data checksum of
+  // a saved snapshot. A read-write open marks the file live (its data checksum no longer holds).
+  static Store open(const std::string& path, bool readonly);
+  // Read a file into owned memory (a private copy), with the same checks.
+  static Store load(const std::string& path);
+
+  Store(Store&&) noexcept;
+  Store& operator=(Store&&) noexcept;
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  ~Store();
+
+  // Write a snapshot with a data checksum and `metadata` to `path` atomically.
+  void save(const std::string& path, const std::string& metadata) const;
+  // Metadata stored in the file this store was opened or loaded from.
+  const std::string& metadata() const { return metadata_; }
+
+  uint64_t size() const { return n_; }
+  bool readonly() const { return readonly_; }
+  bool mapped() const { return mapped_; }
+  const std::string& path() const { return path_; }
+  static uint64_t bytes_per_sample() { return kBytesPerSample; }
+  uint64_t nbytes() const { return n_ * kBytesPerSample; }
+
+  SampleStats* stats() { return reinterpret_cast<SampleStats*>(base_ + layout_.stats); }
+  const SampleStats* stats() const { return reinterpret_cast<const SampleStats*>(base_ + layout_.stats); }
+  uint32_t* times_selected() { return reinterpret_cast<uint32_t*>(base_ + layout_.times); }
+  const uint32_t* times_selected() const { return reinterpret_cast<const uint32_t*>(base_ + layout_.times); }
+  float* weight() { return reinterpret_cast<float*>(base_ + layout_.weight); }
+  const float* weight() const { return reinterpret_cast<const float*>(base_ + layout_.weight); }
+
+  // Bring every sample back to "never seen", weight 1, never selected.
+  void reset();
+  // Flush a mapped store to its file (msync).
+  void flush();
+
+ private:
+  struct Layout {
+    uint64_t stats = 0, times = 0, weight = 0, data_end = 0;
+  };
+  static Layout layout_for(uint64_t n);
+  static Store from_file(const std::string& path, bool readonly, bool map);
+  FileHeader make_header(const std::string& metadata, bool with_checksum) const;
+  uint64_t data_checksum() const;
+  void release() noexcept;
+
+  Store() = default;
+  uint64_t n_ = 0;
+  Layout layout_;
+  unsigned char* base_ = nullptr;    // start of the block (header included)
+  std::vector<unsigned char> owned_;  // backing memory when not mapped
+  size_t mapped_bytes_ = 0;
+  bool mapped_ = false;
+  bool readonly_ = false;
+  std::string path_;
+  std::string metadata_;
+};
+
+// Checksum of arbitrary bytes (word-wise SplitMix mixing, summed: order-independent so it can run
+// in parallel blocks and still give one answer).
+uint64_t checksum_bytes(const unsigned char* data, size_t len);
+
+// Result of validating one update call.
+struct UpdateResult {
+  int64_t bad_index = -1;   // first offending position, -1 when all good
+  int error = 0;            // 0 ok, 1 id out of range, 2 non-finite loss, 3 non-finite memory
+  uint64_t skipped = 0;     // entries skipped with nonfinite="skip"
+};
+
+// Write per-sample losses (and memory terms) for `ids`. Validates first (ids in range, finite
+// values). Duplicate ids: applied in call order, so the last write wins for loss and memory and the
+// running mean/variance see every value. Deterministic for any thread count: each thread owns a
+// contiguous id range and walks the whole call in order.
+UpdateResult update(Store& store, const int64_t* ids, const float* loss, const float* memory, size_t count,
+                    float ema_decay, bool skip_nonfinite);
+
+}  // namespace emp

@@ -1,0 +1,85 @@
+"""Boundary checks: every public entry point converts its inputs here, so the C++ core below only
+ever sees contiguous arrays of the right dtype, and bad input fails with an error naming the argument."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+try:  # torch is a dependency, but the store itself works on numpy alone
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None
+
+
+def _is_tensor(x) -> bool:
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def as_ids(ids, name: str = "ids") -> np.ndarray:
+    """A 1-D contiguous int64 numpy array (numpy, CPU torch tensor, or sequence of ints)."""
+    if _is_tensor(ids):
+        if ids.device.type != "cpu":
+            raise ValueError(f"{name} must be a CPU tensor here, got a tensor on {ids.device}")
+        if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+            raise TypeError(f"{name} must be an integer tensor (int64), got {ids.dtype}")
+        arr = ids.detach().to(torch.int64).numpy()
+    else:
+        arr = np.asarray(ids)
+        if arr.dtype.kind not in "iu":
+            if arr.size == 0 and arr.dtype.kind == "f":
+                arr = arr.astype(np.int64)
+            else:
+                raise TypeError(f"{name} must be an integer array (int64), got dtype {arr.dtype}")
+        if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"{name} holds a value above the int64 range")
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {tuple(arr.shape)}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def as_values(values, name: str, length: int | None = None) -> np.ndarray:
+    """A 1-D contiguous float32 numpy array of floating-point input (numpy or torch, any device)."""
+    if _is_tensor(values):
+        if not values.dtype.is_floating_point:
+            raise TypeError(f"{name} must be floating point, got {values.dtype}")
+        arr = values.detach().to("cpu", torch.float32).numpy()
+    else:
+        arr = np.asarray(values)
+        if arr.dtype.kind != "f":
+            raise TypeError(f"{name} must be floating point, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {tuple(arr.shape)}")
+    if length is not None and arr.shape[0] != length:
+        raise ValueError(f"{name} has {arr.shape[0]} entries but ids has {length}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def as_count(value, name: str, minimum: int = 0, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = "" if maximum is None else f" and <= {maximum}"
+        raise ValueError(f"{name} must be >= {minimum}{upper}, got {value}")
+    return value
+
+
+def as_ratio(value, name: str, *, upper_inclusive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    ok = 0.0 <= value <= 1.0 if upper_inclusive else 0.0 <= value < 1.0
+    if not ok:
+        bound = "[0, 1]" if upper_inclusive else "[0, 1)"
+        raise ValueError(f"{name} must be in {bound}, got {value}")
+    return value
+
+
+def as_finite(value, name: str, minimum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    value = float(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value

@@ -1,0 +1,194 @@
+"""Pruning policies: one validated dataclass each, turned into the C++ selection config.
+
+| name             | score                          | selection                                     | weight |
+|------------------|--------------------------------|-----------------------------------------------|--------|
+| full             | -                              | every sample                                  | 1 |
+| random           | -                              | exactly k = round((1-r)N), uniform            | 1 |
+| infobatch        | last loss                      | score >= mean kept; others kept w.p. 1-r      | 1/(1-r) for kept below-mean |
+| epsilon_greedy   | running mean of loss           | (1-eps)k best + eps*k uniform among the rest  | 1 |
+| ucb              | running mean + c * running std | k best                                        | 1 |
+| emp (soft)       | loss + beta * memory           | as infobatch                                  | as infobatch |
+| emp (topk)       | loss + beta * memory           | (1-eps)k best + eps*k uniform                 | 1 |
+| weighted         | a score s (default: loss + beta*memory) | k without replacement, P ~ s^alpha    | Horvitz-Thompson 1/pi, normalised |
+
+Never-seen samples are always kept by soft rules and ranked first by top-k rules, so the first
+epoch trains on everything (soft) or a uniform k (top-k).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
+
+from . import _C
+from ._validate import as_finite, as_ratio
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: ClassVar[str] = ""
+    needs_memory: ClassVar[bool] = False
+
+    def config(self, prune_ratio: float) -> "_C.SelectConfig":
+        raise NotImplementedError
+
+    def options(self) -> dict:
+        return asdict(self)
+
+    def _base(self, rule, score, prune_ratio) -> "_C.SelectConfig":
+        cfg = _C.SelectConfig()
+        cfg.rule = rule
+        cfg.score = score
+        cfg.prune_ratio = prune_ratio
+        return cfg
+
+
+@dataclass(frozen=True)
+class Full(Policy):
+    """Train on every sample every epoch (the reference)."""
+    name: ClassVar[str] = "full"
+
+    def config(self, prune_ratio):
+        return self._base(_C.Rule.FULL, _C.ScoreKind.LOSS, 0.0)
+
+
+@dataclass(frozen=True)
+class Random(Policy):
+    """Exactly round((1-r)N) samples, uniformly without replacement, weight 1 (the loss is already a
+    mean, so an unweighted mean over a uniform subset is unbiased)."""
+    name: ClassVar[str] = "random"
+
+    def config(self, prune_ratio):
+        cfg = self._base(_C.Rule.TOPK, _C.ScoreKind.LOSS, prune_ratio)
+        cfg.explore = 1.0
+        return cfg
+
+
+@dataclass(frozen=True)
+class InfoBatch(Policy):
+    """InfoBatch (Qin et al., ICLR 2024). ``exact_budget=True`` keeps exactly round((1-r)N): every
+    above-mean sample plus a uniform draw of the rest, weighted by the inverse draw probability."""
+    name: ClassVar[str] = "infobatch"
+    exact_budget: bool = False
+
+    def config(self, prune_ratio):
+        cfg = self._base(_C.Rule.SOFT, _C.ScoreKind.LOSS, prune_ratio)
+        cfg.exact_budget = bool(self.exact_budget)
+        return cfg
+
+
+@dataclass(frozen=True)
+class EpsilonGreedy(Policy):
+    """Raju et al. 2021: the (1-epsilon) share of k with the highest running-mean loss, plus an
+    epsilon share drawn uniformly from the rest."""
+    name: ClassVar[str] = "epsilon_greedy"
+    epsilon: float = 0.1
+
+    def __post_init__(self):
+        as_ratio(self.epsilon, "epsilon", upper_inclusive=True)
+
+    def config(self, prune_ratio):
+        cfg = self._base(_C.Rule.TOPK, _C.ScoreKind.MEAN, prune_ratio)
+        cfg.explore = float(self.epsilon)
+        return cfg
+
+
+@dataclass(frozen=True)
+class UCB(Policy):
+    """Raju et al. 2021: top k by running mean + c * running std of the loss."""
+    name: ClassVar[str] = "ucb"
+    c: float = 1.0
+
+    def __post_init__(self):
+        as_finite(self.c, "c", minimum=0.0)
+
+    def config(self, prune_ratio):
+        cfg = self._base(_C.Rule.TOPK, _C.ScoreKind.UCB, prune_ratio)
+        cfg.ucb_c = float(self.c)
+        return cfg
+
+
+@dataclass(frozen=True)
+class EMP(Policy):
+    """EMP (Xiao et al., arXiv 2408.16031): score = loss + beta * memory term, where the memory term
+    is the (by default log(C)-normalised) entropy of the model's prediction.
+    ``mode="soft"`` selects as InfoBatch on that score, ``mode="topk"`` keeps the top k with an
+    optional ``epsilon`` random share. beta = 0 reproduces infobatch / loss top-k exactly."""
+    name: ClassVar[str] = "emp"
+    needs_memory: ClassVar[bool] = True
+    beta: float = 1.0
+    mode: str = "soft"
+    epsilon: float = 0.0
+    exact_budget: bool = False
+    normalize_entropy: bool = True
+
+    def __post_init__(self):
+        as_finite(self.beta, "beta", minimum=0.0)
+        if self.mode not in ("soft", "topk"):
+            raise ValueError(f"mode must be 'soft' or 'topk', got {self.mode!r}")
+        as_ratio(self.epsilon, "epsilon", upper_inclusive=True)
+
+    def config(self, prune_ratio):
+        if self.mode == "soft":
+            cfg = self._base(_C.Rule.SOFT, _C.ScoreKind.EMP, prune_ratio)
+            cfg.exact_budget = bool(self.exact_budget)
+        else:
+            cfg = self._base(_C.Rule.TOPK, _C.ScoreKind.EMP, prune_ratio)
+            cfg.explore = float(self.epsilon)
+        cfg.beta = float(self.beta)
+        return cfg
+
+
+_SCORES = {"loss": _C.ScoreKind.LOSS, "emp": _C.ScoreKind.EMP, "mean": _C.ScoreKind.MEAN, "ucb": _C.ScoreKind.UCB}
+
+
+@dataclass(frozen=True)
+class Weighted(Policy):
+    """k = round((1-r)N) samples without replacement with probability ~ score^alpha (exponential
+    keys, Efraimidis-Spirakis), weighted by Horvitz-Thompson 1/pi_i. ``normalize=True`` rescales
+    the kept weights to sum to N (Hajek): lower variance, a small bias; False keeps plain 1/pi_i
+    (unbiased). ``score`` is one of loss, emp (with ``beta``), mean, ucb (with ``c``)."""
+    name: ClassVar[str] = "weighted"
+    alpha: float = 1.0
+    score: str = "loss"
+    beta: float = 0.0
+    c: float = 1.0
+    normalize: bool = True
+
+    @property
+    def needs_memory(self) -> bool:  # type: ignore[override]
+        return self.score == "emp" and self.beta > 0
+
+    def __post_init__(self):
+        as_finite(self.alpha, "alpha", minimum=0.0)
+        as_finite(self.beta, "beta", minimum=0.0)
+        as_finite(self.c, "c", minimum=0.0)
+        if self.score not in _SCORES:
+            raise ValueError(f"score must be one of {sorted(_SCORES)}, got {self.score!r}")
+
+    def config(self, prune_ratio):
+        cfg = self._base(_C.Rule.WEIGHTED, _SCORES[self.score], prune_ratio)
+        cfg.alpha = float(self.alpha)
+        cfg.beta = float(self.beta)
+        cfg.ucb_c = float(self.c)
+        cfg.normalize = bool(self.normalize)
+        return cfg
+
+
+POLICIES = {cls.name: cls for cls in (Full, Random, InfoBatch, EpsilonGreedy, UCB, EMP, Weighted)}
+
+
+def make_policy(policy, **options) -> Policy:
+    """A policy from its name and options (or a Policy instance, with no options)."""
+    if isinstance(policy, Policy):
+        if options:
+            raise TypeError(f"options {sorted(options)} given with a Policy instance; set them on the instance")
+        return policy
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; choose one of {sorted(POLICIES)}")
+    cls = POLICIES[policy]
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        allowed = sorted(known) or "none"
+        raise TypeError(f"policy {policy!r} has no option(s) {unknown}; its options: {allowed}")
+    return cls(**options)

@@ -1,0 +1,285 @@
+"""Pruner: the epoch loop of dynamic data pruning.
+
+    pruner = Pruner(len(dataset), policy="emp", prune_ratio=0.7, epochs=E)
+    for epoch in range(E):
+        ids, weights = pruner.select(epoch)          # this epoch's kept ids (shuffled)
+        for batch_ids in chunks(ids, batch_size):
+            logits = model(x[batch_ids])
+            per_sample = F.cross_entropy(logits, y[batch_ids], reduction="none")
+            pruner.loss(per_sample, batch_ids, logits=logits).backward()
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from . import _C
+from ._validate import as_count, as_finite, as_ids, as_ratio
+from .policies import Full, Policy, make_policy
+from .scores import prediction_entropy
+from .store import ScoreStore
+
+STATE_VERSION = 1
+
+try:
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None
+
+
+class Pruner:
+    """Dynamic data pruning over `num_samples` samples with dense ids 0..N-1.
+
+    Args:
+        num_samples: N.
+        policy: a name (full, random, infobatch, epsilon_greedy, ucb, emp, weighted) or a Policy.
+        prune_ratio: r, the nominal fraction left out per pruned epoch, in [0, 1).
+        epochs: planned epochs; with `anneal`, epochs >= anneal * epochs train on the full data
+            with weight 1 (InfoBatch's annealing). None: never anneal.
+        anneal: delta, the fraction of epochs that are pruned (InfoBatch's 0.875).
+        seed: every random draw comes from (seed, epoch); no global RNG is touched.
+        store: a ScoreStore to use (e.g. memory-mapped for DataLoader workers); default: a new
+            one in memory, or a new memory-mapped file when `store_path` is given.
+        ema_decay: decay of the running loss mean/variance (ucb, epsilon_greedy).
+        nonfinite: "raise" (default) or "skip" NaN/inf losses in `loss()`.
+        **policy_options: the policy's own options (e.g. beta=, mode= for emp).
+    """
+
+    def __init__(self, num_samples: int, policy="emp", prune_ratio: float = 0.5, epochs: int | None = None,
+                 anneal: float = 0.875, seed: int = 0, *, store: ScoreStore | None = None,
+                 store_path: str | os.PathLike | None = None, ema_decay: float = 0.8, nonfinite: str = "raise",
+                 **policy_options):
+        self.num_samples = as_count(num_samples, "num_samples", minimum=1)
+        self.policy: Policy = make_policy(policy, **policy_options)
+        self.prune_ratio = as_ratio(prune_ratio, "prune_ratio")
+        self.epochs = None if epochs is None else as_count(epochs, "epochs", minimum=1)
+        self.anneal = as_ratio(anneal, "anneal", upper_inclusive=True)
+        self.seed = as_count(seed, "seed", minimum=0, maximum=2**64 - 1)
+        self.ema_decay = as_finite(ema_decay, "ema_decay", minimum=0.0)
+        if self.ema_decay >= 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if nonfinite not in ("raise", "skip"):
+            raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+        self.nonfinite = nonfinite
+        if store is not None and store_path is not None:
+            raise ValueError("give either store= or store_path=, not both")
+        if store is None:
+            store = ScoreStore(self.num_samples, path=store_path)
+        elif len(store) != self.num_samples:
+            raise ValueError(f"store has {len(store)} samples, num_samples is {self.num_samples}")
+        if store.readonly:
+            raise ValueError("the Pruner needs a writable store")
+        self.store = store
+        self.epoch: int | None = None     # the epoch whose weights are in the store
+        self._counted_through = -1       # times_selected has been counted for epochs <= this
+        self._kept: dict[int, int] = {}  # epoch -> kept count
+        self._last_info: dict = {}
+        self.nonfinite_skipped = 0
+
+    # --------------------------------------------------------------------------------- schedule
+    def is_pruned_epoch(self, epoch: int) -> bool:
+        """False for annealing epochs (the last 1 - anneal share of `epochs`), True otherwise."""
+        if self.epochs is None:
+            return True
+        return epoch < self.anneal * self.epochs
+
+    def _config(self, epoch: int):
+        if self.prune_ratio == 0.0 or not self.is_pruned_epoch(epoch):
+            return Full().config(0.0)
+        return self.policy.config(self.prune_ratio)
+
+    # -------------------------------------------------------------------------------- selection
+    def select(self, epoch: int):
+        """This epoch's kept ids (int64, shuffled) and their loss weights (float32).
+
+        A pure function of (the recorded scores, seed, epoch): the same on any thread count and on
+        a resumed run. It also makes `epoch` current: its weights go into the store (where
+        DataLoader workers read them) and, the first time an epoch is selected, each kept sample's
+        times_selected is incremented.
+        """
+        epoch = as_count(epoch, "epoch", minimum=0, maximum=2**63 - 1)
+        count = epoch > self._counted_through
+        ids, weights, info = self.store._core.select(self._config(epoch), self.seed, epoch, count)
+        if count:
+            self._counted_through = epoch
+        self.epoch = epoch
+        self._kept[epoch] = int(len(ids))
+        self._last_info = dict(info)
+        return ids, weights
+
+    def kept_count(self, epoch: int | None = None) -> int:
+        """Kept samples in `epoch` (default: the current one); selects it if not yet selected."""
+        if epoch is None:
+            if self.epoch is None:
+                raise ValueError("no epoch selected yet; call select(epoch) first")
+            epoch = self.epoch
+        if epoch not in self._kept:
+            raise ValueError(f"epoch {epoch} has not been selected yet")
+        return self._kept[epoch]
+
+    def scores(self) -> np.ndarray:
+        """Every sample's current selection score under the policy (NaN: never seen)."""
+        return self.store._core.scores(self.policy.config(max(self.prune_ratio, 0.0)))
+
+    # ------------------------------------------------------------------------------------- loss
+    def loss(self, per_sample_loss, ids, logits=None, memory=None):
+        """Record the batch's scores and return the weighted mean loss to backpropagate.
+
+        per_sample_loss: (B,) tensor from a loss with reduction='none'.
+        ids: the batch's sample ids (tensor or array, int64).
+        logits: (B, C) model outputs; EMP computes its memory term (prediction entropy) from them.
+        memory: (B,) memory term computed by the caller (e.g. `scores.contrastive_...`); wins over
+            logits. Policies that need a memory term (emp) raise without one of the two.
+        Ids outside the current selection (e.g. an evaluation pass) get weight 1.
+        """
+        if torch is None or not isinstance(per_sample_loss, torch.Tensor):
+            raise TypeError("per_sample_loss must be a torch.Tensor (use reduction='none')")
+        if per_sample_loss.ndim != 1:
+            raise ValueError(f"per_sample_loss must be 1-D (reduction='none'), got shape {tuple(per_sample_loss.shape)}")
+        if not per_sample_loss.dtype.is_floating_point:
+            raise TypeError(f"per_sample_loss must be floating point, got {per_sample_loss.dtype}")
+        if isinstance(ids, torch.Tensor) and ids.device.type != "cpu":
+            ids = ids.cpu()
+        ids_arr = as_ids(ids)
+        if len(ids_arr) != per_sample_loss.shape[0]:
+            raise ValueError(f"per_sample_loss has {per_sample_loss.shape[0]} entries but ids has {len(ids_arr)}")
+        if memory is None and logits is not None and self.policy.needs_memory:
+            memory = prediction_entropy(logits, normalize=getattr(self.policy, "normalize_entropy", True))
+            if memory.shape[0] != len(ids_arr):
+                raise ValueError(f"logits has {memory.shape[0]} rows but ids has {len(ids_arr)}")
+        if memory is None and self.policy.needs_memory:
+            raise ValueError(f"policy {self.policy.name!r} needs the memory term: pass logits= (the model's "
+                             "outputs for this batch) or memory= (a per-sample memory term)")
+        # One device-to-host copy for everything recorded.
+        detached = per_sample_loss.detach().float()
+        if memory is not None:
+            if not isinstance(memory, torch.Tensor):
+                memory = torch.as_tensor(np.asarray(memory, dtype=np.float32))
+            if memory.ndim != 1 or memory.shape[0] != len(ids_arr):
+                raise ValueError(f"memory must have shape ({len(ids_arr)},), got {tuple(memory.shape)}")
+            both = torch.stack([detached, memory.detach().float().to(detached.device)]).cpu().numpy()
+            loss_np, mem_np = both[0], both[1]
+        else:
+            loss_np, mem_np = detached.cpu().numpy(), None
+        self.nonfinite_skipped += self.store.update(ids_arr, loss_np, mem_np, nonfinite=self.nonfinite,
+                                                    ema_decay=self.ema_decay)
+        w = self.store.weight[ids_arr]
+        w = np.where(w > 0, w, np.float32(1.0))
+        weights = torch.from_numpy(w).to(device=per_sample_loss.device, dtype=per_sample_loss.dtype)
+        return (per_sample_loss * weights).mean()
+
+    # ------------------------------------------------------------------------------------ stats
+    def steps_per_epoch(self, batch_size: int, drop_last: bool = False, epoch: int | None = None) -> int:
+        """Optimizer steps in `epoch` (default: current) at `batch_size`."""
+        batch_size = as_count(batch_size, "batch_size", minimum=1)
+        kept = self.kept_count(epoch)
+        return kept // batch_size if drop_last else math.ceil(kept / batch_size)
+
+    def stats(self) -> dict:
+        """Kept fraction this epoch, effective pruning so far, times-selected histogram (the EMP
+        paper's Fig. 1), and the mean/std of the scores of seen samples."""
+        n = self.num_samples
+        epochs_done = len(self._kept)
+        kept_total = sum(self._kept.values())
+        scores = self.scores()
+        seen = scores[~np.isnan(scores)]
+        kept_now = self._kept.get(self.epoch, 0) if self.epoch is not None else 0
+        return {
+            "epoch": self.epoch,
+            "kept": kept_now,
+            "kept_fraction": kept_now / n if self.epoch is not None else float("nan"),
+            "nominal_prune_ratio": self.prune_ratio,
+            "effective_prune_ratio": 1.0 - kept_total / (n * epochs_done) if epochs_done else float("nan"),
+            "sample_passes": kept_total,
+            "sample_passes_saved": n * epochs_done - kept_total,
+            "times_selected_histogram": np.bincount(self.store.times_selected),
+            "score_mean": float(seen.mean()) if seen.size else float("nan"),
+            "score_std": float(seen.std()) if seen.size else float("nan"),
+            "seen": int(seen.size),
+            "above_threshold": int(self._last_info.get("above_threshold", 0)),
+            "budget_exceeded": bool(self._last_info.get("budget_exceeded", False)),
+            "nonfinite_skipped": self.nonfinite_skipped,
+        }
+
+    # ------------------------------------------------------------------------------ persistence
+    def _meta(self) -> dict:
+        return {
+            "state_version": STATE_VERSION,
+            "num_samples": self.num_samples,
+            "policy": self.policy.name,
+            "policy_options": self.policy.options(),
+            "prune_ratio": self.prune_ratio,
+            "epochs": self.epochs,
+            "anneal": self.anneal,
+            "seed": self.seed,
+            "ema_decay": self.ema_decay,
+            "nonfinite": self.nonfinite,
+            "epoch": self.epoch,
+            "counted_through": self._counted_through,
+            "kept": {str(k): v for k, v in self._kept.items()},
+            "nonfinite_skipped": self.nonfinite_skipped,
+        }
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume: config, epoch bookkeeping and copies of the store arrays."""
+        state = self._meta()
+        state["store"] = {name: getattr(self.store, name).copy() for name in _STORE_FIELDS}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state, dict) or state.get("state_version") != STATE_VERSION:
+            raise ValueError(f"not a Pruner state of version {STATE_VERSION}: "
+                             f"{state.get('state_version') if isinstance(state, dict) else type(state).__name__}")
+        if state["num_samples"] != self.num_samples:
+            raise ValueError(f"state is for {state['num_samples']} samples, this Pruner has {self.num_samples}")
+        arrays = state["store"]
+        for name in _STORE_FIELDS:
+            src = np.asarray(arrays[name])
+            if src.shape != (self.num_samples,):
+                raise ValueError(f"state store array {name!r} has shape {src.shape}")
+        self._apply_meta(state)
+        for name in _STORE_FIELDS:
+            getattr(self.store, name)[:] = np.asarray(arrays[name])
+
+    def _apply_meta(self, meta: dict) -> None:
+        self.policy = make_policy(meta["policy"], **meta["policy_options"])
+        self.prune_ratio = meta["prune_ratio"]
+        self.epochs = meta["epochs"]
+        self.anneal = meta["anneal"]
+        self.seed = meta["seed"]
+        self.ema_decay = meta["ema_decay"]
+        self.nonfinite = meta["nonfinite"]
+        self.epoch = meta["epoch"]
+        self._counted_through = meta["counted_through"]
+        self._kept = {int(k): v for k, v in meta["kept"].items()}
+        self.nonfinite_skipped = meta["nonfinite_skipped"]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write config, bookkeeping and the store to one checksummed file, atomically."""
+        self.store.save(path, metadata=json.dumps(self._meta()).encode())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Pruner":
+        """A Pruner from a file written by `save` (its store in memory)."""
+        store = ScoreStore.load(path)
+        try:
+            meta = json.loads(store.metadata.decode())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError(f"'{os.fspath(path)}' is a store file without Pruner state") from None
+        if meta.get("state_version") != STATE_VERSION:
+            raise ValueError(f"'{os.fspath(path)}' holds Pruner state version {meta.get('state_version')}, "
+                             f"this emp_data reads {STATE_VERSION}")
+        pruner = cls(meta["num_samples"], policy=meta["policy"], prune_ratio=meta["prune_ratio"], store=store,
+                     **meta["policy_options"])
+        pruner._apply_meta(meta)
+        return pruner
+
+    def __repr__(self) -> str:
+        return (f"Pruner(num_samples={self.num_samples}, policy={self.policy}, prune_ratio={self.prune_ratio}, "
+                f"epochs={self.epochs}, anneal={self.anneal}, seed={self.seed})")
+
+
+_STORE_FIELDS = ("loss", "memory", "loss_mean", "loss_var", "times_selected", "weight")

@@ -1,0 +1,144 @@
+"""ScoreStore: the per-sample state of dynamic pruning, 24 bytes a sample, owned or memory-mapped."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import _C
+from ._validate import as_count, as_finite, as_ids, as_values
+
+# Largest supported sample count; well above 2**32 - 1 (ids are int64 everywhere).
+MAX_SAMPLES = 2**48
+
+_ERRORS = {1: "id out of range", 2: "non-finite loss", 3: "non-finite memory value"}
+
+
+class ScoreStore:
+    """Per-sample pruning state for `num_samples` samples with dense ids 0..N-1.
+
+    Fields (numpy views, zero copy): ``loss`` (last loss, NaN = never seen), ``memory`` (last memory
+    term), ``loss_mean`` / ``loss_var`` (exponentially weighted), ``times_selected`` (uint32) and
+    ``weight`` (this epoch's loss weight; 0 = pruned, so ``keep`` is ``weight > 0``).
+    The selection score is not stored: each policy derives it from these fields (for EMP,
+    ``loss + beta * memory``), see ``Pruner.scores()``.
+
+    With ``path=`` the store lives in a new memory-mapped file (created atomically) that other
+    processes, e.g. DataLoader workers, open with ``ScoreStore.open(path, readonly=True)``.
+    """
+
+    def __init__(self, num_samples: int, path: str | os.PathLike | None = None, *, _core=None):
+        if _core is not None:
+            self._core = _core
+            return
+        n = as_count(num_samples, "num_samples", minimum=1, maximum=MAX_SAMPLES)
+        if path is None:
+            self._core = _C.Store.create(n)
+        else:
+            self._core = _C.Store.create_mapped(os.fspath(path), n)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, readonly: bool = True) -> "ScoreStore":
+        """Map an existing store file (shared with every process that maps it)."""
+        return cls(0, _core=_wrap_io(_C.Store.open, os.fspath(path), bool(readonly)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ScoreStore":
+        """Read a store file into private memory (checks header and data checksum)."""
+        return cls(0, _core=_wrap_io(_C.Store.load, os.fspath(path)))
+
+    def save(self, path: str | os.PathLike, metadata: bytes = b"") -> None:
+        """Write a checksummed snapshot to `path` atomically (temp file, fsync, rename)."""
+        if not isinstance(metadata, (bytes, bytearray)):
+            raise TypeError("metadata must be bytes")
+        _wrap_io(self._core.save, os.fspath(path), bytes(metadata))
+
+    @property
+    def metadata(self) -> bytes:
+        """Metadata saved with the file this store was loaded/opened from (b'' otherwise)."""
+        return self._core.metadata
+
+    @property
+    def num_samples(self) -> int:
+        return self._core.size
+
+    def __len__(self) -> int:
+        return self._core.size
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of per-sample state (24 per sample)."""
+        return self._core.nbytes
+
+    @property
+    def path(self) -> str | None:
+        return self._core.path or None
+
+    @property
+    def readonly(self) -> bool:
+        return self._core.readonly
+
+    def _array(self, name: str) -> np.ndarray:
+        arr = self._core.array(name)
+        if self._core.readonly:
+            arr.flags.writeable = False
+        return arr
+
+    loss = property(lambda self: self._array("loss"), doc="last loss per sample (NaN: never seen)")
+    memory = property(lambda self: self._array("memory"), doc="last memory term per sample (NaN: never given)")
+    loss_mean = property(lambda self: self._array("loss_mean"), doc="exponentially weighted loss mean")
+    loss_var = property(lambda self: self._array("loss_var"), doc="exponentially weighted loss variance")
+    times_selected = property(lambda self: self._array("times_selected"), doc="epochs each sample was kept")
+    weight = property(lambda self: self._array("weight"), doc="this epoch's loss weight, 0 = pruned")
+
+    @property
+    def keep(self) -> np.ndarray:
+        """This epoch's keep flags (a new bool array, weight > 0)."""
+        return self._array("weight") > 0
+
+    def update(self, ids, losses, memory=None, *, nonfinite: str = "raise", ema_decay: float = 0.8) -> int:
+        """Record per-sample losses (and memory terms) for `ids` in one C++ pass without the GIL.
+
+        Duplicate ids in one call are applied in order: the last write wins for loss and memory,
+        and the running mean/variance see every value. ``nonfinite="skip"`` skips (and counts)
+        entries with NaN/inf values instead of raising. Returns the number skipped.
+        """
+        if self.readonly:
+            raise ValueError("this store was opened read-only")
+        if nonfinite not in ("raise", "skip"):
+            raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+        decay = as_finite(ema_decay, "ema_decay", minimum=0.0)
+        if decay >= 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {decay}")
+        ids_arr = as_ids(ids)
+        loss_arr = as_values(losses, "losses", len(ids_arr))
+        mem_arr = None if memory is None else as_values(memory, "memory", len(ids_arr))
+        error, where, skipped = self._core.update(ids_arr, loss_arr, mem_arr, decay, nonfinite == "skip")
+        if error:
+            detail = {1: f"ids[{where}] = {ids_arr[where]} is outside [0, {self.num_samples})",
+                      2: f"losses[{where}] = {loss_arr[where] if error == 2 else ''}",
+                      3: f"memory[{where}] = {mem_arr[where] if error == 3 else ''}"}[error]
+            raise ValueError(f"{_ERRORS[error]}: {detail} (nothing was written)")
+        return int(skipped)
+
+    def reset(self) -> None:
+        """Forget everything: all samples never seen, weight 1, never selected."""
+        if self.readonly:
+            raise ValueError("this store was opened read-only")
+        self._core.reset()
+
+    def flush(self) -> None:
+        """Write a memory-mapped store's pages to its file."""
+        self._core.flush()
+
+    def __repr__(self) -> str:
+        where = f"path={self.path!r}" if self.path else "in memory"
+        return f"ScoreStore(num_samples={self.num_samples}, {where}, nbytes={self.nbytes})"
+
+
+def _wrap_io(fn, *args):
+    """C++ file errors arrive as RuntimeError; they are the caller's bad input, so ValueError."""
+    try:
+        return fn(*args)
+    except RuntimeError as exc:
+        raise ValueError(str(exc)) from None
