@@ -20,12 +20,13 @@ using namespace emp;
 namespace {
 
 // Hands a vector's buffer to numpy without copying; the capsule frees it with the array.
-template <class T>
-py::array_t<T> to_numpy(std::vector<T>&& v) {
-  auto owner = std::make_unique<std::vector<T>>(std::move(v));
+template <class Vec>
+py::array_t<typename Vec::value_type> to_numpy(Vec&& v) {
+  using T = typename Vec::value_type;
+  auto owner = std::make_unique<Vec>(std::move(v));
   T* data = owner->data();
   const py::ssize_t size = static_cast<py::ssize_t>(owner->size());
-  py::capsule free_when_done(owner.get(), [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  py::capsule free_when_done(owner.get(), [](void* p) { delete static_cast<Vec*>(p); });
   owner.release();  // now owned by the capsule
   return py::array_t<T>({size}, {static_cast<py::ssize_t>(sizeof(T))}, data, free_when_done);
 }
@@ -165,15 +166,4 @@ PYBIND11_MODULE(_C, m) {
         },
         py::arg("weights"), py::arg("k"), py::arg("seed"), py::arg("epoch"));
 
-  m.def("shuffle",
-        [](const IdArray& ids, uint64_t seed, uint64_t epoch) {
-          std::vector<int64_t> v(ids.data(), ids.data() + ids.size());
-          std::vector<float> dummy(v.size(), 0.0f);
-          {
-            py::gil_scoped_release release;
-            shuffle_pairs(v, dummy, stream_key(seed, epoch, Purpose::Shuffle));
-          }
-          return to_numpy(std::move(v));
-        },
-        py::arg("ids"), py::arg("seed"), py::arg("epoch"));
 }

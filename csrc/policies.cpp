@@ -101,18 +101,25 @@ void select_soft(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t 
 
   if (!cfg.exact_budget) {
     const float soft_weight = static_cast<float>(1.0 / keep_prob);
+    // A soft sample is kept when its 32-bit coin is below keep_prob * 2^32.
+    const uint64_t keep_below = static_cast<uint64_t>(std::ldexp(keep_prob, 32));
     const uint64_t nb = num_blocks(n);
     std::vector<uint64_t> hard(nb, 0);
     for_blocks(n, [&](size_t b, size_t begin, size_t end) {
       uint64_t h = 0;
-      for (size_t i = begin; i < end; ++i) {
-        if (is_hard(i)) {
-          w[i] = 1.0f;
-          ++h;
-        } else {
-          w[i] = to_unit(draw(keep_stream, i)) < keep_prob ? soft_weight : 0.0f;
-        }
+      // Branch-free: hard/soft is unpredictable per sample, so both sides are computed.
+      auto decide = [&](size_t i, uint32_t coin) {
+        const bool hard_i = is_hard(i);
+        w[i] = hard_i ? 1.0f : (coin < keep_below ? soft_weight : 0.0f);
+        h += hard_i;
+      };
+      size_t i = begin;  // blocks start at even ids, so pairs (2j, 2j+1) share one draw
+      for (; i + 1 < end; i += 2) {
+        const uint64_t r = draw(keep_stream, i >> 1);
+        decide(i, static_cast<uint32_t>(r));
+        decide(i + 1, static_cast<uint32_t>(r >> 32));
       }
+      if (i < end) decide(i, static_cast<uint32_t>(draw(keep_stream, i >> 1)));
       hard[b] = h;
     });
     for (uint64_t h : hard) sel.above_threshold += h;
@@ -164,20 +171,27 @@ void select_topk(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t 
   const uint64_t greedy_k = static_cast<uint64_t>(std::llround((1.0 - cfg.explore) * static_cast<double>(k)));
   const uint64_t tie_stream = stream_key(seed, epoch, Purpose::TieBreak);
   const uint64_t explore_stream = stream_key(seed, epoch, Purpose::Explore);
-  auto greedy_key = [&](uint64_t i) { return score_key(score_of(stats[i], cfg), tie_stream, i); };
-  const RankThreshold greedy = topk_threshold(n, greedy_k, greedy_key);
-  auto explore_key = [&](uint64_t i) {
-    return within(greedy_key(i), static_cast<int64_t>(i), greedy) ? 0ull : (draw(explore_stream, i) | 1ull);
-  };
-  const RankThreshold explore = topk_threshold(n, k - greedy_k, explore_key);
+  // Keys computed once: every top-k pass below reads them instead of re-hashing.
+  BigVector<uint64_t> keys(n);
+  for_blocks(n, [&](size_t, size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) keys[i] = score_key(score_of(stats[i], cfg), tie_stream, i);
+  });
+  const RankThreshold greedy = topk_threshold(n, greedy_k, [&](uint64_t i) { return keys[i]; });
+  if (k > greedy_k) {
+    // Explore share: uniform among the rest. Re-key in place: 0 for greedy picks, a coin otherwise.
+    for_blocks(n, [&](size_t, size_t begin, size_t end) {
+      for (size_t i = begin; i < end; ++i)
+        keys[i] = within(keys[i], static_cast<int64_t>(i), greedy) ? 0ull : (draw(explore_stream, i) | 1ull);
+    });
+  }
+  const RankThreshold explore = topk_threshold(n, k - greedy_k, [&](uint64_t i) { return keys[i]; });
   const uint64_t nb = num_blocks(n);
   std::vector<uint64_t> unseen(nb, 0);
   for_blocks(n, [&](size_t b, size_t begin, size_t end) {
     uint64_t u = 0;
     for (size_t i = begin; i < end; ++i) {
-      const uint64_t gk = greedy_key(i);
-      const bool in_greedy = within(gk, static_cast<int64_t>(i), greedy);
-      const bool in_explore = !in_greedy && within(draw(explore_stream, i) | 1ull, static_cast<int64_t>(i), explore);
+      const bool in_greedy = k > greedy_k ? keys[i] == 0 : within(keys[i], static_cast<int64_t>(i), greedy);
+      const bool in_explore = k > greedy_k && within(keys[i], static_cast<int64_t>(i), explore);
       w[i] = (in_greedy || in_explore) ? 1.0f : 0.0f;
       u += std::isnan(stats[i].loss);
     }
@@ -193,12 +207,13 @@ void select_weighted(Store& store, const SelectConfig& cfg, uint64_t seed, uint6
   const SeenSummary summary = summarise(store, cfg);
   sel.unseen = n - summary.seen;
   // Never-seen samples are drawn as likely as the highest-scoring seen one.
-  std::vector<double> sampling_weight(n);
+  BigVector<double> sampling_weight(n);
   for_blocks(n, [&](size_t, size_t begin, size_t end) {
     for (size_t i = begin; i < end; ++i) {
       float s = score_of(stats[i], cfg);
       if (std::isnan(s)) s = summary.max;
-      sampling_weight[i] = s > 0.0f ? std::pow(static_cast<double>(s), cfg.alpha) : 0.0;
+      const double sd = s > 0.0f ? static_cast<double>(s) : 0.0;
+      sampling_weight[i] = cfg.alpha == 1.0 ? sd : (cfg.alpha == 2.0 ? sd * sd : (sd > 0.0 ? std::pow(sd, cfg.alpha) : 0.0));
     }
   });
   const uint64_t k = budget(cfg.prune_ratio, n);
@@ -231,17 +246,8 @@ Selection select(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t 
       select_weighted(store, cfg, seed, epoch, sel);
       break;
   }
-  const uint64_t n = store.size();
-  const float* w = store.weight();
-  if (count) {
-    uint32_t* times = store.times_selected();
-    for_blocks(n, [&](size_t, size_t begin, size_t end) {
-      for (size_t i = begin; i < end; ++i)
-        if (w[i] > 0.0f && times[i] != std::numeric_limits<uint32_t>::max()) ++times[i];
-    });
-  }
-  compact_kept(w, n, sel.ids, sel.weights);
-  shuffle_pairs(sel.ids, sel.weights, stream_key(seed, epoch, Purpose::Shuffle));
+  gather_shuffled(store.weight(), store.size(), stream_key(seed, epoch, Purpose::Shuffle),
+                  count ? store.times_selected() : nullptr, sel.ids, sel.weights);
   return sel;
 }
 

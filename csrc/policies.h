@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "buffer.h"
 #include "store.h"
 
 namespace emp {
@@ -37,8 +38,8 @@ struct SelectConfig {
 };
 
 struct Selection {
-  std::vector<int64_t> ids;     // shuffled
-  std::vector<float> weights;   // loss weight per kept id
+  BigVector<int64_t> ids;       // shuffled
+  BigVector<float> weights;     // loss weight per kept id
   uint64_t unseen = 0;          // samples never updated (always kept by Soft, ranked first by TopK)
   uint64_t above_threshold = 0; // Soft: samples kept unconditionally (score >= mean, or unseen)
   double threshold = 0.0;       // Soft: the mean score of seen samples

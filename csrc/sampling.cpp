@@ -7,113 +7,182 @@
 
 namespace emp {
 
-void compact_kept(const float* weight, uint64_t n, std::vector<int64_t>& ids, std::vector<float>& weights) {
-  const uint64_t nb = num_blocks(n);
-  std::vector<uint64_t> offset(nb, 0);
-  for_blocks(n, [&](size_t b, size_t begin, size_t end) {
-    uint64_t c = 0;
-    for (size_t i = begin; i < end; ++i) c += weight[i] > 0.0f;
-    offset[b] = c;
-  });
-  const uint64_t total = exclusive_scan(offset);
-  ids.resize(total);
-  weights.resize(total);
-  for_blocks(n, [&](size_t b, size_t begin, size_t end) {
-    uint64_t o = offset[b];
-    for (size_t i = begin; i < end; ++i) {
-      if (weight[i] > 0.0f) {
-        ids[o] = static_cast<int64_t>(i);
-        weights[o] = weight[i];
-        ++o;
-      }
-    }
-  });
-}
-
 namespace {
 
+// Sequential 32-bit random numbers from one counter-based stream (two per SplitMix64 call).
+class Stream32 {
+ public:
+  explicit Stream32(uint64_t key) : key_(key) {}
+  uint32_t next() {
+    if (have_) {
+      have_ = false;
+      return static_cast<uint32_t>(buffered_ >> 32);
+    }
+    buffered_ = draw(key_, counter_++);
+    have_ = true;
+    return static_cast<uint32_t>(buffered_);
+  }
+  // Exactly uniform in [0, bound) (Lemire 2019, with rejection).
+  uint32_t below(uint32_t bound) {
+    uint64_t m = uint64_t(next()) * bound;
+    uint32_t low = static_cast<uint32_t>(m);
+    if (low < bound) {
+      const uint32_t threshold = static_cast<uint32_t>(-bound) % bound;
+      while (low < threshold) {
+        m = uint64_t(next()) * bound;
+        low = static_cast<uint32_t>(m);
+      }
+    }
+    return static_cast<uint32_t>(m >> 32);
+  }
+
+ private:
+  uint64_t key_;
+  uint64_t counter_ = 0;
+  uint64_t buffered_ = 0;
+  bool have_ = false;
+};
+
 void fisher_yates(int64_t* ids, float* w, uint64_t len, uint64_t key) {
-  for (uint64_t t = len; t > 1; --t) {
-    const uint64_t j = bounded(draw(key, t), t);
+  if (len > UINT32_MAX) {  // never for ~4096-id buckets, but stay exact for any input
+    for (uint64_t t = len; t > 1; --t) {
+      const uint64_t j = bounded(draw(key, t), t);
+      std::swap(ids[t - 1], ids[j]);
+      std::swap(w[t - 1], w[j]);
+    }
+    return;
+  }
+  Stream32 rng(key);
+  for (uint32_t t = static_cast<uint32_t>(len); t > 1; --t) {
+    const uint32_t j = rng.below(t);
     std::swap(ids[t - 1], ids[j]);
     std::swap(w[t - 1], w[j]);
   }
 }
 
+// Fixed segments for the passes below: at most 64 (below 2^37 items), each < 2^31 items so uint32
+// counts hold, and independent of the thread count.
+struct Segments {
+  uint64_t len, count;
+  explicit Segments(uint64_t n)
+      : len(std::min<uint64_t>(std::max<uint64_t>(kBlock, (n + 63) / 64), uint64_t(1) << 31)),
+        count((n + len - 1) / len) {}
+  uint64_t begin(uint64_t s) const { return s * len; }
+  uint64_t end(uint64_t s, uint64_t n) const { return std::min(n, (s + 1) * len); }
+};
+
 }  // namespace
 
-void shuffle_pairs(std::vector<int64_t>& ids, std::vector<float>& weights, uint64_t key) {
-  const uint64_t k = ids.size();
-  if (k < 2) return;
-  const uint64_t perm_key = splitmix64(key ^ 0x5DEECE66Dull);
-  // Buckets of ~4096 pairs (48 KiB) fit in L2, where Fisher-Yates is fast.
-  int log_buckets = 0;
-  while (log_buckets < 20 && (k >> (log_buckets + 12)) > 0) ++log_buckets;
-  if (log_buckets == 0) {
-    fisher_yates(ids.data(), weights.data(), k, perm_key);
-    return;
-  }
-  const uint64_t buckets = uint64_t(1) << log_buckets;
-  auto bucket_of = [&](uint64_t pos) { return draw(key, pos) >> (64 - log_buckets); };
-  // At most 64 fixed segments: the pre-shuffle order inside a bucket depends on k only.
-  const uint64_t seg_len = std::max<uint64_t>(kBlock, (k + 63) / 64);
-  const uint64_t segs = (k + seg_len - 1) / seg_len;
-  std::vector<uint64_t> count(segs * buckets, 0);
+void gather_shuffled(const float* weight, uint64_t n, uint64_t key, uint32_t* times, BigVector<int64_t>& ids,
+                     BigVector<float>& weights) {
+  // Every pass is branch-free on the keep flag: kept/pruned is a coin flip per id for soft rules,
+  // and a mispredicted branch per id costs more than all the arithmetic here.
+  const Segments seg(n);
+  const int64_t nseg = static_cast<int64_t>(seg.count);
+  // 1. Count kept ids per segment (and count selections).
+  std::vector<uint64_t> kept_in_segment(seg.count, 0);
 #pragma omp parallel for schedule(static)
-  for (int64_t s = 0; s < static_cast<int64_t>(segs); ++s) {
-    const uint64_t begin = static_cast<uint64_t>(s) * seg_len, end = std::min(k, begin + seg_len);
-    uint64_t* c = &count[static_cast<uint64_t>(s) * buckets];
-    for (uint64_t p = begin; p < end; ++p) ++c[bucket_of(p)];
+  for (int64_t s = 0; s < nseg; ++s) {
+    uint64_t c = 0;
+    const uint64_t end = seg.end(s, n);
+    if (times != nullptr) {
+      for (uint64_t i = seg.begin(s); i < end; ++i) {
+        const uint32_t keep = weight[i] > 0.0f;
+        c += keep;
+        times[i] += keep & (times[i] != UINT32_MAX);
+      }
+    } else {
+      for (uint64_t i = seg.begin(s); i < end; ++i) c += weight[i] > 0.0f;
+    }
+    kept_in_segment[s] = c;
   }
-  // Offsets: bucket-major, segment-minor.
-  std::vector<uint64_t> bucket_start(buckets + 1, 0);
+  std::vector<uint64_t> seg_offset(kept_in_segment);
+  const uint64_t k = exclusive_scan(seg_offset);
+
+  // ~k/32768 buckets: few enough that the scatter's write streams (two per bucket) stay in L1,
+  // small enough (384 KiB with weights) that each Fisher-Yates runs in L2.
+  int log_buckets = 0;
+  while (log_buckets < 24 && (k >> (log_buckets + 15)) > 0) ++log_buckets;
+  const uint64_t buckets = uint64_t(1) << log_buckets;
+  const int shift = 64 - log_buckets;
+
+  // 2. Compact kept ids in id order, with each one's bucket, and count per (segment, bucket).
+  //    The compaction writes unconditionally, so segment s gets its own spare slot after its ids
+  //    (its region starts at seg_offset[s] + s): no write ever lands in another segment's region.
+  BigVector<int64_t> kept(k + seg.count);
+  BigVector<uint32_t> bucket(k + seg.count);
+  std::vector<uint32_t> count(seg.count * buckets, 0);
+#pragma omp parallel for schedule(static)
+  for (int64_t s = 0; s < nseg; ++s) {
+    const uint64_t first = seg_offset[s] + static_cast<uint64_t>(s);
+    uint64_t o = first;
+    const uint64_t end = seg.end(s, n);
+    for (uint64_t i = seg.begin(s); i < end; ++i) {
+      kept[o] = static_cast<int64_t>(i);
+      o += weight[i] > 0.0f;
+    }
+    uint32_t* c = &count[static_cast<uint64_t>(s) * buckets];
+    for (uint64_t j = first; j < o; ++j) {
+      const uint32_t b = log_buckets == 0 ? 0 : static_cast<uint32_t>(draw(key, static_cast<uint64_t>(kept[j])) >> shift);
+      bucket[j] = b;
+      ++c[b];
+    }
+  }
+  // 3. Bucket-major, segment-minor offsets; scatter.
+  std::vector<uint64_t> offset(seg.count * buckets);
+  std::vector<uint64_t> bucket_start(buckets + 1);
   uint64_t run = 0;
   for (uint64_t b = 0; b < buckets; ++b) {
     bucket_start[b] = run;
-    for (uint64_t s = 0; s < segs; ++s) {
-      const uint64_t c = count[s * buckets + b];
-      count[s * buckets + b] = run;
-      run += c;
+    for (uint64_t s = 0; s < seg.count; ++s) {
+      offset[s * buckets + b] = run;
+      run += count[s * buckets + b];
     }
   }
   bucket_start[buckets] = run;
-  std::vector<int64_t> out_ids(k);
-  std::vector<float> out_w(k);
+  ids.resize(k);
+  weights.resize(k);
 #pragma omp parallel for schedule(static)
-  for (int64_t s = 0; s < static_cast<int64_t>(segs); ++s) {
-    const uint64_t begin = static_cast<uint64_t>(s) * seg_len, end = std::min(k, begin + seg_len);
-    uint64_t* o = &count[static_cast<uint64_t>(s) * buckets];
-    for (uint64_t p = begin; p < end; ++p) {
-      const uint64_t dst = o[bucket_of(p)]++;
-      out_ids[dst] = ids[p];
-      out_w[dst] = weights[p];
+  for (int64_t s = 0; s < nseg; ++s) {
+    uint64_t* o = &offset[static_cast<uint64_t>(s) * buckets];
+    const uint64_t first = seg_offset[s] + static_cast<uint64_t>(s);
+    const uint64_t stop = first + kept_in_segment[s];
+    for (uint64_t j = first; j < stop; ++j) {
+      const uint64_t dst = o[bucket[j]]++;
+      ids[dst] = kept[j];
+      weights[dst] = weight[kept[j]];
     }
   }
-#pragma omp parallel for schedule(dynamic, 16)
+  // 4. Shuffle inside each bucket.
+  const uint64_t perm_key = splitmix64(key ^ 0x5DEECE66Dull);
+#pragma omp parallel for schedule(dynamic, 64)
   for (int64_t b = 0; b < static_cast<int64_t>(buckets); ++b) {
     const uint64_t begin = bucket_start[b], end = bucket_start[b + 1];
-    fisher_yates(out_ids.data() + begin, out_w.data() + begin, end - begin, splitmix64(perm_key ^ static_cast<uint64_t>(b)));
+    fisher_yates(ids.data() + begin, weights.data() + begin, end - begin, splitmix64(perm_key ^ static_cast<uint64_t>(b)));
   }
-  ids.swap(out_ids);
-  weights.swap(out_w);
 }
 
 WeightedSample sample_weighted(const double* w, uint64_t n, uint64_t k, uint64_t seed, uint64_t epoch) {
   WeightedSample out;
   const uint64_t stream = stream_key(seed, epoch, Purpose::Weighted);
-  // Key: -E_i / w_i (larger is better), as order-preserving bits; 0 = not eligible.
-  auto rank_of = [&](uint64_t i) { return -std::log1p(-to_unit(draw(stream, i))) / w[i]; };
-  auto key_of = [&](uint64_t i) -> uint64_t {
-    if (!(w[i] > 0.0)) return 0;
-    return monotone_bits(-rank_of(i));
-  };
-  std::vector<float> mark(n, 0.0f);
+  // Key: -E_i / w_i (larger is better) as order-preserving bits, computed once (a log per item);
+  // 0 = not eligible.
+  BigVector<uint64_t> keys(n);
+  for_blocks(n, [&](size_t, size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      // E = -log(1 - u) ~ Exp(1); 1 - u is exact for u = m * 2^-53, so plain log is accurate.
+      const double rank = -std::log(1.0 - to_unit(draw(stream, i))) / w[i];
+      keys[i] = w[i] > 0.0 ? monotone_bits(-rank) : 0;
+    }
+  });
+  auto key_of = [&](uint64_t i) { return keys[i]; };
+  BigVector<float> mark(n);
   const RankThreshold kth = topk_threshold(n, k, key_of);
   if (kth.eligible <= k) {
     // Every eligible item is in, with certainty.
     out.tau = INFINITY;
     for_blocks(n, [&](size_t, size_t begin, size_t end) {
-      for (size_t i = begin; i < end; ++i) mark[i] = key_of(i) != 0 ? 1.0f : 0.0f;
+      for (size_t i = begin; i < end; ++i) mark[i] = keys[i] != 0 ? 1.0f : 0.0f;
     });
   } else {
     // tau is the rank of the (k+1)-th best; the k best are those at or above the k-th.
@@ -121,14 +190,16 @@ WeightedSample sample_weighted(const double* w, uint64_t n, uint64_t k, uint64_t
     out.tau = -from_monotone_bits(next.key);
     for_blocks(n, [&](size_t, size_t begin, size_t end) {
       for (size_t i = begin; i < end; ++i) {
-        if (!within(key_of(i), static_cast<int64_t>(i), kth)) continue;
+        if (!within(keys[i], static_cast<int64_t>(i), kth)) {
+          mark[i] = 0.0f;
+          continue;
+        }
         const double pi = -std::expm1(-w[i] * out.tau);
         mark[i] = static_cast<float>(1.0 / std::max(pi, 1e-30));
       }
     });
   }
-  compact_kept(mark.data(), n, out.ids, out.inv_prob);
-  shuffle_pairs(out.ids, out.inv_prob, stream_key(seed, epoch, Purpose::Shuffle));
+  gather_shuffled(mark.data(), n, stream_key(seed, epoch, Purpose::Shuffle), nullptr, out.ids, out.inv_prob);
   return out;
 }
 

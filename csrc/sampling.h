@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "buffer.h"
 #include "parallel.h"
 
 namespace emp {
@@ -51,16 +52,17 @@ inline double from_monotone_bits(uint64_t m) {
 template <class KeyFn>
 RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of);
 
-// Ids i (ascending) with weight[i] > 0, and those weights; order fixed by blocks.
-void compact_kept(const float* weight, uint64_t n, std::vector<int64_t>& ids, std::vector<float>& weights);
-
-// Uniform random permutation of (ids, weights) pairs, a pure function of `key`: random bucket per
-// position, then Fisher-Yates inside each cache-sized bucket (uniform: Sanders 1998).
-void shuffle_pairs(std::vector<int64_t>& ids, std::vector<float>& weights, uint64_t key);
+// The ids i with weight[i] > 0, with their weights, in uniformly random order, a pure function of
+// (weight, key): each kept id goes to a random bucket by a hash of (key, id), buckets are laid out in
+// order and each (~4096 ids, cache-resident) is Fisher-Yates shuffled. Conditional on the bucket
+// sizes every order within a bucket is equally likely, so the permutation is uniform (Sanders 1998).
+// With `times` given, also adds one to times[i] of every kept i (saturating), in the same pass.
+void gather_shuffled(const float* weight, uint64_t n, uint64_t key, uint32_t* times, BigVector<int64_t>& ids,
+                     BigVector<float>& weights);
 
 struct WeightedSample {
-  std::vector<int64_t> ids;        // shuffled
-  std::vector<float> inv_prob;     // 1 / inclusion probability (Horvitz-Thompson weight)
+  BigVector<int64_t> ids;          // shuffled
+  BigVector<float> inv_prob;       // 1 / inclusion probability (Horvitz-Thompson weight)
   double tau = 0.0;                // the (k+1)-th smallest exponential rank E_i / w_i
 };
 

@@ -1,0 +1,209 @@
+"""Sampling throughput of emp_data's C++ core against baselines measured in the same run.
+
+    python benchmarks/sampling_throughput.py            # N = 1e6 and 1e7
+    python benchmarks/sampling_throughput.py --large    # adds N = 1e8
+
+Baselines: the InfoBatch reference `prune()` (its numpy/list code, written out below), the same
+rules vectorised in numpy (np.argpartition for top-k, exponential keys for weighted), and
+torch.multinomial(replacement=False). Times are the median of --repeat runs (the InfoBatch
+reference runs once: it takes seconds). Prints a markdown table with ratios (baseline / ours).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+import emp_data
+from emp_data import Pruner, sample_without_replacement
+
+PRUNE_RATIO = 0.7
+KEEP = 1 - PRUNE_RATIO
+
+
+# --------------------------------------------------------------------------- baselines
+class InfoBatchReference:
+    """InfoBatch's own prune(), as in its repository (numpy + Python lists, global RNG)."""
+
+    def __init__(self, scores, keep_ratio):
+        self.scores = scores
+        self.keep_ratio = keep_ratio
+        self.weights = np.ones(len(scores), dtype=np.float32)
+
+    def reset_weights(self):
+        self.weights[:] = 1
+
+    def prune(self):
+        well_learned_mask = self.scores < self.scores.mean()
+        well_learned_indices = np.where(well_learned_mask)[0]
+        remained_indices = np.where(~well_learned_mask)[0].tolist()
+        selected_indices = np.random.choice(well_learned_indices, int(self.keep_ratio * len(well_learned_indices)),
+                                            replace=False)
+        self.reset_weights()
+        if len(selected_indices) > 0:
+            self.weights[selected_indices] = 1 / self.keep_ratio
+            remained_indices.extend(selected_indices)
+        np.random.shuffle(remained_indices)
+        return remained_indices
+
+
+def numpy_infobatch(scores, keep, rng, weights_out):
+    hard = scores >= scores.mean()
+    kept = hard | (rng.random(len(scores)) < keep)
+    np.copyto(weights_out, np.where(hard, np.float32(1), np.float32(1 / keep)) * kept)
+    ids = rng.permutation(np.flatnonzero(kept))
+    return ids, weights_out[ids]
+
+
+def numpy_topk(scores, k, rng):
+    ids = np.argpartition(-scores, k - 1)[:k]
+    return rng.permutation(ids)
+
+
+def numpy_weighted(w, k, rng):
+    keys = np.log(rng.random(len(w))) / w
+    return rng.permutation(np.argpartition(-keys, k - 1)[:k])
+
+
+def numpy_update(loss, mean, var, ids, values, decay=0.8):
+    d = values - mean[ids]
+    mean[ids] += (1 - decay) * d
+    var[ids] = decay * (var[ids] + (1 - decay) * d * d)
+    loss[ids] = values
+
+
+# --------------------------------------------------------------------------- timing
+def timeit(fn, repeat):
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def fmt_time(s):
+    return f"{s * 1e3:.1f} ms" if s < 10 else f"{s:.1f} s"
+
+
+def run(n, repeat, rows, skip_reference):
+    rng = np.random.default_rng(0)
+    loss = rng.gamma(2.0, 0.5, n).astype(np.float32)
+    mem = rng.uniform(0, 1, n).astype(np.float32)
+    k = round(KEEP * n)
+
+    before = rss_bytes()
+    pruner = Pruner(n, policy="infobatch", prune_ratio=PRUNE_RATIO, seed=0)
+    store_bytes = rss_bytes() - before
+    rows.append((n, "store memory", f"{store_bytes / n:.1f} B/sample (nbytes {pruner.store.nbytes / n:.0f})",
+                 "-", "-", "-"))
+
+    # update: one call with every id once, in random order (scatter-bound), and 4096-id batches
+    ids = rng.permutation(n).astype(np.int64)
+    t_upd = timeit(lambda: pruner.store.update(ids, loss, mem), repeat)
+    np_loss, np_mean, np_var = (np.zeros(n, np.float32) for _ in range(3))
+    t_np_upd = timeit(lambda: numpy_update(np_loss, np_mean, np_var, ids, loss[ids]), repeat)
+    rows.append((n, "update (N random ids, 1 call)", fmt_time(t_upd), f"{n / t_upd / 1e6:.0f} M ids/s",
+                 f"numpy {fmt_time(t_np_upd)}", f"{t_np_upd / t_upd:.1f}x"))
+    batches = np.array_split(ids[: min(n, 2_000_000)], max(1, min(n, 2_000_000) // 4096))
+    vals = [loss[b] for b in batches]
+    mems = [mem[b] for b in batches]
+    m = sum(len(b) for b in batches)
+
+    def batched():
+        for b, v, mm in zip(batches, vals, mems):
+            pruner.store.update(b, v, mm)
+
+    def batched_np():
+        for b, v in zip(batches, vals):
+            numpy_update(np_loss, np_mean, np_var, b, v)
+
+    t_b = timeit(batched, repeat)
+    t_bn = timeit(batched_np, repeat)
+    rows.append((n, "update (4096-id batches)", f"{t_b / len(batches) * 1e6:.0f} us/batch", f"{m / t_b / 1e6:.0f} M ids/s",
+                 f"numpy {t_bn / len(batches) * 1e6:.0f} us/batch", f"{t_bn / t_b:.1f}x"))
+
+    # infobatch select
+    t_ib = timeit(lambda: pruner.select(1), repeat)
+    w_out = np.ones(n, np.float32)
+    t_np = timeit(lambda: numpy_infobatch(loss, KEEP, rng, w_out), repeat)
+    if skip_reference:
+        ref_cell, ref_ratio = "skipped", "-"
+    else:
+        np.random.seed(0)
+        ref = InfoBatchReference(loss, KEEP)
+        t_ref = timeit(ref.prune, 1)
+        ref_cell, ref_ratio = f"InfoBatch ref {fmt_time(t_ref)}", f"{t_ref / t_ib:.0f}x"
+    rows.append((n, "select infobatch", fmt_time(t_ib), f"{len(pruner.select(1)[0]) / n:.2f} kept", ref_cell, ref_ratio))
+    rows.append((n, "", "", "", f"numpy {fmt_time(t_np)}", f"{t_np / t_ib:.1f}x"))
+
+    # other policies
+    for policy, options in [("random", {}), ("epsilon_greedy", {"epsilon": 0.1}), ("ucb", {}),
+                            ("emp", {"beta": 1.0}), ("emp", {"beta": 1.0, "mode": "topk"}), ("weighted", {})]:
+        p = Pruner(n, policy=policy, prune_ratio=PRUNE_RATIO, store=pruner.store, **options)
+        t = timeit(lambda: p.select(1), repeat)
+        label = f"select {policy}" + (" topk" if options.get("mode") == "topk" else "")
+        if policy in ("ucb", "epsilon_greedy") or options.get("mode") == "topk":
+            scores = p.scores()
+            tb = timeit(lambda: numpy_topk(scores, k, rng), repeat)
+            base = f"numpy argpartition {fmt_time(tb)}"
+        elif policy == "random":
+            tb = timeit(lambda: rng.choice(n, k, replace=False), repeat)
+            base = f"numpy choice {fmt_time(tb)}"
+        elif policy == "weighted":
+            tb = timeit(lambda: numpy_weighted(loss.astype(np.float64), k, rng), repeat)
+            base = f"numpy exp-keys {fmt_time(tb)}"
+        else:
+            scores = p.scores()
+            tb = timeit(lambda: numpy_infobatch(scores, KEEP, rng, w_out), repeat)
+            base = f"numpy {fmt_time(tb)}"
+        rows.append((n, label, fmt_time(t), f"{len(p.select(1)[0]) / n:.2f} kept", base, f"{tb / t:.1f}x"))
+
+    # weighted sampling without replacement
+    w64 = loss.astype(np.float64)
+    t_swr = timeit(lambda: sample_without_replacement(w64, k, seed=1), repeat)
+    if n <= 2**24:
+        wt = torch.from_numpy(loss)
+        t_mult = timeit(lambda: torch.multinomial(wt, k, replacement=False), 1)
+        base, ratio = f"torch.multinomial {fmt_time(t_mult)}", f"{t_mult / t_swr:.1f}x"
+    else:
+        base, ratio = "torch.multinomial refuses > 2^24", "-"
+    rows.append((n, "sample_without_replacement", fmt_time(t_swr), f"k={k}", base, ratio))
+    t_npw = timeit(lambda: numpy_weighted(w64, k, rng), repeat)
+    rows.append((n, "", "", "", f"numpy exp-keys {fmt_time(t_npw)}", f"{t_npw / t_swr:.1f}x"))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--large", action="store_true", help="also run N = 1e8 (needs ~10 GB RAM)")
+    ap.add_argument("--sizes", type=float, nargs="*", help="override the sample counts")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--skip-reference", action="store_true", help="skip the slow InfoBatch reference prune()")
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes] if args.sizes else [10**6, 10**7] + ([10**8] if args.large else [])
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"# emp_data {emp_data.__version__} sampling throughput: {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, {emp_data.get_num_threads()} threads, prune_ratio {PRUNE_RATIO}")
+    print(f"# command: python benchmarks/sampling_throughput.py {' '.join(sys.argv[1:])}".rstrip())
+    rows = []
+    for n in sizes:
+        run(n, args.repeat, rows, args.skip_reference or n > 10**7)
+    print("| N | operation | emp_data | throughput | baseline | baseline / emp_data |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(str(c) if c != "" else " " for c in (f"{r[0]:.0e}",) + r[1:]) + " |")
+
+
+if __name__ == "__main__":
+    main()
