@@ -11,19 +11,36 @@
 namespace emp {
 namespace {
 
-// Score under cfg; NaN marks a never-seen sample.
-inline float score_of(const SampleStats& s, const SelectConfig& cfg) {
+// Per-sample scores, one type per ScoreKind so the hot loops are compiled once per kind with no
+// switch inside them. NaN marks a never-seen sample.
+struct LossScore {
+  float operator()(const SampleStats& s) const { return s.loss; }
+};
+struct EmpScore {
+  float beta;
+  float operator()(const SampleStats& s) const { return std::isnan(s.memory) ? s.loss : s.loss + beta * s.memory; }
+};
+struct MeanScore {
+  float operator()(const SampleStats& s) const { return s.loss_mean; }
+};
+struct UcbScore {
+  float c;
+  float operator()(const SampleStats& s) const { return s.loss_mean + c * std::sqrt(std::max(s.loss_var, 0.0f)); }
+};
+
+// Calls fn(score) with the scorer cfg asks for.
+template <class Fn>
+void with_score(const SelectConfig& cfg, Fn fn) {
   switch (cfg.score) {
     case ScoreKind::Loss:
-      return s.loss;
+      return fn(LossScore{});
     case ScoreKind::Emp:
-      return std::isnan(s.memory) ? s.loss : static_cast<float>(s.loss + cfg.beta * s.memory);
+      return fn(EmpScore{static_cast<float>(cfg.beta)});
     case ScoreKind::Mean:
-      return s.loss_mean;
+      return fn(MeanScore{});
     case ScoreKind::Ucb:
-      return static_cast<float>(s.loss_mean + cfg.ucb_c * std::sqrt(std::max(s.loss_var, 0.0f)));
+      return fn(UcbScore{static_cast<float>(cfg.ucb_c)});
   }
-  return s.loss;
 }
 
 // Rank key for top-k by score: score bits on top, a random tie-break below; never-seen samples
@@ -44,7 +61,8 @@ struct SeenSummary {
 };
 
 // Mean and max score of seen samples, summed in fixed blocks (thread-count independent).
-SeenSummary summarise(const Store& store, const SelectConfig& cfg) {
+template <class Score>
+SeenSummary summarise(const Store& store, const Score& score) {
   const uint64_t n = store.size();
   const SampleStats* stats = store.stats();
   const uint64_t nb = num_blocks(n);
@@ -56,7 +74,7 @@ SeenSummary summarise(const Store& store, const SelectConfig& cfg) {
     uint64_t c = 0;
     float m = -std::numeric_limits<float>::infinity();
     for (size_t i = begin; i < end; ++i) {
-      const float v = score_of(stats[i], cfg);
+      const float v = score(stats[i]);
       if (std::isnan(v)) continue;
       s += v;
       ++c;
@@ -84,17 +102,19 @@ void select_full(Store& store) {
   for_blocks(store.size(), [&](size_t, size_t begin, size_t end) { std::fill(w + begin, w + end, 1.0f); });
 }
 
-void select_soft(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t epoch, Selection& sel) {
+template <class Score>
+void select_soft(Store& store, const SelectConfig& cfg, const Score& score, uint64_t seed, uint64_t epoch,
+                 Selection& sel) {
   const uint64_t n = store.size();
   const SampleStats* stats = store.stats();
   float* w = store.weight();
-  const SeenSummary summary = summarise(store, cfg);
+  const SeenSummary summary = summarise(store, score);
   const double mean = summary.mean;
   sel.threshold = mean;
   sel.unseen = n - summary.seen;
   const double keep_prob = 1.0 - cfg.prune_ratio;
   auto is_hard = [&](uint64_t i) {
-    const float s = score_of(stats[i], cfg);
+    const float s = score(stats[i]);
     return std::isnan(s) || s >= mean;
   };
   const uint64_t keep_stream = stream_key(seed, epoch, Purpose::Keep);
@@ -107,19 +127,27 @@ void select_soft(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t 
     std::vector<uint64_t> hard(nb, 0);
     for_blocks(n, [&](size_t b, size_t begin, size_t end) {
       uint64_t h = 0;
-      // Branch-free: hard/soft is unpredictable per sample, so both sides are computed.
+      // Branch-free (hard/soft and keep/prune are coin flips per sample, and a mispredicted branch
+      // costs more than the arithmetic): w = hard + (1 - hard) * kept * soft_weight, on 0/1 values.
+      const float sw = soft_weight;
+      const uint64_t below = keep_below;
+      const double m = mean;
+      const uint64_t stream = keep_stream;
       auto decide = [&](size_t i, uint32_t coin) {
-        const bool hard_i = is_hard(i);
-        w[i] = hard_i ? 1.0f : (coin < keep_below ? soft_weight : 0.0f);
+        const float s = score(stats[i]);
+        const uint32_t hard_i = static_cast<uint32_t>(!(s < m));  // NaN (never seen) counts as hard
+        const float kept = static_cast<float>(static_cast<uint64_t>(coin) < below);
+        const float hf = static_cast<float>(hard_i);
+        w[i] = hf + (1.0f - hf) * kept * sw;
         h += hard_i;
       };
       size_t i = begin;  // blocks start at even ids, so pairs (2j, 2j+1) share one draw
       for (; i + 1 < end; i += 2) {
-        const uint64_t r = draw(keep_stream, i >> 1);
+        const uint64_t r = draw(stream, i >> 1);
         decide(i, static_cast<uint32_t>(r));
         decide(i + 1, static_cast<uint32_t>(r >> 32));
       }
-      if (i < end) decide(i, static_cast<uint32_t>(draw(keep_stream, i >> 1)));
+      if (i < end) decide(i, static_cast<uint32_t>(draw(stream, i >> 1)));
       hard[b] = h;
     });
     for (uint64_t h : hard) sel.above_threshold += h;
@@ -141,10 +169,10 @@ void select_soft(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t 
   sel.above_threshold = hard;
   if (hard > k) {
     sel.budget_exceeded = true;
-    const RankThreshold best = topk_threshold(n, k, [&](uint64_t i) { return score_key(score_of(stats[i], cfg), tie_stream, i); });
+    const RankThreshold best = topk_threshold(n, k, [&](uint64_t i) { return score_key(score(stats[i]), tie_stream, i); });
     for_blocks(n, [&](size_t, size_t begin, size_t end) {
       for (size_t i = begin; i < end; ++i)
-        w[i] = within(score_key(score_of(stats[i], cfg), tie_stream, i), static_cast<int64_t>(i), best) ? 1.0f : 0.0f;
+        w[i] = within(score_key(score(stats[i]), tie_stream, i), static_cast<int64_t>(i), best) ? 1.0f : 0.0f;
     });
     return;
   }
@@ -163,7 +191,9 @@ void select_soft(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t 
   });
 }
 
-void select_topk(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t epoch, Selection& sel) {
+template <class Score>
+void select_topk(Store& store, const SelectConfig& cfg, const Score& score, uint64_t seed, uint64_t epoch,
+                 Selection& sel) {
   const uint64_t n = store.size();
   const SampleStats* stats = store.stats();
   float* w = store.weight();
@@ -174,7 +204,7 @@ void select_topk(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t 
   // Keys computed once: every top-k pass below reads them instead of re-hashing.
   BigVector<uint64_t> keys(n);
   for_blocks(n, [&](size_t, size_t begin, size_t end) {
-    for (size_t i = begin; i < end; ++i) keys[i] = score_key(score_of(stats[i], cfg), tie_stream, i);
+    for (size_t i = begin; i < end; ++i) keys[i] = score_key(score(stats[i]), tie_stream, i);
   });
   const RankThreshold greedy = topk_threshold(n, greedy_k, [&](uint64_t i) { return keys[i]; });
   if (k > greedy_k) {
@@ -200,17 +230,19 @@ void select_topk(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t 
   for (uint64_t u : unseen) sel.unseen += u;
 }
 
-void select_weighted(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t epoch, Selection& sel) {
+template <class Score>
+void select_weighted(Store& store, const SelectConfig& cfg, const Score& score, uint64_t seed, uint64_t epoch,
+                     Selection& sel) {
   const uint64_t n = store.size();
   const SampleStats* stats = store.stats();
   float* w = store.weight();
-  const SeenSummary summary = summarise(store, cfg);
+  const SeenSummary summary = summarise(store, score);
   sel.unseen = n - summary.seen;
   // Never-seen samples are drawn as likely as the highest-scoring seen one.
   BigVector<double> sampling_weight(n);
   for_blocks(n, [&](size_t, size_t begin, size_t end) {
     for (size_t i = begin; i < end; ++i) {
-      float s = score_of(stats[i], cfg);
+      float s = score(stats[i]);
       if (std::isnan(s)) s = summary.max;
       const double sd = s > 0.0f ? static_cast<double>(s) : 0.0;
       sampling_weight[i] = cfg.alpha == 1.0 ? sd : (cfg.alpha == 2.0 ? sd * sd : (sd > 0.0 ? std::pow(sd, cfg.alpha) : 0.0));
@@ -237,13 +269,13 @@ Selection select(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t 
       select_full(store);
       break;
     case Rule::Soft:
-      select_soft(store, cfg, seed, epoch, sel);
+      with_score(cfg, [&](const auto& score) { select_soft(store, cfg, score, seed, epoch, sel); });
       break;
     case Rule::TopK:
-      select_topk(store, cfg, seed, epoch, sel);
+      with_score(cfg, [&](const auto& score) { select_topk(store, cfg, score, seed, epoch, sel); });
       break;
     case Rule::Weighted:
-      select_weighted(store, cfg, seed, epoch, sel);
+      with_score(cfg, [&](const auto& score) { select_weighted(store, cfg, score, seed, epoch, sel); });
       break;
   }
   gather_shuffled(store.weight(), store.size(), stream_key(seed, epoch, Purpose::Shuffle),
@@ -253,8 +285,10 @@ Selection select(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t 
 
 void compute_scores(const Store& store, const SelectConfig& cfg, float* out) {
   const SampleStats* stats = store.stats();
-  for_blocks(store.size(), [&](size_t, size_t begin, size_t end) {
-    for (size_t i = begin; i < end; ++i) out[i] = score_of(stats[i], cfg);
+  with_score(cfg, [&](const auto& score) {
+    for_blocks(store.size(), [&](size_t, size_t begin, size_t end) {
+      for (size_t i = begin; i < end; ++i) out[i] = score(stats[i]);
+    });
   });
 }
 

@@ -79,22 +79,30 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, uint32_t* ti
   // and a mispredicted branch per id costs more than all the arithmetic here.
   const Segments seg(n);
   const int64_t nseg = static_cast<int64_t>(seg.count);
-  // 1. Count kept ids per segment (and count selections).
+  // 1. Compact each segment's kept ids, in id order, into its own region of a scratch buffer
+  //    (region s starts at seg.begin(s) + s: the compaction writes unconditionally, so each region
+  //    has one spare slot and no write lands in another's), counting selections on the way.
+  BigVector<int64_t> kept(n + seg.count);
   std::vector<uint64_t> kept_in_segment(seg.count, 0);
 #pragma omp parallel for schedule(static)
   for (int64_t s = 0; s < nseg; ++s) {
-    uint64_t c = 0;
+    const uint64_t first = seg.begin(s) + static_cast<uint64_t>(s);
+    uint64_t o = first;
     const uint64_t end = seg.end(s, n);
     if (times != nullptr) {
       for (uint64_t i = seg.begin(s); i < end; ++i) {
         const uint32_t keep = weight[i] > 0.0f;
-        c += keep;
-        times[i] += keep & (times[i] != UINT32_MAX);
+        kept[o] = static_cast<int64_t>(i);
+        o += keep;
+        times[i] += keep & static_cast<uint32_t>(times[i] != UINT32_MAX);
       }
     } else {
-      for (uint64_t i = seg.begin(s); i < end; ++i) c += weight[i] > 0.0f;
+      for (uint64_t i = seg.begin(s); i < end; ++i) {
+        kept[o] = static_cast<int64_t>(i);
+        o += weight[i] > 0.0f;
+      }
     }
-    kept_in_segment[s] = c;
+    kept_in_segment[s] = o - first;
   }
   std::vector<uint64_t> seg_offset(kept_in_segment);
   const uint64_t k = exclusive_scan(seg_offset);
@@ -106,23 +114,14 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, uint32_t* ti
   const uint64_t buckets = uint64_t(1) << log_buckets;
   const int shift = 64 - log_buckets;
 
-  // 2. Compact kept ids in id order, with each one's bucket, and count per (segment, bucket).
-  //    The compaction writes unconditionally, so segment s gets its own spare slot after its ids
-  //    (its region starts at seg_offset[s] + s): no write ever lands in another segment's region.
-  BigVector<int64_t> kept(k + seg.count);
-  BigVector<uint32_t> bucket(k + seg.count);
+  // 2. Each kept id's bucket (a hash of (key, id)), counted per (segment, bucket).
+  BigVector<uint32_t> bucket(n + seg.count);
   std::vector<uint32_t> count(seg.count * buckets, 0);
 #pragma omp parallel for schedule(static)
   for (int64_t s = 0; s < nseg; ++s) {
-    const uint64_t first = seg_offset[s] + static_cast<uint64_t>(s);
-    uint64_t o = first;
-    const uint64_t end = seg.end(s, n);
-    for (uint64_t i = seg.begin(s); i < end; ++i) {
-      kept[o] = static_cast<int64_t>(i);
-      o += weight[i] > 0.0f;
-    }
+    const uint64_t first = seg.begin(s) + static_cast<uint64_t>(s);
     uint32_t* c = &count[static_cast<uint64_t>(s) * buckets];
-    for (uint64_t j = first; j < o; ++j) {
+    for (uint64_t j = first; j < first + kept_in_segment[s]; ++j) {
       const uint32_t b = log_buckets == 0 ? 0 : static_cast<uint32_t>(draw(key, static_cast<uint64_t>(kept[j])) >> shift);
       bucket[j] = b;
       ++c[b];
@@ -145,7 +144,7 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, uint32_t* ti
 #pragma omp parallel for schedule(static)
   for (int64_t s = 0; s < nseg; ++s) {
     uint64_t* o = &offset[static_cast<uint64_t>(s) * buckets];
-    const uint64_t first = seg_offset[s] + static_cast<uint64_t>(s);
+    const uint64_t first = seg.begin(s) + static_cast<uint64_t>(s);
     const uint64_t stop = first + kept_in_segment[s];
     for (uint64_t j = first; j < stop; ++j) {
       const uint64_t dst = o[bucket[j]]++;

@@ -1,0 +1,44 @@
+# Set-up and checks. Two commands do everything on a fresh machine:
+#   make demo   - install into .venv and run the main job
+#   make test   - install into .venv and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch: the CPU build. Where a local wheel of torch 2.13.0+cpu exists (pip's find-links), pip takes
+# it from disk; elsewhere the PyTorch CPU index is used, so no multi-GB CUDA build is ever pulled.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
+.PHONY: install demo test bench sanitize clean
+
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*) $(wildcard emp_data/*.py)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	if ! $(PY) -c "import torch" 2>/dev/null; then \
+	  if $(PIP) install -q --no-deps --no-index $(TORCH_SPEC); then $(PIP) install -q $(TORCH_SPEC); \
+	  else $(PIP) install -q $(TORCH_SPEC) --index-url $(TORCH_CPU_INDEX); fi; \
+	fi
+	$(PIP) install -q ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) benchmarks/sampling_throughput.py
+
+test: install
+	$(VENV)/bin/pytest -q tests
+
+bench: install
+	$(PY) benchmarks/sampling_throughput.py --large
+
+# C++ core built with -fsanitize=address,undefined, in place, and the suite run against it.
+sanitize: install
+	rm -rf build/asan && EMP_DATA_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --build-temp build/asan
+	LD_PRELOAD=$$(c++ -print-file-name=libasan.so):$$(c++ -print-file-name=libubsan.so) \
+	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(PY) -m pytest -q -p no:cacheprovider tests
+	rm -f emp_data/_C*.so
+
+clean:
+	rm -rf build $(VENV) emp_data/_C*.so *.egg-info
