@@ -84,9 +84,13 @@ class NinjaBuildExt(build_ext):
             obj = build_dir / (Path(src).stem + ".o")
             objects.append(str(obj))
             lines.append(f"build {obj}: compile {ROOT / 'csrc' / src}")
-        lines.append(f"build {output}: link {' '.join(objects)}")
+        # Link inside the build dir (one per flavour, e.g. the sanitizer build), then copy: a shared
+        # output path would let one flavour's .so look up to date to the other.
+        linked = build_dir / output.name
+        lines.append(f"build {linked}: link {' '.join(objects)}")
         (build_dir / "build.ninja").write_text("\n".join(lines) + "\n")
         subprocess.run([_ninja(), "-C", str(build_dir)], check=True)
+        shutil.copy2(linked, output)
 
 
 setup(

@@ -79,54 +79,42 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, uint32_t* ti
   // and a mispredicted branch per id costs more than all the arithmetic here.
   const Segments seg(n);
   const int64_t nseg = static_cast<int64_t>(seg.count);
-  // 1. Compact each segment's kept ids, in id order, into its own region of a scratch buffer
-  //    (region s starts at seg.begin(s) + s: the compaction writes unconditionally, so each region
-  //    has one spare slot and no write lands in another's), counting selections on the way.
+  // Buckets are chosen from n (k is not known yet): ~n/65536 of them, so the scatter's write
+  // streams (two per bucket) stay in L1 and each bucket (<= ~65536 kept ids, 768 KiB with weights)
+  // is shuffled in L2.
+  int log_buckets = 0;
+  while (log_buckets < 24 && (n >> (log_buckets + 16)) > 0) ++log_buckets;
+  const uint64_t buckets = uint64_t(1) << log_buckets;
+  const int shift = 64 - log_buckets;
+
+  // 1. Compact each segment's kept ids, in id order, with each one's bucket (a hash of (key, id)),
+  //    into the segment's own region of scratch buffers; count per (segment, bucket) and count
+  //    selections on the way. Region s starts at seg.begin(s) + s: the compaction writes
+  //    unconditionally, so each region has one spare slot and no write lands in another's.
   BigVector<int64_t> kept(n + seg.count);
+  BigVector<uint32_t> bucket(n + seg.count);
   std::vector<uint64_t> kept_in_segment(seg.count, 0);
+  std::vector<uint32_t> count(seg.count * buckets, 0);
 #pragma omp parallel for schedule(static)
   for (int64_t s = 0; s < nseg; ++s) {
     const uint64_t first = seg.begin(s) + static_cast<uint64_t>(s);
     uint64_t o = first;
     const uint64_t end = seg.end(s, n);
-    if (times != nullptr) {
-      for (uint64_t i = seg.begin(s); i < end; ++i) {
-        const uint32_t keep = weight[i] > 0.0f;
-        kept[o] = static_cast<int64_t>(i);
-        o += keep;
-        times[i] += keep & static_cast<uint32_t>(times[i] != UINT32_MAX);
-      }
-    } else {
-      for (uint64_t i = seg.begin(s); i < end; ++i) {
-        kept[o] = static_cast<int64_t>(i);
-        o += weight[i] > 0.0f;
-      }
+    uint32_t* c = &count[static_cast<uint64_t>(s) * buckets];
+    for (uint64_t i = seg.begin(s); i < end; ++i) {
+      const uint32_t keep = weight[i] > 0.0f;
+      const uint32_t b = log_buckets == 0 ? 0 : static_cast<uint32_t>(draw(key, i) >> shift);
+      kept[o] = static_cast<int64_t>(i);
+      bucket[o] = b;
+      c[b] += keep;
+      o += keep;
+      if (times != nullptr) times[i] += keep & static_cast<uint32_t>(times[i] != UINT32_MAX);
     }
     kept_in_segment[s] = o - first;
   }
-  std::vector<uint64_t> seg_offset(kept_in_segment);
-  const uint64_t k = exclusive_scan(seg_offset);
+  uint64_t k = 0;
+  for (uint64_t c : kept_in_segment) k += c;
 
-  // ~k/32768 buckets: few enough that the scatter's write streams (two per bucket) stay in L1,
-  // small enough (384 KiB with weights) that each Fisher-Yates runs in L2.
-  int log_buckets = 0;
-  while (log_buckets < 24 && (k >> (log_buckets + 15)) > 0) ++log_buckets;
-  const uint64_t buckets = uint64_t(1) << log_buckets;
-  const int shift = 64 - log_buckets;
-
-  // 2. Each kept id's bucket (a hash of (key, id)), counted per (segment, bucket).
-  BigVector<uint32_t> bucket(n + seg.count);
-  std::vector<uint32_t> count(seg.count * buckets, 0);
-#pragma omp parallel for schedule(static)
-  for (int64_t s = 0; s < nseg; ++s) {
-    const uint64_t first = seg.begin(s) + static_cast<uint64_t>(s);
-    uint32_t* c = &count[static_cast<uint64_t>(s) * buckets];
-    for (uint64_t j = first; j < first + kept_in_segment[s]; ++j) {
-      const uint32_t b = log_buckets == 0 ? 0 : static_cast<uint32_t>(draw(key, static_cast<uint64_t>(kept[j])) >> shift);
-      bucket[j] = b;
-      ++c[b];
-    }
-  }
   // 3. Bucket-major, segment-minor offsets; scatter.
   std::vector<uint64_t> offset(seg.count * buckets);
   std::vector<uint64_t> bucket_start(buckets + 1);

@@ -54,7 +54,7 @@ RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of);
 
 // The ids i with weight[i] > 0, with their weights, in uniformly random order, a pure function of
 // (weight, key): each kept id goes to a random bucket by a hash of (key, id), buckets are laid out in
-// order and each (~4096 ids, cache-resident) is Fisher-Yates shuffled. Conditional on the bucket
+// order and each (cache-resident) is Fisher-Yates shuffled. Conditional on the bucket
 // sizes every order within a bucket is equally likely, so the permutation is uniform (Sanders 1998).
 // With `times` given, also adds one to times[i] of every kept i (saturating), in the same pass.
 void gather_shuffled(const float* weight, uint64_t n, uint64_t key, uint32_t* times, BigVector<int64_t>& ids,
