@@ -146,6 +146,16 @@ PYBIND11_MODULE(_C, m) {
              return py::make_tuple(to_numpy(std::move(sel.ids)), to_numpy(std::move(sel.weights)), info);
            },
            py::arg("config"), py::arg("seed"), py::arg("epoch"), py::arg("count"))
+      .def("current_selection",
+           [](Store& s, uint64_t seed, uint64_t epoch) {
+             Selection sel;
+             {
+               py::gil_scoped_release release;
+               sel = current_selection(s, seed, epoch);
+             }
+             return py::make_tuple(to_numpy(std::move(sel.ids)), to_numpy(std::move(sel.weights)));
+           },
+           py::arg("seed"), py::arg("epoch"))
       .def("scores", [](const Store& s, const SelectConfig& cfg) {
         std::vector<float> out(s.size());
         {

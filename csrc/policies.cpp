@@ -283,6 +283,12 @@ Selection select(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t 
   return sel;
 }
 
+Selection current_selection(Store& store, uint64_t seed, uint64_t epoch) {
+  Selection sel;
+  gather_shuffled(store.weight(), store.size(), stream_key(seed, epoch, Purpose::Shuffle), nullptr, sel.ids, sel.weights);
+  return sel;
+}
+
 void compute_scores(const Store& store, const SelectConfig& cfg, float* out) {
   const SampleStats* stats = store.stats();
   with_score(cfg, [&](const auto& score) {

@@ -51,6 +51,10 @@ struct Selection {
 // times_selected of every kept sample. Returns the kept ids in shuffled order with their weights.
 Selection select(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t epoch, bool count);
 
+// The selection `select(store, ., seed, epoch, .)` returned, rebuilt from the weights it wrote
+// (updates never touch them), without re-running the policy on scores that have moved since.
+Selection current_selection(Store& store, uint64_t seed, uint64_t epoch);
+
 // The score each sample has under `cfg` (NaN for never-seen samples).
 void compute_scores(const Store& store, const SelectConfig& cfg, float* out);
 

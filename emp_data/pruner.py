@@ -98,9 +98,14 @@ class Pruner:
         A pure function of (the recorded scores, seed, epoch): the same on any thread count and on
         a resumed run. It also makes `epoch` current: its weights go into the store (where
         DataLoader workers read them) and, the first time an epoch is selected, each kept sample's
-        times_selected is incremented.
+        times_selected is incremented. Selecting the current epoch again (e.g. after resuming
+        mid-epoch) returns the same ids and weights, although scores have been updated since.
         """
         epoch = as_count(epoch, "epoch", minimum=0, maximum=2**63 - 1)
+        if epoch == self.epoch:
+            # Already selected (maybe before a resume): the same ids, rebuilt from the stored
+            # weights, not a new draw from scores that training has moved since.
+            return self.store._core.current_selection(self.seed, epoch)
         count = epoch > self._counted_through
         ids, weights, info = self.store._core.select(self._config(epoch), self.seed, epoch, count)
         if count:
