@@ -2,13 +2,15 @@
 from . import policies, scores
 from .policies import EMP, UCB, EpsilonGreedy, Full, InfoBatch, Policy, Random, Weighted, make_policy
 from .pruner import Pruner
+from .torch_data import DistributedPrunedSampler, IndexedDataset, PrunedSampler
 from .sampling import get_num_threads, sample_without_replacement, set_num_threads
 from .store import ScoreStore
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "EMP", "UCB", "EpsilonGreedy", "Full", "InfoBatch", "Policy", "Pruner", "Random", "ScoreStore", "Weighted",
+    "EMP", "UCB", "DistributedPrunedSampler", "EpsilonGreedy", "Full", "IndexedDataset", "InfoBatch", "Policy",
+    "PrunedSampler", "Pruner", "Random", "ScoreStore", "Weighted",
     "__version__", "get_num_threads", "make_policy", "policies", "sample_without_replacement", "scores",
     "set_num_threads",
 ]

@@ -45,13 +45,16 @@ class Pruner:
             one in memory, or a new memory-mapped file when `store_path` is given.
         ema_decay: decay of the running loss mean/variance (ucb, epsilon_greedy).
         nonfinite: "raise" (default) or "skip" NaN/inf losses in `loss()`.
+        distributed: all-gather each batch's (ids, values) in `loss()` so that every rank's store
+            stays identical. None (default): whenever torch.distributed is initialised with more
+            than one rank.
         **policy_options: the policy's own options (e.g. beta=, mode= for emp).
     """
 
     def __init__(self, num_samples: int, policy="emp", prune_ratio: float = 0.5, epochs: int | None = None,
                  anneal: float = 0.875, seed: int = 0, *, store: ScoreStore | None = None,
                  store_path: str | os.PathLike | None = None, ema_decay: float = 0.8, nonfinite: str = "raise",
-                 **policy_options):
+                 distributed: bool | None = None, **policy_options):
         self.num_samples = as_count(num_samples, "num_samples", minimum=1)
         self.policy: Policy = make_policy(policy, **policy_options)
         self.prune_ratio = as_ratio(prune_ratio, "prune_ratio")
@@ -64,6 +67,7 @@ class Pruner:
         if nonfinite not in ("raise", "skip"):
             raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
         self.nonfinite = nonfinite
+        self.distributed = distributed
         if store is not None and store_path is not None:
             raise ValueError("give either store= or store_path=, not both")
         if store is None:
@@ -158,23 +162,65 @@ class Pruner:
         if memory is None and self.policy.needs_memory:
             raise ValueError(f"policy {self.policy.name!r} needs the memory term: pass logits= (the model's "
                              "outputs for this batch) or memory= (a per-sample memory term)")
-        # One device-to-host copy for everything recorded.
         detached = per_sample_loss.detach().float()
         if memory is not None:
             if not isinstance(memory, torch.Tensor):
                 memory = torch.as_tensor(np.asarray(memory, dtype=np.float32))
             if memory.ndim != 1 or memory.shape[0] != len(ids_arr):
                 raise ValueError(f"memory must have shape ({len(ids_arr)},), got {tuple(memory.shape)}")
-            both = torch.stack([detached, memory.detach().float().to(detached.device)]).cpu().numpy()
-            loss_np, mem_np = both[0], both[1]
+            values = torch.stack([detached, memory.detach().float().to(detached.device)], dim=1)
         else:
-            loss_np, mem_np = detached.cpu().numpy(), None
-        self.nonfinite_skipped += self.store.update(ids_arr, loss_np, mem_np, nonfinite=self.nonfinite,
+            values = detached[:, None]
+        record_ids = ids_arr
+        if self._distributed():
+            record_ids, values = self._gather(ids_arr, values)
+        values_np = values.cpu().numpy()  # one device-to-host copy for everything recorded
+        loss_np = np.ascontiguousarray(values_np[:, 0])
+        mem_np = np.ascontiguousarray(values_np[:, 1]) if values_np.shape[1] > 1 else None
+        self.nonfinite_skipped += self.store.update(record_ids, loss_np, mem_np, nonfinite=self.nonfinite,
                                                     ema_decay=self.ema_decay)
         w = self.store.weight[ids_arr]
         w = np.where(w > 0, w, np.float32(1.0))
         weights = torch.from_numpy(w).to(device=per_sample_loss.device, dtype=per_sample_loss.dtype)
         return (per_sample_loss * weights).mean()
+
+    def _distributed(self) -> bool:
+        from .distributed import is_distributed
+
+        return is_distributed() if self.distributed is None else bool(self.distributed)
+
+    @staticmethod
+    def _gather(ids_arr: np.ndarray, values: "torch.Tensor"):
+        """Every rank's (ids, values), in rank order, so all stores see the same updates."""
+        import torch.distributed as dist
+
+        from .distributed import all_gather_varlen
+
+        device = values.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        ids_all = all_gather_varlen(torch.from_numpy(ids_arr).to(device))
+        values_all = all_gather_varlen(values.to(device))
+        return ids_all.cpu().numpy(), values_all
+
+    # ------------------------------------------------------------------------------------ stats
+    def planned_steps(self, batch_size: int, drop_last: bool = False) -> int:
+        """Optimizer steps over all `epochs`, known before training for rules with a fixed budget
+        (random, epsilon_greedy, ucb, emp topk, weighted, and soft rules with exact_budget=True):
+        for OneCycle-style schedulers. Soft rules without an exact budget keep a data-dependent
+        count; for them this raises."""
+        if self.epochs is None:
+            raise ValueError("planned_steps needs epochs= on the Pruner")
+        batch_size = as_count(batch_size, "batch_size", minimum=1)
+        cfg = self.policy.config(self.prune_ratio)
+        fixed = cfg.rule in (_C.Rule.TOPK, _C.Rule.WEIGHTED, _C.Rule.FULL) or cfg.exact_budget
+        if not fixed and self.prune_ratio > 0:
+            raise ValueError(f"policy {self.policy.name!r} keeps a data-dependent number of samples per epoch; "
+                             "use exact_budget=True for a step count known in advance")
+        k = round((1 - self.prune_ratio) * self.num_samples)
+        steps = 0
+        for epoch in range(self.epochs):
+            kept = k if self.is_pruned_epoch(epoch) and cfg.rule != _C.Rule.FULL else self.num_samples
+            steps += kept // batch_size if drop_last else math.ceil(kept / batch_size)
+        return steps
 
     # ------------------------------------------------------------------------------------ stats
     def steps_per_epoch(self, batch_size: int, drop_last: bool = False, epoch: int | None = None) -> int:

@@ -1,0 +1,95 @@
+"""Small training jobs run in fresh processes by the integration tests (importable by spawn)."""
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
+
+from emp_data import DistributedPrunedSampler, IndexedDataset, Pruner, PrunedSampler
+
+N, EPOCHS, BATCH = 600, 3, 32
+
+
+def make_data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, 8, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    return TensorDataset(x, y)
+
+
+def make_model():
+    torch.manual_seed(1)
+    return torch.nn.Linear(8, 2)
+
+
+def train_with_stateful_loader(phase, ckpt_dir, stop_after_batches=None):
+    """phase 'full': uninterrupted; 'first': stop after `stop_after_batches` and checkpoint;
+    'second': resume from the checkpoint in this (new) process. Returns the ids seen, in order."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    torch.set_num_threads(1)
+    data = IndexedDataset(make_data())
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    if phase == "second":
+        pruner = Pruner.load(os.path.join(ckpt_dir, "pruner.emp"))
+    else:
+        pruner = Pruner(N, policy="emp", prune_ratio=0.5, epochs=EPOCHS, seed=3, beta=1.0)
+    sampler = PrunedSampler(pruner)
+    loader = StatefulDataLoader(data, batch_size=BATCH, sampler=sampler, num_workers=2)
+    start_epoch = 0
+    if phase == "second":
+        state = torch.load(os.path.join(ckpt_dir, "train.pt"), weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        loader.load_state_dict(state["loader"])
+        start_epoch = state["epoch"]
+    seen, batches = [], 0
+    for epoch in range(start_epoch, EPOCHS):
+        for ids, (x, y) in loader:
+            logits = model(x)
+            loss = pruner.loss(F.cross_entropy(logits, y, reduction="none"), ids, logits=logits)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            seen.extend(ids.tolist())
+            batches += 1
+            if phase == "first" and batches == stop_after_batches:
+                pruner.save(os.path.join(ckpt_dir, "pruner.emp"))
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "loader": loader.state_dict(),
+                            "epoch": epoch}, os.path.join(ckpt_dir, "train.pt"))
+                return seen, None
+    return seen, pruner.store.loss.copy()
+
+
+def ddp_worker(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        data = IndexedDataset(make_data())
+        model = make_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        pruner = Pruner(N, policy="infobatch", prune_ratio=0.5, epochs=EPOCHS, seed=5)
+        sampler = DistributedPrunedSampler(pruner)
+        loader = torch.utils.data.DataLoader(data, batch_size=25, sampler=sampler)
+        per_epoch = []
+        for epoch in range(EPOCHS):
+            ids_epoch = []
+            # unequal batch counts per rank are possible; the gather handles different sizes
+            for ids, (x, y) in loader:
+                logits = model(x)
+                loss = pruner.loss(F.cross_entropy(logits, y, reduction="none"), ids)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                ids_epoch.extend(ids.tolist())
+            full_ids, _ = pruner.select(epoch)
+            per_epoch.append((ids_epoch, full_ids.tolist()))
+        np.savez(os.path.join(out_dir, f"rank{rank}.npz"), loss=pruner.store.loss, mean=pruner.store.loss_mean,
+                 times=pruner.store.times_selected)
+        torch.save(per_epoch, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
