@@ -18,19 +18,20 @@ $(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*) $(wildcard emp_da
 	  if $(PIP) install -q --no-deps --no-index $(TORCH_SPEC); then $(PIP) install -q $(TORCH_SPEC); \
 	  else $(PIP) install -q $(TORCH_SPEC) --index-url $(TORCH_CPU_INDEX); fi; \
 	fi
-	$(PIP) install -q ".[test]"
+	$(PIP) install -q ".[test,demo]"
 	touch $@
 
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) benchmarks/sampling_throughput.py
+	$(VENV)/bin/emp-data demo
 
 test: install
 	$(VENV)/bin/pytest -q tests
 
 bench: install
-	$(PY) benchmarks/sampling_throughput.py --large
+	$(PY) benchmarks/sampling_throughput.py
+	$(PY) benchmarks/quality.py
 
 # C++ core built with -fsanitize=address,undefined, in place, and the suite run against it.
 sanitize: install

@@ -1,0 +1,71 @@
+"""The `emp-data` command.
+
+    emp-data demo                 quick quality benchmark on MNIST-1D (the README's "run it")
+    emp-data inspect FILE         summary of a store / Pruner checkpoint file
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _demo(args) -> int:
+    try:
+        import matplotlib  # noqa: F401
+        import mnist1d  # noqa: F401
+    except ImportError as exc:
+        print(f"emp-data demo needs the demo extra ({exc.name} is missing): pip install 'emp_data[demo]'",
+              file=sys.stderr)
+        return 2
+    from .quality import benchmark
+
+    benchmark("mnist1d", epochs=args.epochs, seeds=args.seeds, ratios=args.ratios, workers=args.workers,
+              out_dir=args.out)
+    return 0
+
+
+def _inspect(args) -> int:
+    import numpy as np
+
+    from .store import ScoreStore
+
+    store = ScoreStore.open(args.path, readonly=True)
+    seen = ~np.isnan(store.loss)
+    print(f"{args.path}: {store.num_samples} samples, {store.nbytes} bytes of state, "
+          f"{int(seen.sum())} seen, {int(store.keep.sum())} kept this epoch")
+    if seen.any():
+        loss = store.loss[seen]
+        print(f"loss: mean {loss.mean():.4f} std {loss.std():.4f} min {loss.min():.4f} max {loss.max():.4f}")
+    hist = np.bincount(store.times_selected)
+    print("times selected histogram:", hist.tolist() if len(hist) <= 40 else f"{len(hist)} bins")
+    if store.metadata:
+        try:
+            meta = json.loads(store.metadata.decode())
+            print("pruner:", {k: meta[k] for k in ("policy", "policy_options", "prune_ratio", "epochs", "seed", "epoch")
+                              if k in meta})
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            print(f"metadata: {len(store.metadata)} bytes")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="emp-data", description="emp_data: dynamic data pruning")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="quick quality benchmark on MNIST-1D: accuracy per policy and ratio")
+    demo.add_argument("--epochs", type=int, default=12)
+    demo.add_argument("--seeds", type=int, default=3)
+    demo.add_argument("--ratios", type=float, nargs="*", default=[0.3, 0.5, 0.7, 0.9])
+    demo.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    demo.add_argument("--out", default=".", help="folder for the plot (quality_mnist1d.png)")
+    demo.set_defaults(run=_demo)
+    inspect = sub.add_parser("inspect", help="summarise a store file or Pruner checkpoint")
+    inspect.add_argument("path")
+    inspect.set_defaults(run=_inspect)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from emp_data import Pruner, cli
+from emp_data.quality import RunConfig, Task, format_table, summarise, train_once
+
+
+def tiny_task():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 12)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + 2 * (x[:, 1] > 0).astype(np.int64)
+    return Task("tiny", x[:480], y[:480], x[480:], y[480:], 4, "mlp")
+
+
+@pytest.mark.parametrize("policy", ["full", "infobatch", "emp", "ucb"])
+def test_train_once_learns_and_counts_sample_passes(policy):
+    task = tiny_task()
+    res = train_once(RunConfig(policy, 0.7, seed=0, epochs=6, batch_size=32), task)
+    assert res.full_passes == 480 * 6
+    assert res.sample_passes == res.times_selected.sum()
+    if policy == "full":
+        assert res.sample_passes == res.full_passes
+    else:
+        assert res.sample_passes < res.full_passes
+    assert res.accuracy > 0.6    # 4 linearly separable classes; chance is 0.25
+
+
+def test_summary_table_reports_mean_std_and_saved():
+    task = tiny_task()
+    results = [train_once(RunConfig(p, 0.5, seed=s, epochs=3, batch_size=64), task)
+               for p in ("full", "random") for s in (0, 1)]
+    summary = summarise(results)
+    mean, std, saved, n = summary[("random", 0.5)]
+    assert n == 2 and 0 <= std and saved == pytest.approx(1 - sum(r.sample_passes for r in results[2:]) / (2 * 480 * 3))
+    table = format_table("tiny", summary, [0.5], beta=1.0)
+    assert "| full |" in table and "| random |" in table and "% saved" in table
+
+
+def test_inspect_command_prints_a_summary(tmp_path, capsys):
+    pruner = Pruner(100, policy="emp", prune_ratio=0.5)
+    pruner.store.update(np.arange(50), np.ones(50, np.float32), np.zeros(50, np.float32))
+    pruner.select(0)
+    pruner.save(tmp_path / "ckpt.emp")
+    assert cli.main(["inspect", str(tmp_path / "ckpt.emp")]) == 0
+    out = capsys.readouterr().out
+    assert "100 samples" in out and "50 seen" in out and "'policy': 'emp'" in out
+    with pytest.raises(ValueError, match="not an emp_data store file"):
+        (tmp_path / "junk").write_bytes(b"\0" * 5000)
+        cli.main(["inspect", str(tmp_path / "junk")])
