@@ -13,6 +13,7 @@
 #include "rng.h"
 #include "sampling.h"
 #include "store.h"
+#include "tar_index.h"
 
 namespace py = pybind11;
 using namespace emp;
@@ -176,4 +177,23 @@ PYBIND11_MODULE(_C, m) {
         },
         py::arg("weights"), py::arg("k"), py::arg("seed"), py::arg("epoch"));
 
+
+  m.def("scan_tar",
+        [](const std::string& path) {
+          TarScan scan;
+          {
+            py::gil_scoped_release release;
+            scan = scan_tar(path);
+          }
+          std::vector<uint64_t> offsets(scan.members.size()), sizes(scan.members.size());
+          py::list names;
+          for (size_t i = 0; i < scan.members.size(); ++i) {
+            offsets[i] = scan.members[i].offset;
+            sizes[i] = scan.members[i].size;
+            names.append(py::bytes(scan.members[i].name));
+          }
+          return py::make_tuple(names, to_numpy(std::move(offsets)), to_numpy(std::move(sizes)), scan.file_size,
+                                scan.error, scan.error_offset);
+        },
+        py::arg("path"), "Members (name bytes, data offset, size) of a tar file, from its headers only.");
 }

@@ -120,7 +120,14 @@ TarScan scan_tar(const std::string& path) {
   std::string long_name;  // from a GNU 'L' entry or a pax 'x' record, for the next member
   while (true) {
     const unsigned char* h = reader.at(pos, kBlockSize);
-    if (h == nullptr) break;  // EOF without the end-of-archive blocks: tolerated, as tar does
+    if (h == nullptr) {
+      // Writers (tarfile, webdataset's TarWriter) always end with zero blocks: a file that stops
+      // before them was cut short, even if the last member's data is complete.
+      scan.error = pos >= scan.file_size ? "truncated tar file (no end-of-archive marker)"
+                                         : "truncated tar header (file ends inside it)";
+      scan.error_offset = pos;
+      break;
+    }
     bool zero = true;
     for (size_t i = 0; i < kBlockSize && zero; ++i) zero = h[i] == 0;
     if (zero) break;  // end-of-archive block

@@ -1,0 +1,441 @@
+"""Dynamic pruning of WebDataset tar shards: stable sample ids from a header index, and a stream
+that drops pruned samples before any decoder runs (and, with an index, before their bytes are read).
+
+    index = emp_data.build_index("data/shard-{000000..000099}.tar", out="data/index.empidx")
+    pruner = emp_data.Pruner(index.num_samples, policy="emp", prune_ratio=0.7, epochs=E,
+                             store_path="data/scores.emp")           # shared with loader workers
+    ds = emp_data.PrunedIterableDataset("data/shard-{000000..000099}.tar", pruner, index="data/index.empidx")
+    pipeline = ds.decode() ... or wds.DataPipeline(ds, wds.decode(...), wds.to_tuple(...))
+    for epoch in range(E):
+        ds.set_epoch(epoch)                                          # selects the epoch's samples
+        for batch in DataLoader(pipeline, batch_size=..., num_workers=...):
+            ...pruner.loss(per_sample, batch["__id__"], logits=logits)
+
+Sample ids and grouping follow webdataset: consecutive members whose names share the part before
+the first dot of the basename form one sample; the rest of the name, lower-cased, is the field.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+import warnings
+import zipfile
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from . import _C
+from .pruner import Pruner
+from .store import ScoreStore
+
+INDEX_FORMAT = "emp_data.shard_index"
+INDEX_VERSION = 1
+_KEY_RE = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
+
+
+def expand_urls(urls) -> list[str]:
+    """A list of shard paths from a list, or a brace pattern like 'shard-{000..009}.tar'."""
+    if isinstance(urls, (str, os.PathLike)):
+        from braceexpand import braceexpand
+
+        out = list(braceexpand(os.fspath(urls)))
+    else:
+        out = [os.fspath(u) for u in urls]
+    if not out:
+        raise ValueError("no shard urls given")
+    return out
+
+
+def _split_name(name: str):
+    match = _KEY_RE.match(name)
+    if not match:
+        return None, None
+    return match.group(1), match.group(2).lower()
+
+
+class ShardIndex:
+    """Per-shard sample keys and member offsets/sizes, with global dense ids in shard order."""
+
+    def __init__(self, meta: dict, arrays: dict):
+        self.meta = meta
+        self.shards = meta["shards"]
+        self.num_samples = int(meta["num_samples"])
+        self.duplicate_keys = int(meta.get("duplicate_keys", 0))
+        self._a = arrays
+
+    # --- lookup
+    def shard_range(self, shard: int) -> tuple[int, int]:
+        """Global ids [first, last) of the samples in shard number `shard`."""
+        sfs = self._a["shard_first_sample"]
+        return int(sfs[shard]), int(sfs[shard + 1])
+
+    def sample_key(self, sample_id: int) -> str:
+        ko = self._a["key_offsets"]
+        return bytes(self._a["keys"][ko[sample_id]:ko[sample_id + 1]]).decode()
+
+    def sample_members(self, sample_id: int):
+        """[(field, offset, size), ...] of one sample."""
+        fm = self._a["sample_first_member"]
+        eo = self._a["ext_offsets"]
+        exts = self._a["exts"]
+        out = []
+        for m in range(int(fm[sample_id]), int(fm[sample_id + 1])):
+            out.append((bytes(exts[eo[m]:eo[m + 1]]).decode(), int(self._a["member_offset"][m]),
+                        int(self._a["member_size"][m])))
+        return out
+
+    # --- persistence
+    def save(self, path) -> None:
+        path = os.fspath(path)
+        meta = dict(self.meta, checksum=_arrays_checksum(self._a))
+        tmp = f"{path}.tmp.{os.getpid()}"
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **self._a)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path, check_shards: bool = True) -> "ShardIndex":
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(bytes(z["meta"]).decode())
+                arrays = {k: z[k] for k in z.files if k != "meta"}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"'{path}' is not a readable emp_data shard index (corrupt or foreign): {exc}") from None
+        if meta.get("format") != INDEX_FORMAT:
+            raise ValueError(f"'{path}' is not an emp_data shard index")
+        if meta.get("version") != INDEX_VERSION:
+            raise ValueError(f"'{path}' is shard index version {meta.get('version')}, this emp_data reads "
+                             f"{INDEX_VERSION}; rebuild it with emp_data.build_index")
+        if meta.get("checksum") != _arrays_checksum(arrays):
+            raise ValueError(f"shard index '{path}' is corrupt (checksum mismatch); rebuild it")
+        index = cls(meta, arrays)
+        if check_shards:
+            index.check_shards()
+        return index
+
+    def check_shards(self) -> None:
+        """Refuse an index whose shards changed since it was built (size or mtime)."""
+        for shard in self.shards:
+            try:
+                st = os.stat(shard["url"])
+            except OSError as exc:
+                raise ValueError(f"shard '{shard['url']}' of the index cannot be read: {exc}") from None
+            if st.st_size != shard["size"] or st.st_mtime_ns != shard["mtime_ns"]:
+                raise ValueError(f"shard '{shard['url']}' changed since the index was built (size {st.st_size} vs "
+                                 f"{shard['size']}, mtime {st.st_mtime_ns} vs {shard['mtime_ns']}); rebuild the index")
+
+
+def _arrays_checksum(arrays: dict) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+class _Builder:
+    def __init__(self):
+        self.keys, self.key_offsets = bytearray(), [0]
+        self.exts, self.ext_offsets = bytearray(), [0]
+        self.member_offset, self.member_size, self.sample_first_member = [], [], [0]
+
+    def add_sample(self, key: str, members):
+        self.keys += key.encode()
+        self.key_offsets.append(len(self.keys))
+        for ext, off, size in members:
+            self.exts += ext.encode()
+            self.ext_offsets.append(len(self.exts))
+            self.member_offset.append(off)
+            self.member_size.append(size)
+        self.sample_first_member.append(len(self.member_offset))
+
+    def arrays(self, shard_first_sample):
+        return {
+            "keys": np.frombuffer(bytes(self.keys), dtype=np.uint8),
+            "key_offsets": np.asarray(self.key_offsets, dtype=np.int64),
+            "exts": np.frombuffer(bytes(self.exts), dtype=np.uint8),
+            "ext_offsets": np.asarray(self.ext_offsets, dtype=np.int64),
+            "member_offset": np.asarray(self.member_offset, dtype=np.uint64),
+            "member_size": np.asarray(self.member_size, dtype=np.uint64),
+            "sample_first_member": np.asarray(self.sample_first_member, dtype=np.int64),
+            "shard_first_sample": np.asarray(shard_first_sample, dtype=np.int64),
+        }
+
+
+def _group_members(url: str, names, offsets, sizes):
+    """Samples [(key, [(ext, offset, size)])] of one shard, grouped as webdataset does."""
+    samples = []
+    current_key, current = None, None
+    for raw, off, size in zip(names, offsets.tolist(), sizes.tolist()):
+        name = raw.decode("utf-8", errors="surrogateescape")
+        key, ext = _split_name(name)
+        if key is None:
+            continue
+        if key != current_key:
+            if current:
+                samples.append((current_key, current))
+            current_key, current = key, []
+        if any(e == ext for e, _, _ in current):
+            raise ValueError(f"{url}: duplicate file name in tar file: {name} (sample {key!r} already has .{ext})")
+        current.append((ext, off, size))
+    if current:
+        samples.append((current_key, current))
+    return samples
+
+
+def build_index(urls, out=None, *, handler=None) -> ShardIndex:
+    """Scan every shard's tar headers (C++, no payload reads) and write a sidecar index to `out`
+    (atomically; format version and checksum inside). Sample ids are dense, in shard order.
+    A corrupt or truncated shard raises ValueError naming it and the offset; with a `handler`
+    (e.g. webdataset's warn_and_continue) that returns True, the shard's readable part is kept and
+    the problem reported to it. Keys seen in more than one place are counted in `duplicate_keys`
+    and warned about (ids stay positional, so they remain distinct samples)."""
+    shards_meta, builder, shard_first_sample = [], _Builder(), [0]
+    seen_keys: set[str] = set()
+    duplicates = 0
+    for url in expand_urls(urls):
+        names, offsets, sizes, file_size, error, error_offset = _C.scan_tar(url)
+        if error:
+            exc = ValueError(f"shard '{url}': {error} at byte offset {error_offset}")
+            if handler is None or not handler(exc):
+                raise exc
+        st = os.stat(url)
+        samples = _group_members(url, names, offsets, sizes)
+        for key, members in samples:
+            if key in seen_keys:
+                duplicates += 1
+            seen_keys.add(key)
+            builder.add_sample(key, members)
+        shards_meta.append({"url": os.path.abspath(url), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                            "num_samples": len(samples)})
+        shard_first_sample.append(shard_first_sample[-1] + len(samples))
+    if duplicates:
+        warnings.warn(f"{duplicates} sample keys occur more than once in the shard set", stacklevel=2)
+    meta = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "num_samples": shard_first_sample[-1],
+            "shards": shards_meta, "duplicate_keys": duplicates}
+    index = ShardIndex(meta, builder.arrays(shard_first_sample))
+    if out is not None:
+        index.save(out)
+    return index
+
+
+class KeyTable:
+    """Sample key -> dense id for streams without an index: ids in order of first appearance.
+    Exact keys (url + key), so distinct samples are never merged."""
+
+    def __init__(self):
+        self._ids: dict[str, int] = {}
+
+    def id_of(self, url: str, key: str) -> int:
+        full = f"{url}\0{key}"
+        found = self._ids.get(full)
+        if found is None:
+            found = self._ids[full] = len(self._ids)
+        return found
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+class PrunedIterableDataset(IterableDataset):
+    """Iterates WebDataset shards as sample dicts with ``__key__``, ``__url__``, ``__id__`` (int64
+    dense id) and ``__weight__`` (float32), dropping the samples the pruner pruned this epoch before
+    any later stage (decoder, map) sees them.
+
+    With ``index=`` (from `build_index`) only kept samples' bytes are read (seek + read per member).
+    Without, shards are streamed and ids come from a `KeyTable` in order of first appearance; that
+    mode runs in the main process only (workers would each number keys on their own).
+
+    Shards are shuffled per epoch with the pruner's seed and split across DDP ranks and DataLoader
+    workers like ``wds.split_by_node`` / ``wds.split_by_worker``. In DataLoader workers the keep
+    flags and weights are read from the pruner's memory-mapped store (``Pruner(store_path=...)``).
+    ``state_dict()`` holds (epoch, shard position, sample offset) for exact resume.
+    """
+
+    def __init__(self, urls, pruner: Pruner, *, index=None, shuffle_shards: bool = True,
+                 handler=None, epoch_length: int | None = None):
+        if not isinstance(pruner, Pruner):
+            raise TypeError(f"pruner must be an emp_data.Pruner, got {type(pruner).__name__}")
+        self.urls = expand_urls(urls)
+        self.pruner = pruner
+        self.store_path = pruner.store.path
+        self.seed = pruner.seed
+        self.shuffle_shards = bool(shuffle_shards)
+        self.handler = handler
+        self.epoch_length = epoch_length
+        self.index_path = None
+        self._index = None
+        if index is not None:
+            self._index = index if isinstance(index, ShardIndex) else ShardIndex.load(index)
+            self.index_path = None if isinstance(index, ShardIndex) else os.fspath(index)
+            if [os.path.abspath(u) for u in self.urls] != [s["url"] for s in self._index.shards]:
+                raise ValueError("the index was built for other shards (or another order) than `urls`")
+            if self._index.num_samples != pruner.num_samples:
+                raise ValueError(f"index has {self._index.num_samples} samples, the pruner {pruner.num_samples}")
+        self.key_table = KeyTable() if index is None else None
+        self.epoch = 0
+        self._start = (0, 0)        # (shard position, sample offset) to resume from
+        self._position = (0, 0)
+        self.skipped_shards = 0
+
+    # --- pickling for DataLoader workers: never the Pruner (its store travels by path)
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["pruner"] = None
+        if self.index_path is not None:
+            state["_index"] = None
+        return state
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make `epoch` current: selects it in the pruner (main process) and re-shuffles shards."""
+        self.epoch = int(epoch)
+        self._start = (0, 0)
+        if self.pruner is not None:
+            self.pruner.select(self.epoch)
+
+    def __len__(self):
+        if self.epoch_length is None:
+            raise TypeError("PrunedIterableDataset has no length unless epoch_length= is given")
+        return self.epoch_length
+
+    # --- resume
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "shard": self._position[0], "sample": self._position[1]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+        self._start = (int(state["shard"]), int(state["sample"]))
+
+    # --- iteration
+    def _weights(self) -> np.ndarray:
+        in_worker = get_worker_info() is not None
+        if self.pruner is not None and not in_worker:
+            if self.pruner.epoch != self.epoch:
+                self.pruner.select(self.epoch)
+            return self.pruner.store.weight
+        # A worker always reads the shared file: a forked copy of an in-memory store would be a
+        # snapshot that silently goes stale (persistent workers).
+        if self.store_path is None:
+            raise ValueError("DataLoader workers cannot see an in-memory store: create the Pruner with "
+                             "store_path= so its keep flags are shared through a memory-mapped file")
+        return ScoreStore.open(self.store_path, readonly=True).weight
+
+    def _my_shards(self) -> list[int]:
+        order = np.arange(len(self.urls))
+        if self.shuffle_shards:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.urls))
+        rank, world = 0, 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        order = order[rank::world]
+        info = get_worker_info()
+        if info is not None:
+            order = order[info.id::info.num_workers]
+        return order.tolist()
+
+    def __iter__(self) -> Iterator[dict]:
+        if self._index is None and self.index_path is not None:
+            self._index = ShardIndex.load(self.index_path)
+        if self._index is None and get_worker_info() is not None:
+            raise ValueError("PrunedIterableDataset without an index runs in the main process only; build one "
+                             "with emp_data.build_index(urls, out=...) and pass index= for DataLoader workers")
+        weights = self._weights()
+        shards = self._my_shards()
+        start_shard, start_sample = self._start
+        self._start = (0, 0)
+        for pos in range(start_shard, len(shards)):
+            shard = shards[pos]
+            first = start_sample if pos == start_shard else 0
+            self._position = (pos, first)
+            if self._index is not None:
+                yield from self._indexed_shard(pos, shard, first, weights)
+            else:
+                yield from self._streamed_shard(pos, shard, first, weights)
+        self._position = (len(shards), 0)
+        if self.pruner is not None and get_worker_info() is None:
+            self.epoch += 1
+
+    def _indexed_shard(self, pos, shard, first, weights):
+        url = self.urls[shard]
+        lo, hi = self._index.shard_range(shard)
+        kept = np.flatnonzero(weights[lo + first:hi] > 0) + first
+        fd = os.open(url, os.O_RDONLY)
+        try:
+            for j in kept.tolist():
+                sid = lo + j
+                sample = {"__key__": self._index.sample_key(sid), "__url__": url, "__id__": sid,
+                          "__weight__": np.float32(weights[sid])}
+                for ext, off, size in self._index.sample_members(sid):
+                    data = os.pread(fd, size, off)
+                    if len(data) != size:
+                        raise ValueError(f"shard '{url}' is truncated at byte offset {off} (index expects {size} bytes)")
+                    sample[ext] = data
+                self._position = (pos, j + 1)
+                yield sample
+        finally:
+            os.close(fd)
+
+    def _streamed_shard(self, pos, shard, first, weights):
+        url = self.urls[shard]
+        ordinal = -1
+        try:
+            with open(url, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+                current_key, current = None, None
+                for member in _members_with_data(tar):
+                    name, data = member
+                    key, ext = _split_name(name)
+                    if key is None:
+                        continue
+                    if key != current_key:
+                        if current is not None:
+                            ordinal += 1
+                            out = self._emit(url, current_key, current, ordinal, first, pos, weights)
+                            if out is not None:
+                                yield out
+                        current_key, current = key, {}
+                    current[ext] = data
+                if current is not None:
+                    ordinal += 1
+                    out = self._emit(url, current_key, current, ordinal, first, pos, weights)
+                    if out is not None:
+                        yield out
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            err = ValueError(f"shard '{url}' is corrupt or truncated near sample {ordinal + 1}: {exc}")
+            if self.handler is None or not self.handler(err):
+                raise err from None
+            self.skipped_shards += 1
+
+    def _emit(self, url, key, fields, ordinal, first, pos, weights):
+        sid = self.key_table.id_of(url, key)
+        self._position = (pos, ordinal + 1)
+        if ordinal < first:
+            return None
+        if sid >= len(weights):
+            raise ValueError(f"stream has more samples than the pruner's {len(weights)} (at '{url}' key {key!r})")
+        if not weights[sid] > 0:
+            return None
+        return {"__key__": key, "__url__": url, "__id__": sid, "__weight__": np.float32(weights[sid]), **fields}
+
+    @property
+    def samples_seen(self) -> int:
+        """Distinct samples numbered so far by the key table (streaming mode)."""
+        return len(self.key_table) if self.key_table is not None else self._index.num_samples
+
+
+def _members_with_data(tar):
+    for info in tar:
+        if not info.isfile():
+            continue
+        f = tar.extractfile(info)
+        yield info.name, f.read() if f is not None else b""

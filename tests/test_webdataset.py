@@ -1,0 +1,197 @@
+import io
+import os
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+import emp_data
+from emp_data import Pruner
+from emp_data.webdataset import PrunedIterableDataset, ShardIndex, build_index
+
+SHARDS, PER_SHARD = 4, 50
+
+
+def write_shards(folder, shards=SHARDS, per_shard=PER_SHARD, prefix="s"):
+    urls = []
+    for s in range(shards):
+        url = os.path.join(folder, f"{prefix}-{s:03d}.tar")
+        with tarfile.open(url, "w") as tar:
+            for i in range(per_shard):
+                key = f"{prefix}{s:03d}_{i:05d}"
+                payload = np.full(64, s * 1000 + i, dtype=np.int32).tobytes()
+                for ext, data in (("bin", payload), ("cls", str(i % 10).encode())):
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        urls.append(url)
+    return urls
+
+
+def value_of(sample):
+    return int(np.frombuffer(sample["bin"], dtype=np.int32)[0])
+
+
+@pytest.fixture
+def shards(tmp_path):
+    return write_shards(str(tmp_path))
+
+
+def test_build_index_ids_keys_and_offsets(shards, tmp_path):
+    index = build_index(shards, out=tmp_path / "idx.empidx")
+    assert index.num_samples == SHARDS * PER_SHARD
+    assert index.shard_range(2) == (100, 150)
+    assert index.sample_key(101) == "s002_00001"
+    members = dict((e, (o, s)) for e, o, s in index.sample_members(101))
+    with open(shards[2], "rb") as f:
+        f.seek(members["bin"][0])
+        assert np.frombuffer(f.read(members["bin"][1]), np.int32)[0] == 2001
+    loaded = ShardIndex.load(tmp_path / "idx.empidx")
+    assert loaded.num_samples == index.num_samples and loaded.sample_key(199) == "s003_00049"
+
+
+def test_index_refuses_changed_corrupt_and_foreign_files(shards, tmp_path):
+    build_index(shards, out=tmp_path / "idx.empidx")
+    raw = (tmp_path / "idx.empidx").read_bytes()
+    with open(shards[1], "ab") as f:
+        f.write(b"\0" * 1024)
+    with pytest.raises(ValueError, match="changed since the index was built"):
+        ShardIndex.load(tmp_path / "idx.empidx")
+    bad = tmp_path / "bad.empidx"
+    bad.write_bytes(b"junk" * 100)
+    with pytest.raises(ValueError, match="not a readable emp_data shard index"):
+        ShardIndex.load(bad)
+    # flip one byte inside an array: the checksum catches it
+    tampered = bytearray(raw)
+    pos = raw.find(b"s001_00007")
+    tampered[pos] ^= 0x01
+    (tmp_path / "t.empidx").write_bytes(bytes(tampered))
+    with pytest.raises(ValueError, match="checksum mismatch|not a readable"):
+        ShardIndex.load(tmp_path / "t.empidx", check_shards=False)
+
+
+def test_corrupt_and_truncated_shards_name_the_shard_and_offset(shards, tmp_path):
+    data = bytearray(open(shards[2], "rb").read())
+    data[1024 + 100] ^= 0xFF                             # inside the 2nd header (1st payload: 1 block)
+    corrupt = tmp_path / "corrupt.tar"
+    corrupt.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"corrupt.tar': corrupt tar header \(checksum mismatch\) at byte offset 1024"):
+        build_index([str(corrupt)])
+    truncated = tmp_path / "trunc.tar"
+    truncated.write_bytes(open(shards[0], "rb").read()[:5000])
+    with pytest.raises(ValueError, match="trunc.tar': truncated tar"):
+        build_index([str(truncated)])
+    seen = []
+    index = build_index([shards[0], str(truncated)], handler=lambda exc: seen.append(exc) or True)
+    assert len(seen) == 1 and PER_SHARD < index.num_samples < 2 * PER_SHARD
+
+
+def test_duplicate_member_in_sample_and_duplicate_keys(tmp_path):
+    url = str(tmp_path / "dup.tar")
+    with tarfile.open(url, "w") as tar:
+        for name in ("a.cls", "a.cls"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"1"))
+    with pytest.raises(ValueError, match="duplicate file name in tar file: a.cls"):
+        build_index([url])
+    urls = write_shards(str(tmp_path), shards=1, per_shard=5, prefix="x")
+    copy = str(tmp_path / "copy.tar")
+    open(copy, "wb").write(open(urls[0], "rb").read())
+    with pytest.warns(UserWarning, match="5 sample keys occur more than once"):
+        assert build_index([urls[0], copy]).duplicate_keys == 5
+
+
+def collect(ds):
+    return {int(s["__id__"]): s for s in ds}
+
+
+def test_only_kept_samples_come_out_and_pruned_bytes_are_never_read(shards, tmp_path, monkeypatch):
+    index = build_index(shards, out=tmp_path / "idx.empidx")
+    pruner = Pruner(index.num_samples, policy="random", prune_ratio=0.7, seed=1)
+    ds = PrunedIterableDataset(shards, pruner, index=tmp_path / "idx.empidx")
+    ds.set_epoch(0)
+    kept_ids, weights = pruner.select(0)
+    read_bytes = []
+    real_pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, off: read_bytes.append(n) or real_pread(fd, n, off))
+    out = collect(ds)
+    assert sorted(out) == sorted(kept_ids.tolist())
+    for sid, sample in out.items():
+        s, i = divmod(sid, PER_SHARD)
+        assert value_of(sample) == s * 1000 + i and sample["__key__"] == f"s{s:03d}_{i:05d}"
+        assert sample["__url__"] == shards[s] and sample["__weight__"] == 1.0
+    assert sum(read_bytes) == len(kept_ids) * (256 + 1)        # kept members only
+
+
+def test_decoders_after_the_stage_see_only_kept_samples(shards, tmp_path):
+    import webdataset as wds
+
+    build_index(shards, out=tmp_path / "idx.empidx")
+    pruner = Pruner(SHARDS * PER_SHARD, policy="random", prune_ratio=0.5, seed=2)
+    ds = PrunedIterableDataset(shards, pruner, index=tmp_path / "idx.empidx")
+    calls = []
+    pipeline = wds.DataPipeline(ds, wds.map(lambda s: calls.append(s["__id__"]) or s), wds.decode(),
+                                wds.to_tuple("__id__", "cls"))
+    ids = [i for i, _ in pipeline]
+    assert len(calls) == len(ids) == len(pruner.select(0)[0]) == 100
+
+
+def test_workers_read_shared_store_and_follow_score_updates(shards, tmp_path):
+    build_index(shards, out=tmp_path / "idx.empidx")
+    n = SHARDS * PER_SHARD
+    pruner = Pruner(n, policy="ucb", prune_ratio=0.75, seed=3, store_path=tmp_path / "scores.emp")
+    pruner.store.update(np.arange(n), np.linspace(0, 1, n).astype(np.float32))   # high ids score high
+    ds = PrunedIterableDataset(shards, pruner, index=tmp_path / "idx.empidx")
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    ds.set_epoch(0)
+    epoch0 = sorted(int(s["__id__"]) for s in loader)
+    assert epoch0 == list(range(150, 200))                       # top 50 by score
+    pruner.store.update(np.arange(n), np.linspace(1, 0, n).astype(np.float32))   # training reverses it
+    pruner.store.update(np.arange(n), np.linspace(1, 0, n).astype(np.float32))
+    ds.set_epoch(1)
+    epoch1 = sorted(int(s["__id__"]) for s in loader)
+    assert epoch1 == sorted(pruner.select(1)[0].tolist()) and epoch1[0] < 50
+
+
+def test_in_memory_store_with_workers_is_a_clear_error(shards, tmp_path):
+    build_index(shards, out=tmp_path / "idx.empidx")
+    ds = PrunedIterableDataset(shards, Pruner(200, policy="random"), index=tmp_path / "idx.empidx")
+    with pytest.raises(ValueError, match="store_path="):
+        list(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=1))
+
+
+def test_resume_mid_epoch_continues_at_the_next_sample(shards, tmp_path):
+    build_index(shards, out=tmp_path / "idx.empidx")
+    pruner = Pruner(200, policy="infobatch", prune_ratio=0.5, seed=4)
+    pruner.store.update(np.arange(200), np.random.default_rng(0).random(200).astype(np.float32))
+    ds = PrunedIterableDataset(shards, pruner, index=tmp_path / "idx.empidx")
+    ds.set_epoch(1)
+    it = iter(ds)
+    head = [int(next(it)["__id__"]) for _ in range(37)]
+    state = ds.state_dict()
+    rest = [int(s["__id__"]) for s in it]
+    resumed = PrunedIterableDataset(shards, pruner, index=tmp_path / "idx.empidx")
+    resumed.load_state_dict(state)
+    assert [int(s["__id__"]) for s in resumed] == rest
+    assert sorted(head + rest) == sorted(pruner.select(1)[0].tolist())
+
+
+def test_streaming_without_index_matches_index_mode_and_reports_corruption(shards, tmp_path):
+    pruner = Pruner(200, policy="random", prune_ratio=0.6, seed=5)
+    streamed = PrunedIterableDataset(shards, pruner, shuffle_shards=False)
+    out = collect(streamed)
+    assert streamed.samples_seen == 200
+    assert sorted(out) == sorted(pruner.select(0)[0].tolist())
+    for sid, sample in out.items():
+        s, i = divmod(sid, PER_SHARD)
+        assert value_of(sample) == s * 1000 + i
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(open(shards[0], "rb").read()[:3000])
+    broken = PrunedIterableDataset([str(bad)], Pruner(200, policy="full"))
+    with pytest.raises(ValueError, match="bad.tar' is corrupt or truncated"):
+        list(broken)
+    tolerant = PrunedIterableDataset([str(bad), shards[1]], Pruner(200, policy="full"), shuffle_shards=False,
+                                     handler=lambda exc: True)
+    assert len(list(tolerant)) > PER_SHARD and tolerant.skipped_shards == 1
