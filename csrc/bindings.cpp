@@ -196,4 +196,29 @@ PYBIND11_MODULE(_C, m) {
                                 scan.error, scan.error_offset);
         },
         py::arg("path"), "Members (name bytes, data offset, size) of a tar file, from its headers only.");
+
+  m.def("index_shard",
+        [](const std::string& path) {
+          TarScan scan;
+          ShardSamples g;
+          {
+            py::gil_scoped_release release;
+            scan = scan_tar(path);
+            g = group_samples(scan);
+          }
+          auto bytes_array = [](const std::string& s) {
+            std::vector<uint8_t> v(s.begin(), s.end());
+            return to_numpy(std::move(v));
+          };
+          py::dict d;
+          d["keys"] = bytes_array(g.keys);
+          d["key_offsets"] = to_numpy(std::move(g.key_offsets));
+          d["exts"] = bytes_array(g.exts);
+          d["ext_offsets"] = to_numpy(std::move(g.ext_offsets));
+          d["member_offset"] = to_numpy(std::move(g.member_offset));
+          d["member_size"] = to_numpy(std::move(g.member_size));
+          d["sample_first_member"] = to_numpy(std::move(g.sample_first_member));
+          return py::make_tuple(d, scan.file_size, scan.error, scan.error_offset, g.error);
+        },
+        py::arg("path"), "A shard's samples grouped as webdataset does, from the tar headers only.");
 }

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -182,6 +183,44 @@ TarScan scan_tar(const std::string& path) {
   }
   ::close(fd);
   return scan;
+}
+
+ShardSamples group_samples(const TarScan& scan) {
+  ShardSamples out;
+  std::string current_key;
+  bool open_sample = false;
+  size_t sample_member_start = 0;
+  for (const TarMember& m : scan.members) {
+    const size_t slash = m.name.rfind('/');
+    const size_t base = slash == std::string::npos ? 0 : slash + 1;
+    const size_t dot = m.name.find('.', base);
+    if (dot == std::string::npos || dot == base) continue;  // no key.field split: not a sample member
+    const std::string key = m.name.substr(0, dot);
+    std::string ext = m.name.substr(dot + 1);
+    for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (!open_sample || key != current_key) {
+      if (open_sample) out.sample_first_member.push_back(static_cast<int64_t>(out.member_offset.size()));
+      out.keys += key;
+      out.key_offsets.push_back(static_cast<int64_t>(out.keys.size()));
+      current_key = key;
+      open_sample = true;
+      sample_member_start = out.member_offset.size();
+    } else {
+      for (size_t j = sample_member_start; j < out.member_offset.size(); ++j) {
+        const size_t a = static_cast<size_t>(out.ext_offsets[j]), b = static_cast<size_t>(out.ext_offsets[j + 1]);
+        if (out.exts.compare(a, b - a, ext) == 0) {
+          out.error = "duplicate file name in tar file: " + m.name + " (sample '" + key + "' already has ." + ext + ")";
+          return out;
+        }
+      }
+    }
+    out.exts += ext;
+    out.ext_offsets.push_back(static_cast<int64_t>(out.exts.size()));
+    out.member_offset.push_back(m.offset);
+    out.member_size.push_back(m.size);
+  }
+  if (open_sample) out.sample_first_member.push_back(static_cast<int64_t>(out.member_offset.size()));
+  return out;
 }
 
 }  // namespace emp

@@ -23,4 +23,21 @@ struct TarScan {
 
 TarScan scan_tar(const std::string& path);
 
+// A shard's samples as webdataset groups them: a member name splits into key and field at the
+// first dot of its basename (webdataset's base_plus_ext; names without such a dot are skipped),
+// consecutive members with the same key form one sample, fields are lower-cased. Flat arrays:
+// sample s has key keys[key_offsets[s]:key_offsets[s+1]] and members
+// [sample_first_member[s], sample_first_member[s+1]), member m field exts[ext_offsets[m]:...].
+struct ShardSamples {
+  std::string keys;
+  std::vector<int64_t> key_offsets{0};
+  std::string exts;
+  std::vector<int64_t> ext_offsets{0};
+  std::vector<uint64_t> member_offset, member_size;
+  std::vector<int64_t> sample_first_member{0};
+  std::string error;  // e.g. a duplicate field inside one sample
+};
+
+ShardSamples group_samples(const TarScan& scan);
+
 }  // namespace emp

@@ -144,87 +144,78 @@ def _arrays_checksum(arrays: dict) -> str:
     return h.hexdigest()
 
 
-class _Builder:
-    def __init__(self):
-        self.keys, self.key_offsets = bytearray(), [0]
-        self.exts, self.ext_offsets = bytearray(), [0]
-        self.member_offset, self.member_size, self.sample_first_member = [], [], [0]
+def _concat_shards(parts: list[dict], shard_first_sample: list[int]) -> dict:
+    """One set of flat index arrays from per-shard ones (offsets shifted, leading zeros dropped)."""
+    def chain(data_key, offsets_key):
+        data = np.concatenate([p[data_key] for p in parts]) if parts else np.zeros(0, np.uint8)
+        offsets, base = [np.zeros(1, np.int64)], 0
+        for p in parts:
+            offsets.append(p[offsets_key][1:] + base)
+            base += len(p[data_key])
+        return data, np.concatenate(offsets)
 
-    def add_sample(self, key: str, members):
-        self.keys += key.encode()
-        self.key_offsets.append(len(self.keys))
-        for ext, off, size in members:
-            self.exts += ext.encode()
-            self.ext_offsets.append(len(self.exts))
-            self.member_offset.append(off)
-            self.member_size.append(size)
-        self.sample_first_member.append(len(self.member_offset))
+    keys, key_offsets = chain("keys", "key_offsets")
+    exts, ext_offsets = chain("exts", "ext_offsets")
+    first_member, base = [np.zeros(1, np.int64)], 0
+    for p in parts:
+        first_member.append(p["sample_first_member"][1:] + base)
+        base += len(p["member_offset"])
 
-    def arrays(self, shard_first_sample):
-        return {
-            "keys": np.frombuffer(bytes(self.keys), dtype=np.uint8),
-            "key_offsets": np.asarray(self.key_offsets, dtype=np.int64),
-            "exts": np.frombuffer(bytes(self.exts), dtype=np.uint8),
-            "ext_offsets": np.asarray(self.ext_offsets, dtype=np.int64),
-            "member_offset": np.asarray(self.member_offset, dtype=np.uint64),
-            "member_size": np.asarray(self.member_size, dtype=np.uint64),
-            "sample_first_member": np.asarray(self.sample_first_member, dtype=np.int64),
-            "shard_first_sample": np.asarray(shard_first_sample, dtype=np.int64),
-        }
+    def cat(key, dtype):
+        return np.concatenate([p[key] for p in parts]).astype(dtype) if parts else np.zeros(0, dtype)
+
+    return {"keys": keys, "key_offsets": key_offsets, "exts": exts, "ext_offsets": ext_offsets,
+            "member_offset": cat("member_offset", np.uint64), "member_size": cat("member_size", np.uint64),
+            "sample_first_member": np.concatenate(first_member),
+            "shard_first_sample": np.asarray(shard_first_sample, dtype=np.int64)}
 
 
-def _group_members(url: str, names, offsets, sizes):
-    """Samples [(key, [(ext, offset, size)])] of one shard, grouped as webdataset does."""
-    samples = []
-    current_key, current = None, None
-    for raw, off, size in zip(names, offsets.tolist(), sizes.tolist()):
-        name = raw.decode("utf-8", errors="surrogateescape")
-        key, ext = _split_name(name)
-        if key is None:
-            continue
-        if key != current_key:
-            if current:
-                samples.append((current_key, current))
-            current_key, current = key, []
-        if any(e == ext for e, _, _ in current):
-            raise ValueError(f"{url}: duplicate file name in tar file: {name} (sample {key!r} already has .{ext})")
-        current.append((ext, off, size))
-    if current:
-        samples.append((current_key, current))
-    return samples
+def _count_duplicate_keys(key_bytes: np.ndarray, key_offsets: np.ndarray) -> int:
+    """How many samples repeat a key seen earlier in the shard set (vectorised: keys padded into a
+    byte matrix, with their length as the last column, then np.unique on rows)."""
+    if len(key_offsets) <= 2:
+        return 0
+    lengths = np.diff(key_offsets)
+    padded = np.zeros((len(lengths), int(lengths.max()) + 2), dtype=np.uint8)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    cols = np.arange(len(key_bytes)) - np.repeat(key_offsets[:-1], lengths)
+    padded[rows, cols] = key_bytes
+    padded[:, -2] = lengths & 0xFF
+    padded[:, -1] = (lengths >> 8) & 0xFF
+    unique = np.unique(padded.view(np.dtype((np.void, padded.shape[1]))).ravel())
+    return len(lengths) - len(unique)
 
 
 def build_index(urls, out=None, *, handler=None) -> ShardIndex:
-    """Scan every shard's tar headers (C++, no payload reads) and write a sidecar index to `out`
-    (atomically; format version and checksum inside). Sample ids are dense, in shard order.
-    A corrupt or truncated shard raises ValueError naming it and the offset; with a `handler`
-    (e.g. webdataset's warn_and_continue) that returns True, the shard's readable part is kept and
-    the problem reported to it. Keys seen in more than one place are counted in `duplicate_keys`
-    and warned about (ids stay positional, so they remain distinct samples)."""
-    shards_meta, builder, shard_first_sample = [], _Builder(), [0]
-    seen_keys: set[str] = set()
-    duplicates = 0
+    """Scan every shard's tar headers and group members into samples (both in C++, no payload
+    reads), then write a sidecar index to `out` (atomically; format version and checksum inside).
+    Sample ids are dense, in shard order. A corrupt or truncated shard raises ValueError naming it
+    and the offset; with a `handler` (e.g. webdataset's warn_and_continue) that returns True, the
+    readable part of the shard is kept and the problem reported to it. Keys seen more than once in
+    the shard set are counted in `duplicate_keys` and warned about (ids are positional, so such
+    samples stay distinct)."""
+    shards_meta, parts, shard_first_sample = [], [], [0]
     for url in expand_urls(urls):
-        names, offsets, sizes, file_size, error, error_offset = _C.scan_tar(url)
-        if error:
-            exc = ValueError(f"shard '{url}': {error} at byte offset {error_offset}")
+        arrays, _size, scan_error, error_offset, group_error = _C.index_shard(url)
+        if group_error:
+            raise ValueError(f"shard '{url}': {group_error}")
+        if scan_error:
+            exc = ValueError(f"shard '{url}': {scan_error} at byte offset {error_offset}")
             if handler is None or not handler(exc):
                 raise exc
         st = os.stat(url)
-        samples = _group_members(url, names, offsets, sizes)
-        for key, members in samples:
-            if key in seen_keys:
-                duplicates += 1
-            seen_keys.add(key)
-            builder.add_sample(key, members)
+        count = len(arrays["key_offsets"]) - 1
+        parts.append(arrays)
         shards_meta.append({"url": os.path.abspath(url), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                            "num_samples": len(samples)})
-        shard_first_sample.append(shard_first_sample[-1] + len(samples))
+                            "num_samples": count})
+        shard_first_sample.append(shard_first_sample[-1] + count)
+    arrays = _concat_shards(parts, shard_first_sample)
+    duplicates = _count_duplicate_keys(arrays["keys"], arrays["key_offsets"])
     if duplicates:
         warnings.warn(f"{duplicates} sample keys occur more than once in the shard set", stacklevel=2)
     meta = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "num_samples": shard_first_sample[-1],
             "shards": shards_meta, "duplicate_keys": duplicates}
-    index = ShardIndex(meta, builder.arrays(shard_first_sample))
+    index = ShardIndex(meta, arrays)
     if out is not None:
         index.save(out)
     return index

@@ -195,3 +195,39 @@ def test_streaming_without_index_matches_index_mode_and_reports_corruption(shard
     tolerant = PrunedIterableDataset([str(bad), shards[1]], Pruner(200, policy="full"), shuffle_shards=False,
                                      handler=lambda exc: True)
     assert len(list(tolerant)) > PER_SHARD and tolerant.skipped_shards == 1
+
+
+def test_stateful_dataloader_with_workers_resumes_the_stream(shards, tmp_path):
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    build_index(shards, out=tmp_path / "idx.empidx")
+    pruner = Pruner(200, policy="random", prune_ratio=0.4, seed=6, store_path=tmp_path / "scores.emp")
+
+    def make_loader():
+        ds = PrunedIterableDataset(shards, pruner, index=tmp_path / "idx.empidx")
+        ds.set_epoch(2)
+        return StatefulDataLoader(ds, batch_size=None, num_workers=2)
+
+    loader = make_loader()
+    it = iter(loader)
+    head = [int(next(it)["__id__"]) for _ in range(33)]
+    state = loader.state_dict()
+    rest = [int(s["__id__"]) for s in it]
+    resumed = make_loader()
+    resumed.load_state_dict(state)
+    again = [int(s["__id__"]) for s in resumed]
+    assert again == rest
+    assert sorted(head + rest) == sorted(pruner.select(2)[0].tolist())
+
+
+def test_pretrain_example_runs_end_to_end(tmp_path, capsys):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "pretrain_webdataset.py")
+    spec = importlib.util.spec_from_file_location("pretrain_webdataset", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.main(["--samples", "1200", "--per-shard", "400", "--epochs", "2", "--workers", "2",
+                  "--dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "3 shards, 1200 samples" in out and "epoch 1: kept" in out and "effective pruning" in out
