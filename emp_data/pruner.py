@@ -215,7 +215,8 @@ class Pruner:
         if not fixed and self.prune_ratio > 0:
             raise ValueError(f"policy {self.policy.name!r} keeps a data-dependent number of samples per epoch; "
                              "use exact_budget=True for a step count known in advance")
-        k = round((1 - self.prune_ratio) * self.num_samples)
+        # Half away from zero, as the C++ budget (llround): Python's round() would differ at .5.
+        k = math.floor((1 - self.prune_ratio) * self.num_samples + 0.5)
         steps = 0
         for epoch in range(self.epochs):
             kept = k if self.is_pruned_epoch(epoch) and cfg.rule != _C.Rule.FULL else self.num_samples

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Iterator
 
-import torch
+import numpy as np
 from torch.utils.data import Dataset, Sampler
 
 from ._validate import as_count
@@ -139,9 +139,7 @@ class DistributedPrunedSampler(PrunedSampler):
         if self.drop_last:
             ids = ids[: len(ids) // r * r]
         elif len(ids) % r:
-            pad = r - len(ids) % r
-            reps = math.ceil(pad / len(ids)) if len(ids) else 0
-            ids = torch.cat([torch.from_numpy(ids)] + [torch.from_numpy(ids)] * reps)[: len(ids) + pad].numpy()
+            ids = np.resize(ids, len(ids) + r - len(ids) % r)  # repeats from the head, cyclically
         return ids[self.rank :: r]
 
     def _epoch_ids(self, epoch: int):

@@ -17,14 +17,13 @@ the first dot of the basename form one sample; the rest of the name, lower-cased
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
 import tarfile
 import warnings
 import zipfile
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 import torch

@@ -135,3 +135,9 @@ def test_sampler_rejects_bad_arguments():
 
     with pytest.raises(ValueError, match="rank must be"):
         DistributedPrunedSampler(Pruner(10), num_replicas=2, rank=2)
+
+
+def test_planned_steps_round_half_like_the_selection():
+    # 0.5 * 1001 = 500.5: the C++ budget rounds half away from zero (501), so must planned_steps
+    pruner = Pruner(1001, policy="ucb", prune_ratio=0.5, epochs=1, anneal=1.0)
+    assert pruner.planned_steps(1) == len(pruner.select(0)[0]) == 501

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-import emp_data
 from emp_data import Pruner
 from emp_data.webdataset import PrunedIterableDataset, ShardIndex, build_index
 
@@ -231,3 +230,4 @@ def test_pretrain_example_runs_end_to_end(tmp_path, capsys):
                   "--dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert "3 shards, 1200 samples" in out and "epoch 1: kept" in out and "effective pruning" in out
+
