@@ -141,13 +141,15 @@ def train_once(cfg: RunConfig, task: Task | None = None) -> RunResult:
                      pruner.store.times_selected.copy())
 
 
-def run_all(task: Task, configs: list[RunConfig], workers: int) -> list[RunResult]:
+def run_all(task: Task, configs: list, workers: int, fn=None) -> list[RunResult]:
+    """fn(config) -> RunResult for every config, in `workers` spawned processes (train_once by default)."""
+    fn = fn or train_once
     if workers <= 1:
         _init_worker(task)
-        return [train_once(c) for c in configs]
+        return [fn(c) for c in configs]
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(task,)) as pool:
-        return pool.map(train_once, configs, chunksize=1)
+        return pool.map(fn, configs, chunksize=1)
 
 
 def sweep_beta(task: Task, epochs: int, ratios, workers: int, seed: int = 0):
@@ -172,15 +174,16 @@ def summarise(results: list[RunResult]):
     return out
 
 
-def format_table(task_name: str, summary, ratios, beta: float) -> str:
-    lines = [f"### {task_name}: test accuracy % (mean +- std over seeds) and sample-passes saved vs full",
+def format_table(task_name: str, summary, ratios, beta: float, policies=POLICIES,
+                 metric: str = "test accuracy") -> str:
+    lines = [f"### {task_name}: {metric} % (mean +- std over seeds) and sample-passes saved vs full",
              "", "| policy | " + " | ".join(f"r = {r}" for r in ratios) + " |",
              "|---|" + "---|" * len(ratios)]
     full = summary.get(("full", 0.0))
     if full:
         cell = f"{100 * full[0]:.2f} +- {100 * full[1]:.2f} (0% saved)"
         lines.append("| full | " + " | ".join([cell] * len(ratios)) + " |")
-    for policy in POLICIES[1:]:
+    for policy in policies[1:]:
         cells = []
         for r in ratios:
             s = summary.get((policy, r))
@@ -190,7 +193,8 @@ def format_table(task_name: str, summary, ratios, beta: float) -> str:
     return "\n".join(lines)
 
 
-def plot(path: str, task_name: str, summary, ratios, results: list[RunResult], hist_ratio: float):
+def plot(path: str, task_name: str, summary, ratios, results: list[RunResult], hist_ratio: float,
+         policies=POLICIES, metric: str = "test accuracy"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,16 +204,16 @@ def plot(path: str, task_name: str, summary, ratios, results: list[RunResult], h
     full = summary.get(("full", 0.0))
     if full:
         ax1.axhline(100 * full[0], color="k", ls="--", label="full")
-    for policy in POLICIES[1:]:
+    for policy in policies[1:]:
         pts = [(r, summary[(policy, r)]) for r in ratios if (policy, r) in summary]
         if pts:
             ax1.errorbar([p[0] for p in pts], [100 * p[1][0] for p in pts], yerr=[100 * p[1][1] for p in pts],
                          marker="o", capsize=3, label=policy)
     ax1.set_xlabel("pruning ratio r")
-    ax1.set_ylabel("test accuracy (%)")
-    ax1.set_title(f"{task_name}: accuracy vs pruning ratio")
+    ax1.set_ylabel(f"{metric} (%)")
+    ax1.set_title(f"{task_name}: {metric} vs pruning ratio")
     ax1.legend()
-    for policy in POLICIES[1:]:
+    for policy in policies[1:]:
         runs = [r for r in results if r.config.policy == policy and r.config.prune_ratio == hist_ratio
                 and r.config.seed == 0]
         if runs and runs[0].times_selected is not None:

@@ -47,3 +47,15 @@ def test_inspect_command_prints_a_summary(tmp_path, capsys):
     with pytest.raises(ValueError, match="not an emp_data store file"):
         (tmp_path / "junk").write_bytes(b"\0" * 5000)
         cli.main(["inspect", str(tmp_path / "junk")])
+
+
+@pytest.mark.parametrize("policy", ["full", "emp"])
+def test_ssl_pretrain_once_records_contrastive_scores(policy):
+    from emp_data.quality_ssl import SSLConfig, pretrain_once
+
+    task = tiny_task()
+    res = pretrain_once(SSLConfig(policy, 0.7, seed=0, epochs=3, batch_size=64), task)
+    assert res.full_passes == 480 * 3
+    assert res.sample_passes == res.times_selected.sum()
+    assert (res.sample_passes < res.full_passes) == (policy != "full")
+    assert res.accuracy > 0.4    # linear probe on 4 classes; chance is 0.25

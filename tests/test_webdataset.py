@@ -219,7 +219,8 @@ def test_stateful_dataloader_with_workers_resumes_the_stream(shards, tmp_path):
     assert sorted(head + rest) == sorted(pruner.select(2)[0].tolist())
 
 
-def test_pretrain_example_runs_end_to_end(tmp_path, capsys):
+@pytest.mark.parametrize("mode", [[], ["--ssl"]], ids=["supervised", "ssl"])
+def test_pretrain_example_runs_end_to_end(tmp_path, capsys, mode):
     import importlib.util
 
     path = os.path.join(os.path.dirname(__file__), "..", "examples", "pretrain_webdataset.py")
@@ -227,7 +228,8 @@ def test_pretrain_example_runs_end_to_end(tmp_path, capsys):
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     example.main(["--samples", "1200", "--per-shard", "400", "--epochs", "2", "--workers", "2",
-                  "--dir", str(tmp_path)])
+                  "--dir", str(tmp_path)] + mode)
     out = capsys.readouterr().out
     assert "3 shards, 1200 samples" in out and "epoch 1: kept" in out and "effective pruning" in out
+    assert ("linear probe on frozen features" in out) == bool(mode)
 
