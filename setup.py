@@ -16,7 +16,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
-SOURCES = ["buffer.cpp", "store.cpp", "sampling.cpp", "policies.cpp", "tar_index.cpp", "bindings.cpp"]
+SOURCES = ["buffer.cpp", "store.cpp", "sampling.cpp", "policies.cpp", "tar_index.cpp", "key_table.cpp", "bindings.cpp"]
 
 
 def _compiler():

@@ -10,6 +10,7 @@
 
 #include "parallel.h"
 #include "policies.h"
+#include "key_table.h"
 #include "rng.h"
 #include "sampling.h"
 #include "store.h"
@@ -221,4 +222,19 @@ PYBIND11_MODULE(_C, m) {
           return py::make_tuple(d, scan.file_size, scan.error, scan.error_offset, g.error);
         },
         py::arg("path"), "A shard's samples grouped as webdataset does, from the tar headers only.");
+
+  py::class_<KeyTable>(m, "KeyTable")
+      .def_static("create", &KeyTable::create, py::arg("path"), py::arg("max_ids"), py::arg("key_bytes"),
+                  py::arg("hash_bits") = 64)
+      .def_static("create_anonymous", &KeyTable::create_anonymous, py::arg("max_ids"), py::arg("key_bytes"),
+                  py::arg("hash_bits") = 64)
+      .def_static("open", &KeyTable::open, py::arg("path"))
+      .def("id_of", &KeyTable::id_of, py::arg("url"), py::arg("key"))
+      .def("find", &KeyTable::find, py::arg("url"), py::arg("key"))
+      .def("key_of", &KeyTable::key_of, py::arg("id"))
+      .def("__len__", &KeyTable::size)
+      .def_property_readonly("collisions", &KeyTable::collisions)
+      .def_property_readonly("max_ids", &KeyTable::max_ids)
+      .def_property_readonly("nbytes", &KeyTable::nbytes)
+      .def_property_readonly("path", &KeyTable::path);
 }

@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "file_util.h"
 #include "parallel.h"
 #include "rng.h"
 
@@ -22,21 +23,6 @@ constexpr char kMagic[8] = {'E', 'M', 'P', 'S', 'T', 'O', 'R', 'E'};
 constexpr uint32_t kEndianMarker = 0x01020304u;
 
 uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
-
-std::string errno_text(const std::string& what, const std::string& path) {
-  return what + " '" + path + "': " + std::strerror(errno);
-}
-
-// Closes a file descriptor on scope exit.
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-};
 
 void write_all(int fd, const void* data, size_t len, const std::string& path) {
   const auto* p = static_cast<const unsigned char*>(data);
@@ -68,18 +54,6 @@ void read_all(int fd, void* data, size_t len, uint64_t offset, const std::string
 
 uint64_t header_checksum(const FileHeader& h) {
   return checksum_bytes(reinterpret_cast<const unsigned char*>(&h), offsetof(FileHeader, header_checksum));
-}
-
-// Unique temp name beside the target so rename() stays on one file system.
-std::string temp_path_for(const std::string& path) {
-  return path + ".tmp." + std::to_string(::getpid());
-}
-
-void fsync_parent_dir(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY));
-  if (d.fd >= 0) ::fsync(d.fd);
 }
 
 // Checks a header read from `path` whose file has `file_size` bytes.

@@ -51,6 +51,12 @@ def expand_urls(urls) -> list[str]:
     return out
 
 
+def _is_url_list(source) -> bool:
+    if isinstance(source, (str, os.PathLike)):
+        return True
+    return isinstance(source, (list, tuple)) and all(isinstance(u, (str, os.PathLike)) for u in source)
+
+
 def _split_name(name: str):
     match = _KEY_RE.match(name)
     if not match:
@@ -221,43 +227,104 @@ def build_index(urls, out=None, *, handler=None) -> ShardIndex:
 
 
 class KeyTable:
-    """Sample key -> dense id for streams without an index: ids in order of first appearance.
-    Exact keys (url + key), so distinct samples are never merged."""
+    """Sample key -> dense id for streams read without an index, in C++: ids in order of first
+    appearance, stable for the life of the table.
 
-    def __init__(self):
-        self._ids: dict[str, int] = {}
+    The table is a lock-free hash table in a memory-mapped file, so DataLoader workers and a
+    restarted job share it and agree on every id. Keys are (url, key) as webdataset names samples,
+    hashed to 64 bits; the full key is stored too, so two keys with the same hash get different ids
+    (never merged) and are counted in `collisions`.
+
+        KeyTable(max_samples)                       # anonymous memory: this process (and forks)
+        KeyTable(max_samples, path="scores.keys")   # opens the file if it exists, else creates it
+    ``key_bytes`` is the per-sample budget for stored keys (16 bytes of bookkeeping + the key); the
+    file is sparse, so unused budget costs address space, not disk or memory.
+    """
+
+    def __init__(self, max_samples: int, path=None, *, key_bytes: int = 128, _hash_bits: int = 64):
+        max_samples = int(max_samples)
+        if max_samples <= 0:
+            raise ValueError(f"max_samples must be positive, got {max_samples}")
+        self.path = None if path is None else os.fspath(path)
+        if self.path is None:
+            self._table = _C.KeyTable.create_anonymous(max_samples, int(key_bytes), int(_hash_bits))
+        elif os.path.exists(self.path):
+            self._table = _C.KeyTable.open(self.path)
+            if self._table.max_ids != max_samples:
+                raise ValueError(f"key table '{self.path}' numbers {self._table.max_ids} samples, not {max_samples}; "
+                                 "delete it to renumber for this pruner")
+        else:
+            self._table = _C.KeyTable.create(self.path, max_samples, int(key_bytes), int(_hash_bits))
 
     def id_of(self, url: str, key: str) -> int:
-        full = f"{url}\0{key}"
-        found = self._ids.get(full)
-        if found is None:
-            found = self._ids[full] = len(self._ids)
-        return found
+        """The id of (url, key), numbering it if new. ValueError once more distinct samples appear
+        than `max_samples` (the pruner's size)."""
+        return self._table.id_of(url, key)
+
+    def find(self, url: str, key: str) -> int:
+        """The id of (url, key), or -1 if it has not been seen."""
+        return self._table.find(url, key)
+
+    def key_of(self, sample_id: int) -> str:
+        return self._table.key_of(int(sample_id))
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._table)
+
+    @property
+    def max_samples(self) -> int:
+        return self._table.max_ids
+
+    @property
+    def collisions(self) -> int:
+        """Distinct keys whose 64-bit hash equals an earlier key's (kept apart, never merged)."""
+        return self._table.collisions
+
+    # Workers and pickles carry the path; each process maps the file itself.
+    def __getstate__(self):
+        if self.path is None:
+            raise ValueError("an in-memory KeyTable cannot be sent to another process; give it a path")
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.path = state["path"]
+        self._table = _C.KeyTable.open(self.path)
 
 
 class PrunedIterableDataset(IterableDataset):
-    """Iterates WebDataset shards as sample dicts with ``__key__``, ``__url__``, ``__id__`` (int64
-    dense id) and ``__weight__`` (float32), dropping the samples the pruner pruned this epoch before
-    any later stage (decoder, map) sees them.
+    """Iterates WebDataset samples as dicts with ``__key__``, ``__url__``, ``__id__`` (int64 dense
+    id) and ``__weight__`` (float32), dropping the samples the pruner pruned this epoch before any
+    later stage (decoder, map) sees them.
 
-    With ``index=`` (from `build_index`) only kept samples' bytes are read (seek + read per member).
-    Without, shards are streamed and ids come from a `KeyTable` in order of first appearance; that
-    mode runs in the main process only (workers would each number keys on their own).
+    ``source`` is either shard urls (a list or a brace pattern) or an existing webdataset pipeline
+    that yields raw samples (e.g. ``wds.WebDataset(urls, shardshuffle=...)`` or
+    ``wds.DataPipeline(wds.SimpleShardList(urls), wds.split_by_worker, wds.tarfile_to_samples())``,
+    with no decoder yet).
 
-    Shards are shuffled per epoch with the pruner's seed and split across DDP ranks and DataLoader
-    workers like ``wds.split_by_node`` / ``wds.split_by_worker``. In DataLoader workers the keep
-    flags and weights are read from the pruner's memory-mapped store (``Pruner(store_path=...)``).
-    ``state_dict()`` holds (epoch, shard position, sample offset) for exact resume.
+    With urls and ``index=`` (from `build_index`) only kept samples' bytes are read (seek + read per
+    member). Otherwise ids come from a `KeyTable` (url + key -> id in order of first appearance):
+    ``key_table=`` takes a path or a KeyTable; by default it is the file ``<store_path>.keys`` beside
+    the pruner's memory-mapped store, shared by DataLoader workers and reused by a restarted job.
+
+    With urls, shards are shuffled per epoch with the pruner's seed and split across DDP ranks and
+    DataLoader workers like ``wds.split_by_node`` / ``wds.split_by_worker``; a pipeline source does
+    its own shuffling and splitting. In DataLoader workers the keep flags and weights are read from
+    the pruner's memory-mapped store (``Pruner(store_path=...)``). ``state_dict()`` holds (epoch,
+    shard position, sample offset) for exact resume.
     """
 
-    def __init__(self, urls, pruner: Pruner, *, index=None, shuffle_shards: bool = True,
+    def __init__(self, source, pruner: Pruner, *, index=None, key_table=None, shuffle_shards: bool = True,
                  handler=None, epoch_length: int | None = None):
         if not isinstance(pruner, Pruner):
             raise TypeError(f"pruner must be an emp_data.Pruner, got {type(pruner).__name__}")
-        self.urls = expand_urls(urls)
+        self.pipeline = None if _is_url_list(source) else source
+        if self.pipeline is not None:
+            if not hasattr(source, "__iter__"):
+                raise TypeError(f"source must be shard urls or an iterable webdataset pipeline, got {type(source).__name__}")
+            if index is not None:
+                raise ValueError("index= needs shard urls as the source (it reads members by offset); a pipeline "
+                                 "source has read the bytes already, so ids come from the key table")
+        self.urls = [] if self.pipeline is not None else expand_urls(source)
         self.pruner = pruner
         self.store_path = pruner.store.path
         self.seed = pruner.seed
@@ -273,7 +340,16 @@ class PrunedIterableDataset(IterableDataset):
                 raise ValueError("the index was built for other shards (or another order) than `urls`")
             if self._index.num_samples != pruner.num_samples:
                 raise ValueError(f"index has {self._index.num_samples} samples, the pruner {pruner.num_samples}")
-        self.key_table = KeyTable() if index is None else None
+        self.key_table = None
+        if index is None:
+            if isinstance(key_table, KeyTable):
+                self.key_table = key_table
+            else:
+                if key_table is None and pruner.store.path is not None:
+                    key_table = pruner.store.path + ".keys"
+                self.key_table = KeyTable(pruner.num_samples, key_table)
+            if self.key_table.max_samples != pruner.num_samples:
+                raise ValueError(f"key table numbers {self.key_table.max_samples} samples, the pruner {pruner.num_samples}")
         self.epoch = 0
         self._start = (0, 0)        # (shard position, sample offset) to resume from
         self._position = (0, 0)
@@ -285,6 +361,8 @@ class PrunedIterableDataset(IterableDataset):
         state["pruner"] = None
         if self.index_path is not None:
             state["_index"] = None
+        if self.key_table is not None and self.key_table.path is None:
+            state["key_table"] = None   # anonymous memory: main process only (checked in __iter__)
         return state
 
     def set_epoch(self, epoch: int) -> None:
@@ -337,13 +415,17 @@ class PrunedIterableDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         if self._index is None and self.index_path is not None:
             self._index = ShardIndex.load(self.index_path)
-        if self._index is None and get_worker_info() is not None:
-            raise ValueError("PrunedIterableDataset without an index runs in the main process only; build one "
-                             "with emp_data.build_index(urls, out=...) and pass index= for DataLoader workers")
+        if self._index is None and self.key_table is None:
+            raise ValueError("DataLoader workers cannot share an in-memory key table: create the Pruner with "
+                             "store_path= (the table then lives beside it) or pass key_table=<path>")
         weights = self._weights()
-        shards = self._my_shards()
         start_shard, start_sample = self._start
         self._start = (0, 0)
+        if self.pipeline is not None:
+            yield from self._pipeline_samples(start_sample, weights)
+            self._end_epoch()
+            return
+        shards = self._my_shards()
         for pos in range(start_shard, len(shards)):
             shard = shards[pos]
             first = start_sample if pos == start_shard else 0
@@ -353,8 +435,30 @@ class PrunedIterableDataset(IterableDataset):
             else:
                 yield from self._streamed_shard(pos, shard, first, weights)
         self._position = (len(shards), 0)
+        self._end_epoch()
+
+    def _end_epoch(self):
         if self.pruner is not None and get_worker_info() is None:
             self.epoch += 1
+
+    def _pipeline_samples(self, first, weights):
+        """Samples of a user's pipeline, numbered by the key table; the first `first` are skipped
+        (resume: the pipeline must repeat an epoch's order, e.g. seeded shuffles)."""
+        ordinal = -1
+        for ordinal, sample in enumerate(self.pipeline):
+            if not isinstance(sample, dict) or "__key__" not in sample:
+                got = sorted(sample)[:6] if isinstance(sample, dict) else type(sample).__name__
+                raise ValueError(f"sample {ordinal} of the pipeline has no '__key__' (got {got}); "
+                                 "PrunedIterableDataset takes raw webdataset samples, before decoding or to_tuple")
+            self._position = (0, ordinal + 1)
+            if ordinal < first:
+                continue
+            url = sample.get("__url__", "")
+            out = self._keep(url, sample["__key__"], weights)
+            if out is not None:
+                out.update((k, v) for k, v in sample.items() if k not in out)
+                yield out
+        self._position = (0, ordinal + 1)
 
     def _indexed_shard(self, pos, shard, first, weights):
         url = self.urls[shard]
@@ -407,20 +511,33 @@ class PrunedIterableDataset(IterableDataset):
             self.skipped_shards += 1
 
     def _emit(self, url, key, fields, ordinal, first, pos, weights):
-        sid = self.key_table.id_of(url, key)
         self._position = (pos, ordinal + 1)
         if ordinal < first:
             return None
-        if sid >= len(weights):
-            raise ValueError(f"stream has more samples than the pruner's {len(weights)} (at '{url}' key {key!r})")
+        out = self._keep(url, key, weights)
+        if out is not None:
+            out.update(fields)
+        return out
+
+    def _keep(self, url, key, weights):
+        """The id/weight header of a kept sample, None for a pruned one."""
+        try:
+            sid = self.key_table.id_of(url, key)
+        except ValueError as exc:     # more distinct samples than the pruner has
+            raise ValueError(f"{exc} (at '{url}' key {key!r})") from None
         if not weights[sid] > 0:
             return None
-        return {"__key__": key, "__url__": url, "__id__": sid, "__weight__": np.float32(weights[sid]), **fields}
+        return {"__key__": key, "__url__": url, "__id__": sid, "__weight__": np.float32(weights[sid])}
 
     @property
     def samples_seen(self) -> int:
-        """Distinct samples numbered so far by the key table (streaming mode)."""
+        """Distinct samples numbered so far by the key table (all processes), or the index's count."""
         return len(self.key_table) if self.key_table is not None else self._index.num_samples
+
+    @property
+    def key_collisions(self) -> int:
+        """Distinct keys whose 64-bit hash collided with an earlier key (kept apart; 0 with an index)."""
+        return self.key_table.collisions if self.key_table is not None else 0
 
 
 def _members_with_data(tar):

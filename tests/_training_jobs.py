@@ -93,3 +93,36 @@ def ddp_worker(rank, world, init_file, out_dir):
         torch.save(per_epoch, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+def stream_key_table_inserts(path, keys, out_queue):
+    """Insert `keys` (url, key) into a shared KeyTable file; report the ids this process saw."""
+    from emp_data.webdataset import KeyTable
+
+    table = KeyTable(50_000, path)
+    out_queue.put([table.id_of(u, k) for u, k in keys])
+
+
+def stream_resume_without_index(phase, folder, urls, stop_after=33):
+    """A no-index stream through StatefulDataLoader(num_workers=2). 'first': read `stop_after`
+    samples, checkpoint the pruner and the loader, then read on; 'second': a new process resumes
+    from the checkpoint. Returns [(id, key), ...] after the checkpoint (and before it, for 'first')."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    from emp_data.webdataset import PrunedIterableDataset
+
+    pruner = Pruner(200, policy="random", prune_ratio=0.4, seed=6, store_path=os.path.join(folder, "scores.emp"))
+    ckpt = os.path.join(folder, "stream_ckpt")
+    if phase == "second":
+        pruner.load_state_dict(Pruner.load(ckpt + ".emp").state_dict())
+    ds = PrunedIterableDataset(urls, pruner, key_table=os.path.join(folder, "stream.keys"))
+    ds.set_epoch(0)
+    loader = StatefulDataLoader(ds, batch_size=None, num_workers=2)
+    if phase == "second":
+        loader.load_state_dict(torch.load(ckpt + ".pt", weights_only=False))
+        return [], [(int(s["__id__"]), s["__key__"]) for s in loader]
+    it = iter(loader)
+    head = [(int(s["__id__"]), s["__key__"]) for s in (next(it) for _ in range(stop_after))]
+    pruner.save(ckpt + ".emp")
+    torch.save(loader.state_dict(), ckpt + ".pt")
+    return head, [(int(s["__id__"]), s["__key__"]) for s in it]

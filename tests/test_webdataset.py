@@ -219,6 +219,90 @@ def test_stateful_dataloader_with_workers_resumes_the_stream(shards, tmp_path):
     assert sorted(head + rest) == sorted(pruner.select(2)[0].tolist())
 
 
+def test_workers_without_index_share_one_key_table(shards, tmp_path):
+    """No index: two workers number samples in one shared table; every sample gets exactly one id,
+    ids are dense, and a score update in the main process changes the next epoch's keeps."""
+    n = SHARDS * PER_SHARD
+    pruner = Pruner(n, policy="ucb", prune_ratio=0.75, seed=3, store_path=tmp_path / "scores.emp")
+    ds = PrunedIterableDataset(shards, pruner)
+    assert ds.key_table.path == str(tmp_path / "scores.emp") + ".keys"
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    ds.set_epoch(0)
+    epoch0 = {int(s["__id__"]): value_of(s) for s in loader}
+    assert sorted(epoch0) == sorted(pruner.select(0)[0].tolist())
+    assert ds.samples_seen == n and ds.key_collisions == 0       # pruned samples are numbered too
+
+    def key_value(key):   # "s002_00017" -> 2017, the payload value of that sample
+        s, i = key[1:].split("_")
+        return int(s) * 1000 + int(i)
+
+    value = np.array([key_value(ds.key_table.key_of(i)) for i in range(n)])
+    assert len(set(value.tolist())) == n and all(value[i] == v for i, v in epoch0.items())
+    pruner.store.update(np.arange(n), (value / value.max()).astype(np.float32))   # score by payload value
+    ds.set_epoch(1)
+    epoch1 = {int(s["__id__"]): value_of(s) for s in loader}
+    assert sorted(epoch1.values()) == np.sort(value)[-50:].tolist()              # top 50 by score
+    assert all(value[i] == v for i, v in epoch1.items())                          # ids stayed put
+
+
+def test_existing_webdataset_pipeline_as_source(shards, tmp_path):
+    import webdataset as wds
+
+    pruner = Pruner(SHARDS * PER_SHARD, policy="random", prune_ratio=0.5, seed=2)
+    source = wds.DataPipeline(wds.SimpleShardList(shards), wds.tarfile_to_samples())
+    ds = PrunedIterableDataset(source, pruner)
+    decoded = []
+    pipeline = wds.DataPipeline(ds, wds.map(lambda s: decoded.append(s["__id__"]) or s), wds.decode(),
+                                wds.to_tuple("__id__", "__key__", "cls"))
+    out = list(pipeline)
+    kept = pruner.select(0)[0]
+    assert len(decoded) == len(out) == len(kept) == 100          # decoder saw kept samples only
+    assert sorted(i for i, _, _ in out) == sorted(kept.tolist())
+    for sid, key, cls in out:                                     # ids follow order of appearance
+        s, i = divmod(sid, PER_SHARD)
+        assert key == f"s{s:03d}_{i:05d}" and cls == i % 10
+    # resume inside an epoch: the same pipeline order, continued after the recorded sample
+    ds.set_epoch(1)
+    it = iter(ds)
+    head = [int(next(it)["__id__"]) for _ in range(20)]
+    state = ds.state_dict()
+    rest = [int(s["__id__"]) for s in it]
+    resumed = PrunedIterableDataset(wds.DataPipeline(wds.SimpleShardList(shards), wds.tarfile_to_samples()), pruner,
+                                    key_table=ds.key_table)
+    resumed.load_state_dict(state)
+    assert [int(s["__id__"]) for s in resumed] == rest and len(head + rest) == len(pruner.select(1)[0])
+    with pytest.raises(ValueError, match="has no '__key__'"):
+        list(PrunedIterableDataset(wds.DataPipeline(source, wds.to_tuple("cls")), pruner))   # already tupled
+    with pytest.raises(ValueError, match="index= needs shard urls"):
+        PrunedIterableDataset(source, pruner, index=tmp_path / "idx.empidx")
+
+
+def _resume_second(folder, urls, queue):
+    import _training_jobs as jobs
+
+    queue.put(jobs.stream_resume_without_index("second", folder, urls))
+
+
+def test_no_index_stream_resumes_in_a_new_process(shards, tmp_path):
+    import multiprocessing as mp
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    import _training_jobs as jobs
+
+    head, rest = jobs.stream_resume_without_index("first", str(tmp_path), shards)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_resume_second, args=(str(tmp_path), shards, queue))
+    proc.start()
+    _, again = queue.get(timeout=300)
+    proc.join(60)
+    assert proc.exitcode == 0
+    assert again == rest and len(head) == 33
+    ids = [i for i, _ in head + rest]
+    assert len(set(ids)) == len(ids) and len(ids) == round(0.6 * SHARDS * PER_SHARD)
+
+
 @pytest.mark.parametrize("mode", [[], ["--ssl"]], ids=["supervised", "ssl"])
 def test_pretrain_example_runs_end_to_end(tmp_path, capsys, mode):
     import importlib.util
