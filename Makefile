@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo test bench sanitize clean
+.PHONY: install demo test bench sanitize cuda clean
 
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*) $(wildcard emp_data/*.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ sanitize: install
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(PY) -m pytest -q -p no:cacheprovider tests
 	rm -f emp_data/_C*.so
+
+# The optional CUDA kernels (needs nvcc and a GPU machine with a CUDA torch), built in place with
+# the current python, then the GPU tests and the GPU benchmark.
+cuda:
+	EMP_DATA_CUDA=1 $(PYTHON) setup.py -q build_ext --inplace
+	PYTHONPATH=. $(PYTHON) -m pytest -q tests/test_cuda.py tests/test_scores.py
+	PYTHONPATH=. $(PYTHON) benchmarks/sampling_throughput.py --device cuda
 
 clean:
 	rm -rf build $(VENV) emp_data/_C*.so *.egg-info

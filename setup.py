@@ -3,6 +3,9 @@
 Environment switches:
   EMP_DATA_SANITIZE=1   build with -fsanitize=address,undefined (see README, "Sanitizer build")
   EMP_DATA_NO_OPENMP=1  build without OpenMP even where the compiler has it
+  EMP_DATA_CUDA=1       also build the CUDA kernels `emp_data._C_cuda` with nvcc (CUDA_HOME or nvcc on
+                        PATH); links the CUDA runtime statically, never libtorch
+  EMP_DATA_CUDA_ARCH    GPU architectures for that build, e.g. "80;90" (the default)
 """
 import os
 import shlex
@@ -16,6 +19,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
+CUDA_SOURCES = ["cuda/kernels.cu", "cuda/bindings_cuda.cpp"]
 SOURCES = ["buffer.cpp", "store.cpp", "sampling.cpp", "policies.cpp", "tar_index.cpp", "key_table.cpp", "bindings.cpp"]
 
 
@@ -42,12 +46,28 @@ def _openmp_works(cxx):
         return result.returncode == 0
 
 
+def _cuda_home():
+    """The CUDA toolkit root: CUDA_HOME / CUDA_PATH, else found from nvcc on PATH."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            return Path(os.environ[var])
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        raise RuntimeError("EMP_DATA_CUDA=1 needs nvcc: install the CUDA toolkit or set CUDA_HOME")
+    out = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull], capture_output=True, text=True)
+    for line in (out.stdout + out.stderr).splitlines():   # "#$ TOP=/usr/local/cuda-13.0/bin/.."
+        if "TOP=" in line:
+            return Path(line.split("TOP=", 1)[1].strip()).resolve()
+    return Path(os.path.realpath(nvcc)).parent.parent
+
+
 class NinjaBuildExt(build_ext):
     def build_extension(self, ext):
         import pybind11
 
         cxx = _compiler()
-        build_dir = (Path(self.build_temp) / "emp_data_ninja").resolve()
+        flavour = "emp_data_ninja_cuda" if ext.name.endswith("_C_cuda") else "emp_data_ninja"
+        build_dir = (Path(self.build_temp) / flavour).resolve()
         build_dir.mkdir(parents=True, exist_ok=True)
         output = Path(self.get_ext_fullpath(ext.name)).resolve()
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -66,8 +86,21 @@ class NinjaBuildExt(build_ext):
             ldflags.append("-fopenmp")
 
         q = shlex.quote
+        cuda = ext.name.endswith("_C_cuda")
+        nvcc_flags = []
+        if cuda:
+            home = _cuda_home()
+            lib = next((home / d for d in ("lib64", "lib", "targets/x86_64-linux/lib") if (home / d).exists()), home)
+            cflags.append(f"-I{home / 'include'}")
+            ldflags += [f"-L{lib}", "-lcudart_static", "-ldl", "-lrt", "-lpthread"]
+            nvcc_flags = ["-std=c++17", "-O3", "-Xcompiler", "-fPIC", f"-I{home / 'include'}"]
+            for arch in os.environ.get("EMP_DATA_CUDA_ARCH", "80;90").split(";"):
+                nvcc_flags += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
+        sources = CUDA_SOURCES if cuda else SOURCES
         lines = [
             f"cxx = {cxx}",
+            f"nvcc = {home / 'bin' / 'nvcc'}" if cuda else "nvcc = nvcc",
+            f"nvcc_flags = {' '.join(q(f) for f in nvcc_flags)}",
             f"cflags = {' '.join(q(f) for f in cflags)}",
             f"ldflags = {' '.join(q(f) for f in ldflags)}",
             "rule compile",
@@ -75,15 +108,21 @@ class NinjaBuildExt(build_ext):
             "  depfile = $out.d",
             "  deps = gcc",
             "  description = CXX $in",
+            "rule cuda_compile",
+            "  command = $nvcc $nvcc_flags -MD -MF $out.d -c $in -o $out",
+            "  depfile = $out.d",
+            "  deps = gcc",
+            "  description = NVCC $in",
             "rule link",
             "  command = $cxx $in -o $out $ldflags",
             "  description = LINK $out",
         ]
         objects = []
-        for src in SOURCES:
+        for src in sources:
             obj = build_dir / (Path(src).stem + ".o")
             objects.append(str(obj))
-            lines.append(f"build {obj}: compile {ROOT / 'csrc' / src}")
+            rule = "cuda_compile" if src.endswith(".cu") else "compile"
+            lines.append(f"build {obj}: {rule} {ROOT / 'csrc' / src}")
         # Link inside the build dir (one per flavour, e.g. the sanitizer build), then copy: a shared
         # output path would let one flavour's .so look up to date to the other.
         linked = build_dir / output.name
@@ -93,7 +132,11 @@ class NinjaBuildExt(build_ext):
         shutil.copy2(linked, output)
 
 
+EXTENSIONS = [Extension("emp_data._C", sources=[f"csrc/{s}" for s in SOURCES])]
+if os.environ.get("EMP_DATA_CUDA") == "1":
+    EXTENSIONS.append(Extension("emp_data._C_cuda", sources=[f"csrc/{s}" for s in CUDA_SOURCES]))
+
 setup(
-    ext_modules=[Extension("emp_data._C", sources=[f"csrc/{s}" for s in SOURCES])],
+    ext_modules=EXTENSIONS,
     cmdclass={"build_ext": NinjaBuildExt},
 )

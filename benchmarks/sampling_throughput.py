@@ -2,6 +2,7 @@
 
     python benchmarks/sampling_throughput.py            # N = 1e6 and 1e7
     python benchmarks/sampling_throughput.py --large    # adds N = 1e8
+    python benchmarks/sampling_throughput.py --device cuda   # GPU kernels (EMP_DATA_CUDA=1 build), N = 1e7 and 1e8
 
 Baselines: the InfoBatch reference `prune()` (its numpy/list code, written out below), the same
 rules vectorised in numpy (np.argpartition for top-k, exponential keys for weighted), and
@@ -193,13 +194,85 @@ def run(n, repeat, rows, skip_reference):
     rows.append((n, "", "", "", f"numpy exp-keys {fmt_time(t_npw)}", f"{t_npw / t_swr:.1f}x"))
 
 
+# --------------------------------------------------------------------------- GPU path
+def cuda_time(fn, repeat):
+    """Median GPU time of fn() in seconds (CUDA events), after one untimed warm-up."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def run_cuda(n, repeat, rows):
+    """update and select on the GPU against the same operations written with torch ops."""
+    from emp_data import policies
+    from emp_data.cuda import CudaScoreStore
+
+    dev = torch.device("cuda")
+    store = CudaScoreStore(n, dev)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    batch = 1 << 20
+    ids = torch.randint(0, n, (batch,), device=dev, generator=gen)
+    values = torch.rand(batch, device=dev, generator=gen) * 3
+    store.update(torch.arange(n, device=dev), torch.rand(n, device=dev, generator=gen) * 3)   # every sample seen
+    loss_t, mean_t, var_t = (store.stats[:, i].contiguous() for i in (0, 2, 3))
+
+    def torch_update():
+        m = mean_t[ids]
+        d = values - m
+        mean_t[ids] = m + 0.2 * d
+        var_t[ids] = 0.8 * (var_t[ids] + 0.2 * d * d)
+        loss_t[ids] = values
+
+    t_ours = cuda_time(lambda: store.update(ids, values), repeat)
+    t_base = cuda_time(torch_update, repeat)
+    rows.append((n, f"update (batch {batch:,}) [cuda]", fmt_time(t_ours), f"{batch / t_ours / 1e6:,.0f} M ids/s",
+                 f"torch index ops {fmt_time(t_base)}", f"{t_base / t_ours:.1f}x"))
+
+    keep = 1 - PRUNE_RATIO
+    scores = loss_t
+
+    def torch_infobatch():
+        hard = scores >= scores.mean()
+        kept = hard | (torch.rand(n, device=dev, generator=gen) < keep)
+        w = torch.where(hard, 1.0, 1 / keep) * kept
+        sel = kept.nonzero().squeeze(1)
+        return sel[torch.randperm(sel.numel(), device=dev, generator=gen)], w
+
+    k = round(keep * n)
+    cases = [("infobatch", policies.InfoBatch().config(PRUNE_RATIO), torch_infobatch, "masking + randperm"),
+             ("ucb (top-k)", policies.UCB().config(PRUNE_RATIO),
+              lambda: torch.topk(scores, k, sorted=False).indices, "torch.topk"),
+             ("random", policies.Random().config(PRUNE_RATIO),
+              (lambda: torch.multinomial(torch.ones(n, device=dev), k, replacement=False, generator=gen))
+              if n <= 2**24 else (lambda: torch.randperm(n, device=dev, generator=gen)[:k]),
+              "torch.multinomial" if n <= 2**24 else "torch.randperm[:k]")]
+    for name, cfg, baseline, baseline_name in cases:
+        epoch = iter(range(1, 10**6))
+        t_ours = cuda_time(lambda: store.select(cfg, 0, next(epoch), False), repeat)
+        t_base = cuda_time(baseline, repeat)
+        rows.append((n, f"select {name} [cuda]", fmt_time(t_ours), f"{n / t_ours / 1e9:.2f} G samples/s",
+                     f"{baseline_name} {fmt_time(t_base)}", f"{t_base / t_ours:.1f}x"))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--large", action="store_true", help="also run N = 1e8 (needs ~10 GB RAM)")
     ap.add_argument("--sizes", type=float, nargs="*", help="override the sample counts")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-reference", action="store_true", help="skip the slow InfoBatch reference prune()")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cuda: time the GPU kernels against torch ops on the GPU")
     args = ap.parse_args(argv)
+    if args.device == "cuda":
+        return main_cuda(args)
     sizes = [int(s) for s in args.sizes] if args.sizes else [10**6, 10**7] + ([10**8] if args.large else [])
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"# emp_data {emp_data.__version__} sampling throughput: {platform.processor() or platform.machine()}, "
@@ -212,6 +285,24 @@ def main(argv=None):
     print("|---|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(str(c) if c != "" else " " for c in (f"{r[0]:.0e}",) + r[1:]) + " |")
+
+
+def main_cuda(args):
+    from emp_data import cuda as emp_cuda
+
+    if not emp_cuda.available():
+        raise SystemExit("--device cuda needs a CUDA GPU and emp_data built with EMP_DATA_CUDA=1")
+    sizes = [int(s) for s in args.sizes] if args.sizes else [10**7, 10**8]
+    print(f"# emp_data {emp_data.__version__} GPU sampling throughput: {torch.cuda.get_device_name()}, "
+          f"torch {torch.__version__}, prune_ratio {PRUNE_RATIO}; select times exclude the host copy of the ids")
+    print(f"# command: python benchmarks/sampling_throughput.py {' '.join(sys.argv[1:])}".rstrip())
+    rows = []
+    for n in sizes:
+        run_cuda(n, max(args.repeat, 5), rows)
+    print("| N | operation | emp_data | throughput | baseline | baseline / emp_data |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(str(c) for c in (f"{r[0]:.0e}",) + r[1:]) + " |")
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ class Pruner:
     def __init__(self, num_samples: int, policy="emp", prune_ratio: float = 0.5, epochs: int | None = None,
                  anneal: float = 0.875, seed: int = 0, *, store: ScoreStore | None = None,
                  store_path: str | os.PathLike | None = None, ema_decay: float = 0.8, nonfinite: str = "raise",
-                 distributed: bool | None = None, **policy_options):
+                 distributed: bool | None = None, device=None, **policy_options):
         self.num_samples = as_count(num_samples, "num_samples", minimum=1)
         self.policy: Policy = make_policy(policy, **policy_options)
         self.prune_ratio = as_ratio(prune_ratio, "prune_ratio")
@@ -70,6 +70,18 @@ class Pruner:
         self.distributed = distributed
         if store is not None and store_path is not None:
             raise ValueError("give either store= or store_path=, not both")
+        self.device = torch.device(device) if (device is not None and torch is not None) else None
+        self.on_gpu = self.device is not None and self.device.type == "cuda"
+        if self.on_gpu:
+            if store_path is not None:
+                raise ValueError("device='cuda' keeps the store on the GPU; store_path= (a memory-mapped file for "
+                                 "DataLoader workers) is for the CPU store")
+            if store is None:
+                from .cuda import CudaScoreStore
+
+                store = CudaScoreStore(self.num_samples, self.device)
+        elif self.device is not None and self.device.type != "cpu":
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         if store is None:
             store = ScoreStore(self.num_samples, path=store_path)
         elif len(store) != self.num_samples:
@@ -82,6 +94,7 @@ class Pruner:
         self._kept: dict[int, int] = {}  # epoch -> kept count
         self._last_info: dict = {}
         self.nonfinite_skipped = 0
+        self._gpu_skipped_base = 0       # GPU store: skips counted before it was created (resume)
 
     # --------------------------------------------------------------------------------- schedule
     def is_pruned_epoch(self, epoch: int) -> bool:
@@ -109,9 +122,16 @@ class Pruner:
         if epoch == self.epoch:
             # Already selected (maybe before a resume): the same ids, rebuilt from the stored
             # weights, not a new draw from scores that training has moved since.
+            if self.on_gpu:
+                ids, weights = self.store.current_selection(self.seed, epoch)
+                return ids.cpu().numpy(), weights.cpu().numpy()
             return self.store._core.current_selection(self.seed, epoch)
         count = epoch > self._counted_through
-        ids, weights, info = self.store._core.select(self._config(epoch), self.seed, epoch, count)
+        if self.on_gpu:
+            ids_t, weights_t, info = self.store.select(self._config(epoch), self.seed, epoch, count)
+            ids, weights = ids_t.cpu().numpy(), weights_t.cpu().numpy()   # one copy per epoch, for samplers
+        else:
+            ids, weights, info = self.store._core.select(self._config(epoch), self.seed, epoch, count)
         if count:
             self._counted_through = epoch
         self.epoch = epoch
@@ -131,7 +151,10 @@ class Pruner:
 
     def scores(self) -> np.ndarray:
         """Every sample's current selection score under the policy (NaN: never seen)."""
-        return self.store._core.scores(self.policy.config(max(self.prune_ratio, 0.0)))
+        cfg = self.policy.config(max(self.prune_ratio, 0.0))
+        if self.on_gpu:
+            return self.store.scores(cfg).cpu().numpy()
+        return self.store._core.scores(cfg)
 
     # ------------------------------------------------------------------------------------- loss
     def loss(self, per_sample_loss, ids, logits=None, memory=None):
@@ -150,6 +173,8 @@ class Pruner:
             raise ValueError(f"per_sample_loss must be 1-D (reduction='none'), got shape {tuple(per_sample_loss.shape)}")
         if not per_sample_loss.dtype.is_floating_point:
             raise TypeError(f"per_sample_loss must be floating point, got {per_sample_loss.dtype}")
+        if self.on_gpu:
+            return self._loss_on_gpu(per_sample_loss, ids, logits, memory)
         if isinstance(ids, torch.Tensor) and ids.device.type != "cpu":
             ids = ids.cpu()
         ids_arr = as_ids(ids)
@@ -182,6 +207,38 @@ class Pruner:
         w = self.store.weight[ids_arr]
         w = np.where(w > 0, w, np.float32(1.0))
         weights = torch.from_numpy(w).to(device=per_sample_loss.device, dtype=per_sample_loss.dtype)
+        return (per_sample_loss * weights).mean()
+
+    def _loss_on_gpu(self, per_sample_loss, ids, logits, memory):
+        """The GPU path of `loss`: update and weight gather are kernels on the current stream, with no
+        host synchronisation (bad entries surface at the next select/stats/check)."""
+        if not isinstance(ids, torch.Tensor):
+            ids = torch.as_tensor(np.asarray(ids))
+        if ids.ndim != 1 or ids.shape[0] != per_sample_loss.shape[0]:
+            raise ValueError(f"per_sample_loss has {per_sample_loss.shape[0]} entries but ids has shape {tuple(ids.shape)}")
+        if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+            raise TypeError(f"ids must be integers, got {ids.dtype}")
+        ids = ids.to(self.store.device, dtype=torch.int64, non_blocking=True)
+        if memory is None and logits is not None and self.policy.needs_memory:
+            memory = prediction_entropy(logits, normalize=getattr(self.policy, "normalize_entropy", True))
+        if memory is None and self.policy.needs_memory:
+            raise ValueError(f"policy {self.policy.name!r} needs the memory term: pass logits= (the model's "
+                             "outputs for this batch) or memory= (a per-sample memory term)")
+        if memory is not None:
+            if not isinstance(memory, torch.Tensor):
+                memory = torch.as_tensor(np.asarray(memory, dtype=np.float32))
+            if memory.ndim != 1 or memory.shape[0] != ids.shape[0]:
+                raise ValueError(f"memory must have shape ({ids.shape[0]},), got {tuple(memory.shape)}")
+            memory = memory.detach().float()
+        record_ids, loss_values, mem_values = ids, per_sample_loss.detach().float(), memory
+        if self._distributed():
+            from .distributed import all_gather_varlen
+
+            record_ids = all_gather_varlen(ids)
+            loss_values = all_gather_varlen(loss_values)
+            mem_values = None if memory is None else all_gather_varlen(memory.to(self.store.device))
+        self.store.update(record_ids, loss_values, mem_values, nonfinite=self.nonfinite, ema_decay=self.ema_decay)
+        weights = self.store.gather_weights(ids).to(per_sample_loss.device, per_sample_loss.dtype)
         return (per_sample_loss * weights).mean()
 
     def _distributed(self) -> bool:
@@ -234,6 +291,7 @@ class Pruner:
         """Kept fraction this epoch, effective pruning so far, times-selected histogram (the EMP
         paper's Fig. 1), and the mean/std of the scores of seen samples."""
         n = self.num_samples
+        self._sync_gpu_counters()
         epochs_done = len(self._kept)
         kept_total = sum(self._kept.values())
         scores = self.scores()
@@ -257,7 +315,14 @@ class Pruner:
         }
 
     # ------------------------------------------------------------------------------ persistence
+    def _sync_gpu_counters(self) -> None:
+        """GPU store: raise a bad entry recorded by an update, and bring the skip count to the host."""
+        if self.on_gpu:
+            self.store.check()
+            self.nonfinite_skipped = self._gpu_skipped_base + self.store.skipped
+
     def _meta(self) -> dict:
+        self._sync_gpu_counters()
         return {
             "state_version": STATE_VERSION,
             "num_samples": self.num_samples,
@@ -294,7 +359,10 @@ class Pruner:
                 raise ValueError(f"state store array {name!r} has shape {src.shape}")
         self._apply_meta(state)
         for name in _STORE_FIELDS:
-            getattr(self.store, name)[:] = np.asarray(arrays[name])
+            if self.on_gpu:
+                self.store.set_field(name, np.asarray(arrays[name]))
+            else:
+                getattr(self.store, name)[:] = np.asarray(arrays[name])
 
     def _apply_meta(self, meta: dict) -> None:
         self.policy = make_policy(meta["policy"], **meta["policy_options"])
@@ -308,14 +376,16 @@ class Pruner:
         self._counted_through = meta["counted_through"]
         self._kept = {int(k): v for k, v in meta["kept"].items()}
         self.nonfinite_skipped = meta["nonfinite_skipped"]
+        if self.on_gpu:
+            self._gpu_skipped_base = meta["nonfinite_skipped"] - self.store.skipped
 
     def save(self, path: str | os.PathLike) -> None:
         """Write config, bookkeeping and the store to one checksummed file, atomically."""
         self.store.save(path, metadata=json.dumps(self._meta()).encode())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Pruner":
-        """A Pruner from a file written by `save` (its store in memory)."""
+    def load(cls, path: str | os.PathLike, device=None) -> "Pruner":
+        """A Pruner from a file written by `save` (its store in memory, or on `device`)."""
         store = ScoreStore.load(path)
         try:
             meta = json.loads(store.metadata.decode())
@@ -324,9 +394,13 @@ class Pruner:
         if meta.get("state_version") != STATE_VERSION:
             raise ValueError(f"'{os.fspath(path)}' holds Pruner state version {meta.get('state_version')}, "
                              f"this emp_data reads {STATE_VERSION}")
-        pruner = cls(meta["num_samples"], policy=meta["policy"], prune_ratio=meta["prune_ratio"], store=store,
-                     **meta["policy_options"])
+        on_gpu = device is not None and torch is not None and torch.device(device).type == "cuda"
+        pruner = cls(meta["num_samples"], policy=meta["policy"], prune_ratio=meta["prune_ratio"],
+                     store=None if on_gpu else store, device=device, **meta["policy_options"])
         pruner._apply_meta(meta)
+        if on_gpu:
+            for name in _STORE_FIELDS:
+                pruner.store.set_field(name, getattr(store, name))
         return pruner
 
     def __repr__(self) -> str:

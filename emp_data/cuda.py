@@ -1,0 +1,241 @@
+"""GPU-resident score store and per-epoch selection (`Pruner(..., device="cuda")`).
+
+Uses the optional extension `emp_data._C_cuda`, built with ``EMP_DATA_CUDA=1 pip install .``. The
+state lives in torch tensors on the GPU (struct of arrays: stats (N, 4) float32 {loss, memory,
+loss_mean, loss_var}, times_selected int32, weight float32). The kernels get raw device pointers
+and torch's current stream, so the extension never links libtorch.
+
+`update` and `gather_weights` never synchronise with the host: a bad entry (id out of range,
+non-finite value) is recorded on the device and raised as ValueError at the next synchronising call
+(`check()`, `select`, `stats`, `save`). Selections use the CPU path's counter-based random streams:
+for the same (seed, epoch) and scores the kept set and weights are the CPU's (soft rules compare
+against a mean summed in another order, so a score within a rounding error of the mean could
+differ); the shuffle order of the returned ids differs from the CPU's.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import _C
+
+_ERRORS = {1: "id out of range", 2: "non-finite loss", 3: "non-finite memory value"}
+_NO_ERROR = -1   # UINT64_MAX seen as int64
+_FIELDS = {"loss": 0, "memory": 1, "loss_mean": 2, "loss_var": 3}
+
+
+def _extension():
+    try:
+        from . import _C_cuda
+    except ImportError as exc:
+        raise RuntimeError("emp_data was built without CUDA kernels; reinstall with EMP_DATA_CUDA=1 "
+                           f"pip install . (needs nvcc) to use device='cuda' ({exc})") from None
+    return _C_cuda
+
+
+def available() -> bool:
+    """True when the CUDA kernels are built and torch sees a GPU."""
+    try:
+        ext = _extension()
+    except RuntimeError:
+        return False
+    return torch.cuda.is_available() and ext.device_count() > 0
+
+
+def _stream(device) -> int:
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+class CudaScoreStore:
+    """Per-sample pruning state on a GPU. Field properties (``loss``, ``weight``, ...) return host
+    numpy copies for inspection; the device tensors are ``stats``, ``times``, ``weights``."""
+
+    def __init__(self, num_samples: int, device="cuda"):
+        self._ext = _extension()
+        self.device = torch.device(device)
+        if self.device.type != "cuda":
+            raise ValueError(f"CudaScoreStore needs a CUDA device, got {self.device}")
+        if not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' was asked for, but torch sees no CUDA GPU")
+        if self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        n = int(num_samples)
+        if n < 1:
+            raise ValueError(f"num_samples must be >= 1, got {n}")
+        self.num_samples = n
+        self.stats = torch.empty((n, 4), dtype=torch.float32, device=self.device)
+        self.times = torch.empty(n, dtype=torch.int32, device=self.device)
+        self.weights = torch.empty(n, dtype=torch.float32, device=self.device)
+        self._error = torch.full((1,), _NO_ERROR, dtype=torch.int64, device=self.device)
+        self._skipped = torch.zeros(1, dtype=torch.int64, device=self.device)
+        self.reset()
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    path = None
+    readonly = False
+
+    @property
+    def nbytes(self) -> int:
+        return self.num_samples * 24
+
+    def reset(self) -> None:
+        with torch.cuda.device(self.device):
+            self._ext.reset(self.stats.data_ptr(), self.times.data_ptr(), self.weights.data_ptr(), self.num_samples,
+                            _stream(self.device))
+
+    # ----------------------------------------------------------------------------- per step
+    def _on_device(self, t, name: str, dtype) -> torch.Tensor:
+        if not isinstance(t, torch.Tensor):
+            t = torch.as_tensor(np.asarray(t))
+        if t.ndim != 1:
+            raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
+        if dtype == torch.int64 and (t.dtype.is_floating_point or t.dtype == torch.bool):
+            raise TypeError(f"{name} must be integer sample ids, got {t.dtype}")
+        if dtype == torch.float32 and not t.dtype.is_floating_point:
+            raise TypeError(f"{name} must be floating point, got {t.dtype}")
+        return t.to(device=self.device, dtype=dtype, non_blocking=True).contiguous()
+
+    def update(self, ids, losses, memory=None, *, nonfinite: str = "raise", ema_decay: float = 0.8) -> None:
+        """Record a batch on the GPU, asynchronously (no host synchronisation). Errors surface at
+        the next `check()` (or select/stats/save)."""
+        if nonfinite not in ("raise", "skip"):
+            raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+        if not 0.0 <= float(ema_decay) < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        ids_t = self._on_device(ids, "ids", torch.int64)
+        loss_t = self._on_device(losses, "losses", torch.float32)
+        if loss_t.shape[0] != ids_t.shape[0]:
+            raise ValueError(f"losses has {loss_t.shape[0]} entries but ids has {ids_t.shape[0]}")
+        mem_t = None if memory is None else self._on_device(memory, "memory", torch.float32)
+        if mem_t is not None and mem_t.shape[0] != ids_t.shape[0]:
+            raise ValueError(f"memory has {mem_t.shape[0]} entries but ids has {ids_t.shape[0]}")
+        with torch.cuda.device(self.device):
+            self._ext.update(ids_t.data_ptr(), loss_t.data_ptr(), 0 if mem_t is None else mem_t.data_ptr(),
+                             ids_t.shape[0], self.stats.data_ptr(), self.num_samples, float(ema_decay),
+                             nonfinite == "skip", self._error.data_ptr(), self._skipped.data_ptr(),
+                             _stream(self.device))
+        # The kernel reads these tensors later on the stream: keep them alive until it has.
+        for t in (ids_t, loss_t, mem_t):
+            if t is not None:
+                t.record_stream(torch.cuda.current_stream(self.device))
+
+    def gather_weights(self, ids) -> torch.Tensor:
+        """This epoch's loss weights of `ids` (1 for ids outside the selection), on the GPU, async."""
+        ids_t = self._on_device(ids, "ids", torch.int64)
+        out = torch.empty(ids_t.shape[0], dtype=torch.float32, device=self.device)
+        with torch.cuda.device(self.device):
+            self._ext.gather_weights(self.weights.data_ptr(), self.num_samples, ids_t.data_ptr(), ids_t.shape[0],
+                                     out.data_ptr(), _stream(self.device))
+        return out
+
+    def check(self) -> None:
+        """Raise the first bad entry recorded by `update` since the last check (synchronises)."""
+        word = int(self._error.item())
+        if word == _NO_ERROR:
+            return
+        self._error.fill_(_NO_ERROR)
+        position, code = word >> 2, word & 3
+        raise ValueError(f"{_ERRORS.get(code, 'bad entry')} at position {position} of an update call on the GPU "
+                         "(the other entries of that call were written)")
+
+    @property
+    def skipped(self) -> int:
+        """Entries skipped by nonfinite='skip' so far (synchronises)."""
+        return int(self._skipped.item())
+
+    # ----------------------------------------------------------------------------- per epoch
+    def select(self, cfg, seed: int, epoch: int, count: bool):
+        """Run `cfg` (a _C.SelectConfig) for (seed, epoch); returns (ids, weights) tensors on the
+        GPU, shuffled, and an info dict. Synchronises (the kept count sizes the outputs)."""
+        self.check()
+        ext, s, n = self._ext, _stream(self.device), self.num_samples
+        score = (int(cfg.score.value), float(cfg.beta), float(cfg.ucb_c))
+        with torch.cuda.device(self.device):
+            if cfg.rule == _C.Rule.FULL:
+                info = ext.select_full(self.weights.data_ptr(), n, s)
+            elif cfg.rule == _C.Rule.SOFT and not cfg.exact_budget:
+                info = ext.select_soft(self.stats.data_ptr(), n, *score, float(cfg.prune_ratio), int(seed), int(epoch),
+                                       self.weights.data_ptr(), s)
+            elif cfg.rule == _C.Rule.TOPK:
+                info = ext.select_topk(self.stats.data_ptr(), n, *score, float(cfg.prune_ratio), float(cfg.explore),
+                                       int(seed), int(epoch), self.weights.data_ptr(), s)
+            else:
+                what = "exact_budget=True" if cfg.rule == _C.Rule.SOFT else "the weighted rule"
+                raise NotImplementedError(f"{what} has no CUDA kernel yet; use device='cpu' for this policy")
+            ids, weights = self._gather(seed, epoch, count)
+        info["kept"] = int(ids.shape[0])
+        info["budget_exceeded"] = False
+        return ids, weights, info
+
+    def current_selection(self, seed: int, epoch: int):
+        with torch.cuda.device(self.device):
+            return self._gather(seed, epoch, False)
+
+    def _gather(self, seed, epoch, count):
+        ext, s, n = self._ext, _stream(self.device), self.num_samples
+        kept = ext.count_kept(self.weights.data_ptr(), n, s)
+        ids = torch.empty(kept, dtype=torch.int64, device=self.device)
+        weights = torch.empty(kept, dtype=torch.float32, device=self.device)
+        ext.gather_kept(self.weights.data_ptr(), n, int(seed), int(epoch), self.times.data_ptr() if count else 0,
+                        ids.data_ptr(), weights.data_ptr(), kept, s)
+        return ids, weights
+
+    def scores(self, cfg) -> torch.Tensor:
+        out = torch.empty(self.num_samples, dtype=torch.float32, device=self.device)
+        with torch.cuda.device(self.device):
+            self._ext.compute_scores(self.stats.data_ptr(), self.num_samples, int(cfg.score.value), float(cfg.beta),
+                                     float(cfg.ucb_c), out.data_ptr(), _stream(self.device))
+        return out
+
+    # ------------------------------------------------------------------- host copies, persistence
+    def _host(self, name: str) -> np.ndarray:
+        if name in _FIELDS:
+            return self.stats[:, _FIELDS[name]].cpu().numpy()
+        if name == "times_selected":
+            return self.times.cpu().numpy().view(np.uint32)
+        if name == "weight":
+            return self.weights.cpu().numpy()
+        raise KeyError(name)
+
+    loss = property(lambda self: self._host("loss"), doc="host copy of the last loss per sample")
+    memory = property(lambda self: self._host("memory"), doc="host copy of the memory terms")
+    loss_mean = property(lambda self: self._host("loss_mean"), doc="host copy of the running loss means")
+    loss_var = property(lambda self: self._host("loss_var"), doc="host copy of the running loss variances")
+    times_selected = property(lambda self: self._host("times_selected"), doc="host copy of times selected")
+    weight = property(lambda self: self._host("weight"), doc="host copy of this epoch's weights")
+
+    @property
+    def keep(self) -> np.ndarray:
+        return self._host("weight") > 0
+
+    def set_field(self, name: str, values: np.ndarray) -> None:
+        """Overwrite one field from host values (resume)."""
+        values = np.asarray(values)
+        if values.shape != (self.num_samples,):
+            raise ValueError(f"{name} must have shape ({self.num_samples},), got {values.shape}")
+        if name in _FIELDS:
+            self.stats[:, _FIELDS[name]] = torch.from_numpy(values.astype(np.float32)).to(self.device)
+        elif name == "times_selected":
+            self.times.copy_(torch.from_numpy(values.astype(np.uint32).view(np.int32)).to(self.device))
+        elif name == "weight":
+            self.weights.copy_(torch.from_numpy(values.astype(np.float32)).to(self.device))
+        else:
+            raise KeyError(name)
+
+    def to_host(self):
+        """A CPU ScoreStore holding a copy of this state."""
+        from .store import ScoreStore
+
+        self.check()
+        host = ScoreStore(self.num_samples)
+        for name in ("loss", "memory", "loss_mean", "loss_var", "times_selected", "weight"):
+            getattr(host, name)[:] = self._host(name)
+        return host
+
+    def save(self, path, metadata: bytes = b"") -> None:
+        self.to_host().save(path, metadata=metadata)
+
+    def __repr__(self) -> str:
+        return f"CudaScoreStore(num_samples={self.num_samples}, device={self.device})"

@@ -1,0 +1,131 @@
+"""The CUDA path. Without a GPU (or without the EMP_DATA_CUDA=1 build) only the error paths run;
+on a GPU every test compares the GPU store and selections with the CPU path."""
+import numpy as np
+import pytest
+import torch
+
+from emp_data import Pruner, ScoreStore
+from emp_data import cuda as emp_cuda
+
+gpu = pytest.mark.skipif(not emp_cuda.available(), reason="needs a CUDA GPU and the EMP_DATA_CUDA=1 build")
+
+
+@pytest.mark.skipif(emp_cuda.available(), reason="checks the error without a usable GPU")
+def test_cuda_device_without_gpu_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="EMP_DATA_CUDA=1|no CUDA GPU"):
+        Pruner(100, policy="infobatch", device="cuda")
+
+
+def test_device_argument_is_checked():
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
+        Pruner(10, device="meta")
+    with pytest.raises(ValueError, match="store_path"):
+        Pruner(10, device="cuda", store_path="/tmp/never-created.emp")
+    assert not Pruner(10, device="cpu").on_gpu
+
+
+def random_batches(n, steps, batch, seed, with_memory):
+    """Batches without repeated ids inside one call (the GPU applies duplicates in any order)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        ids = rng.choice(n, size=batch, replace=False).astype(np.int64)
+        loss = rng.gamma(2.0, 0.5, size=batch).astype(np.float32)
+        mem = rng.random(batch).astype(np.float32) if with_memory else None
+        yield ids, loss, mem
+
+
+@gpu
+def test_update_is_bit_identical_to_cpu():
+    n = 50_000
+    cpu, dev = ScoreStore(n), emp_cuda.CudaScoreStore(n)
+    for ids, loss, mem in random_batches(n, 30, 4096, seed=0, with_memory=True):
+        cpu.update(ids, loss, mem, ema_decay=0.7)
+        dev.update(torch.from_numpy(ids).cuda(), torch.from_numpy(loss).cuda(), torch.from_numpy(mem).cuda(),
+                   ema_decay=0.7)
+    dev.check()
+    for name in ("loss", "memory", "loss_mean", "loss_var"):
+        assert np.array_equal(getattr(dev, name), getattr(cpu, name), equal_nan=True), name
+
+
+@gpu
+def test_bad_entries_surface_at_check():
+    dev = emp_cuda.CudaScoreStore(100)
+    ids = torch.tensor([1, 2, 500, 3], device="cuda")
+    dev.update(ids, torch.ones(4, device="cuda"))
+    with pytest.raises(ValueError, match="id out of range at position 2"):
+        dev.check()
+    dev.check()   # cleared
+    dev.update(torch.arange(3, device="cuda"), torch.tensor([1.0, float("nan"), 1.0], device="cuda"))
+    with pytest.raises(ValueError, match="non-finite loss at position 1"):
+        dev.check()
+    dev.update(torch.arange(3, device="cuda"), torch.tensor([1.0, float("inf"), 1.0], device="cuda"), nonfinite="skip")
+    dev.check()
+    assert dev.skipped == 1
+
+
+def gpu_and_cpu_pruners(policy, **options):
+    n = 40_000
+    pruners = [Pruner(n, policy=policy, prune_ratio=0.7, seed=9, device=d, **options) for d in ("cpu", "cuda")]
+    return n, pruners
+
+
+@gpu
+@pytest.mark.parametrize("policy,options", [
+    ("full", {}), ("infobatch", {}), ("emp", {"beta": 1.5}), ("emp", {"mode": "topk", "epsilon": 0.2}),
+    ("ucb", {"c": 0.5}), ("epsilon_greedy", {"epsilon": 0.3}), ("random", {})])
+def test_selections_match_cpu(policy, options):
+    n, (cpu, dev) = gpu_and_cpu_pruners(policy, **options)
+    for epoch in range(3):
+        cpu_ids, cpu_w = cpu.select(epoch)
+        dev_ids, dev_w = dev.select(epoch)
+        assert len(np.unique(dev_ids)) == len(dev_ids)              # a permutation of the kept set
+        order_c, order_d = np.argsort(cpu_ids), np.argsort(dev_ids)
+        assert np.array_equal(cpu_ids[order_c], dev_ids[order_d])   # the same kept set
+        assert np.array_equal(cpu_w[order_c], dev_w[order_d])       # with the same weights
+        for ids, loss, mem in random_batches(n, 5, 8192, seed=epoch, with_memory=True):
+            cpu.loss(torch.from_numpy(loss), ids, memory=torch.from_numpy(mem))
+            dev.loss(torch.from_numpy(loss).cuda(), torch.from_numpy(ids).cuda(), memory=torch.from_numpy(mem).cuda())
+    assert np.array_equal(cpu.store.times_selected, dev.store.times_selected)
+    assert np.array_equal(cpu.scores(), dev.scores(), equal_nan=True)
+
+
+@gpu
+def test_loss_never_synchronises_with_the_host():
+    n = 10_000
+    pruner = Pruner(n, policy="emp", prune_ratio=0.5, seed=1, device="cuda")
+    pruner.select(0)
+    ids = torch.randperm(n, device="cuda")[:512]
+    per_sample = torch.rand(512, device="cuda", requires_grad=True)
+    logits = torch.randn(512, 10, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = pruner.loss(per_sample, ids, logits=logits)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    loss.backward()
+    assert per_sample.grad is not None
+    assert pruner.stats()["seen"] == 512
+
+
+@gpu
+def test_state_moves_between_cpu_and_gpu(tmp_path):
+    n = 5000
+    dev = Pruner(n, policy="infobatch", prune_ratio=0.5, seed=2, device="cuda")
+    dev.select(0)
+    for ids, loss, _ in random_batches(n, 4, 1000, seed=3, with_memory=False):
+        dev.loss(torch.from_numpy(loss).cuda(), torch.from_numpy(ids).cuda())
+    dev.save(tmp_path / "p.emp")
+    cpu = Pruner.load(tmp_path / "p.emp")
+    again = Pruner.load(tmp_path / "p.emp", device="cuda")
+    for p in (cpu, again):
+        assert np.array_equal(p.store.loss_mean, dev.store.loss_mean, equal_nan=True)
+    a, b = dev.select(1), cpu.select(1)
+    assert np.array_equal(np.sort(a[0]), np.sort(b[0]))
+
+
+@gpu
+def test_weighted_rule_on_gpu_says_it_is_not_there_yet():
+    pruner = Pruner(100, policy="weighted", prune_ratio=0.5, device="cuda")
+    with pytest.raises(NotImplementedError, match="device='cpu'"):
+        pruner.select(0)
