@@ -105,8 +105,6 @@ def train_once(cfg: RunConfig, task: Task | None = None) -> RunResult:
     import torch
     import torch.nn.functional as F
 
-    from .pruner import Pruner
-
     task = task or _TASK
     start = time.perf_counter()
     x, y, x_eval, y_eval = task.x, task.y, task.x_test, task.y_test
@@ -116,29 +114,47 @@ def train_once(cfg: RunConfig, task: Task | None = None) -> RunResult:
     x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
     torch.manual_seed(cfg.seed)
     model = make_model(task.model, x.shape[1], task.classes)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    options = {"beta": cfg.beta} if cfg.policy == "emp" else {}
-    ratio = 0.0 if cfg.policy == "full" else cfg.prune_ratio
-    pruner = Pruner(len(x), policy=cfg.policy, prune_ratio=ratio, epochs=cfg.epochs, seed=cfg.seed, **options)
-    passes = 0
-    for epoch in range(cfg.epochs):
-        ids, _ = pruner.select(epoch)
-        passes += len(ids)
-        model.train()
-        for batch in torch.from_numpy(ids).split(cfg.batch_size):
-            logits = model(x_t[batch])
-            per_sample = F.cross_entropy(logits, y_t[batch], reduction="none")
-            loss = pruner.loss(per_sample, batch, logits=logits)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        sched.step()
+
+    def step(batch, pruner):
+        logits = model(x_t[batch])
+        per_sample = F.cross_entropy(logits, y_t[batch], reduction="none")
+        return pruner.loss(per_sample, batch, logits=logits)
+
+    pruner, passes = pruned_training(cfg, len(x), model.parameters(), step, model.train)
     model.eval()
     with torch.no_grad():
         pred = model(torch.from_numpy(x_eval)).argmax(1).numpy()
     return RunResult(cfg, float((pred == y_eval).mean()), passes, len(x) * cfg.epochs, time.perf_counter() - start,
                      pruner.store.times_selected.copy())
+
+
+def pruned_training(cfg, num_samples: int, params, step, train_mode, min_batch: int = 1):
+    """The loop every quality run shares: Adam with a cosine schedule over cfg.epochs, a Pruner for
+    cfg.policy, each epoch's kept ids in batches of cfg.batch_size; step(batch_ids, pruner) returns
+    the loss to backpropagate. Returns (pruner, sample passes trained)."""
+    import torch
+
+    from .pruner import Pruner
+
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    options = {"beta": cfg.beta} if cfg.policy == "emp" else {}
+    ratio = 0.0 if cfg.policy == "full" else cfg.prune_ratio
+    pruner = Pruner(num_samples, policy=cfg.policy, prune_ratio=ratio, epochs=cfg.epochs, seed=cfg.seed, **options)
+    passes = 0
+    for epoch in range(cfg.epochs):
+        ids, _ = pruner.select(epoch)
+        passes += len(ids)
+        train_mode()
+        for batch in torch.from_numpy(ids).split(cfg.batch_size):
+            if len(batch) < min_batch:
+                continue
+            loss = step(batch, pruner)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+    return pruner, passes
 
 
 def run_all(task: Task, configs: list, workers: int, fn=None) -> list[RunResult]:
@@ -241,13 +257,19 @@ def benchmark(task_name: str, *, epochs: int, seeds: int, ratios, workers: int, 
     configs = [RunConfig("full", 0.0, s, epochs) for s in range(seeds)]
     configs += [RunConfig(p, r, s, epochs, beta=beta) for p in POLICIES[1:] for r in ratios for s in range(seeds)]
     results = run_all(task, configs, workers)
+    return report(results, task_name, task_name, list(ratios), beta, os.path.join(out_dir, f"quality_{task_name}.png"),
+                  log, t0)
+
+
+def report(results, table_title, plot_title, ratios, beta, png, log, t0, policies=POLICIES,
+           metric="test accuracy") -> str:
+    """Logs the summary table, writes the plot; returns the table."""
     summary = summarise(results)
-    table = format_table(task_name, summary, list(ratios), beta)
-    os.makedirs(out_dir, exist_ok=True)
-    png = os.path.join(out_dir, f"quality_{task_name}.png")
-    plot(png, task_name, summary, list(ratios), results, max(ratios))
+    table = format_table(table_title, summary, ratios, beta, policies=policies, metric=metric)
+    os.makedirs(os.path.dirname(png) or ".", exist_ok=True)
+    plot(png, plot_title, summary, ratios, results, max(ratios), policies=policies, metric=metric)
     log(table)
-    log(f"[{task_name}] plot: {png}; {len(results)} runs in {time.perf_counter() - t0:.0f} s")
+    log(f"[{table_title}] plot: {png}; {len(results)} runs in {time.perf_counter() - t0:.0f} s")
     return table
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .quality import RunResult, Task, format_table, load_task, plot, run_all, summarise
+from .quality import RunResult, Task, load_task, pruned_training, report, run_all
 
 POLICIES = ["full", "random", "infobatch", "emp"]
 RATIOS = [0.5, 0.7, 0.9]
@@ -95,7 +95,6 @@ def pretrain_once(cfg: SSLConfig, task: Task | None = None) -> RunResult:
     import torch
 
     from . import quality
-    from .pruner import Pruner
     from .scores import contrastive_scores
 
     task = task or quality._TASK
@@ -108,28 +107,16 @@ def pretrain_once(cfg: SSLConfig, task: Task | None = None) -> RunResult:
     torch.manual_seed(cfg.seed)
     views = torch.Generator().manual_seed(cfg.seed + 1000)
     encoder, head = make_encoder(x.shape[1]), make_projection()
-    params = list(encoder.parameters()) + list(head.parameters())
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    options = {"beta": cfg.beta} if cfg.policy == "emp" else {}
-    ratio = 0.0 if cfg.policy == "full" else cfg.prune_ratio
-    pruner = Pruner(len(x), policy=cfg.policy, prune_ratio=ratio, epochs=cfg.epochs, seed=cfg.seed, **options)
-    passes = 0
-    for epoch in range(cfg.epochs):
-        ids, _ = pruner.select(epoch)
-        passes += len(ids)
-        encoder.train()
-        for batch in torch.from_numpy(ids).split(cfg.batch_size):
-            if len(batch) < 2:
-                continue   # a contrastive batch needs negatives
-            xb = x_t[batch]
-            scores = contrastive_scores(head(encoder(augment(xb, views))), head(encoder(augment(xb, views))),
-                                        cfg.temperature)
-            loss = pruner.loss(scores.loss, batch, memory=scores.memory)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        sched.step()
+
+    def step(batch, pruner):
+        xb = x_t[batch]
+        scores = contrastive_scores(head(encoder(augment(xb, views))), head(encoder(augment(xb, views))),
+                                    cfg.temperature)
+        return pruner.loss(scores.loss, batch, memory=scores.memory)
+
+    # min_batch 2: a contrastive batch needs negatives
+    pruner, passes = pruned_training(cfg, len(x), list(encoder.parameters()) + list(head.parameters()), step,
+                                     encoder.train, min_batch=2)
     encoder.eval()
     with torch.no_grad():
         train_feats, eval_feats = encoder(x_t), encoder(torch.from_numpy(x_eval))
@@ -163,16 +150,9 @@ def benchmark(*, epochs: int, seeds: int, ratios, workers: int, out_dir: str, sw
     configs = [SSLConfig("full", 0.0, s, epochs) for s in range(seeds)]
     configs += [SSLConfig(p, r, s, epochs, beta=beta) for p in POLICIES[1:] for r in ratios for s in range(seeds)]
     results = run_all(task, configs, workers, fn=_pretrain_in_worker)
-    summary = summarise(results)
-    table = format_table("ssl mnist1d (SimCLR)", summary, list(ratios), beta, policies=POLICIES,
-                         metric="linear-probe test accuracy")
-    os.makedirs(out_dir, exist_ok=True)
-    png = os.path.join(out_dir, "quality_ssl_mnist1d.png")
-    plot(png, "SimCLR on MNIST-1D", summary, list(ratios), results, max(ratios), policies=POLICIES,
-         metric="linear-probe accuracy")
-    log(table)
-    log(f"[ssl mnist1d] plot: {png}; {len(results)} runs in {time.perf_counter() - t0:.0f} s")
-    return table
+    return report(results, "ssl mnist1d (SimCLR)", "SimCLR on MNIST-1D", list(ratios), beta,
+                  os.path.join(out_dir, "quality_ssl_mnist1d.png"), log, t0, policies=POLICIES,
+                  metric="linear-probe test accuracy")
 
 
 def main(argv=None):

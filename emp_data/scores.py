@@ -13,18 +13,22 @@ from typing import NamedTuple
 import torch
 
 
+def _check_matrix(t, name: str, shape: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be 2-D {shape}, got shape {tuple(t.shape)}")
+    if not t.dtype.is_floating_point:
+        raise TypeError(f"{name} must be floating point, got {t.dtype}")
+
+
 def prediction_entropy(logits: torch.Tensor, normalize: bool = True) -> torch.Tensor:
     """EMP's supervised memory term: entropy of softmax(logits) per row, detached.
 
     With ``normalize=True`` it is divided by log(C), so it lies in [0, 1] for any class count C
     and beta means the same across tasks.
     """
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
-    if logits.ndim != 2:
-        raise ValueError(f"logits must be 2-D (batch, classes), got shape {tuple(logits.shape)}")
-    if not logits.dtype.is_floating_point:
-        raise TypeError(f"logits must be floating point, got {logits.dtype}")
+    _check_matrix(logits, "logits", "(batch, classes)")
     with torch.no_grad():
         logp = torch.log_softmax(logits.detach().float(), dim=1)
         ent = -(logp.exp() * logp).sum(dim=1)
@@ -58,13 +62,8 @@ def contrastive_scores(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 
     in [0, 1] like the supervised term. Everything is computed with log-softmax (log-sum-exp), so
     small temperatures do not overflow.
     """
-    for name, z in (("z1", z1), ("z2", z2)):
-        if not isinstance(z, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
-        if z.ndim != 2:
-            raise ValueError(f"{name} must be 2-D (batch, dim), got shape {tuple(z.shape)}")
-        if not z.dtype.is_floating_point:
-            raise TypeError(f"{name} must be floating point, got {z.dtype}")
+    _check_matrix(z1, "z1", "(batch, dim)")
+    _check_matrix(z2, "z2", "(batch, dim)")
     if z1.shape != z2.shape:
         raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     if z1.device != z2.device:

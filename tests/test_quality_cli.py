@@ -59,3 +59,16 @@ def test_ssl_pretrain_once_records_contrastive_scores(policy):
     assert res.sample_passes == res.times_selected.sum()
     assert (res.sample_passes < res.full_passes) == (policy != "full")
     assert res.accuracy > 0.4    # linear probe on 4 classes; chance is 0.25
+
+
+def test_ssl_report_writes_table_and_plot(tmp_path):
+    from emp_data.quality import report
+    from emp_data.quality_ssl import POLICIES, SSLConfig, pretrain_once
+
+    task = tiny_task()
+    results = [pretrain_once(SSLConfig(p, 0.5, seed=0, epochs=2, batch_size=64), task) for p in POLICIES]
+    lines = []
+    table = report(results, "tiny ssl", "tiny", [0.5], 1.0, str(tmp_path / "q.png"), lines.append, 0.0,
+                   policies=POLICIES, metric="linear-probe test accuracy")
+    assert (tmp_path / "q.png").stat().st_size > 0 and lines[0] == table
+    assert "linear-probe test accuracy" in table and "| emp (beta=1) |" in table and "| infobatch |" in table

@@ -8,6 +8,7 @@
 #include <cub/device/device_reduce.cuh>
 #include <cub/device/device_select.cuh>
 #include <thrust/iterator/counting_iterator.h>
+#include <thrust/iterator/transform_iterator.h>
 
 #include <cmath>
 #include <cstdint>
@@ -222,6 +223,11 @@ struct IsKept {
   __device__ bool operator()(int64_t i) const { return weight[i] > 0.0f; }
 };
 
+struct KeptFlag {
+  const float* weight;
+  __device__ int64_t operator()(int64_t i) const { return weight[i] > 0.0f ? 1 : 0; }
+};
+
 __global__ void shuffle_keys_kernel(const int64_t* ids, int64_t count, uint64_t shuffle_stream, uint64_t* keys) {
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < count; j += int64_t(gridDim.x) * blockDim.x)
     keys[j] = draw(shuffle_stream, static_cast<uint64_t>(ids[j]));
@@ -356,14 +362,15 @@ SelectSummary select_topk(const float* stats, int64_t n, ScoreParams score, doub
 }
 
 uint64_t count_kept(const float* weight, int64_t n, uintptr_t stream) {
+  // A sum over flags computed on the fly: no N-sized buffer for a count.
   cudaStream_t s = as_stream(stream);
-  Scratch<int64_t> out(n > 0 ? n : 1, s);
   Scratch<int64_t> count(1, s);
-  thrust::counting_iterator<int64_t> ids(0);
+  thrust::transform_iterator<KeptFlag, thrust::counting_iterator<int64_t>> flags(thrust::counting_iterator<int64_t>(0),
+                                                                                  KeptFlag{weight});
   size_t temp_bytes = 0;
-  check(cub::DeviceSelect::If(nullptr, temp_bytes, ids, out.ptr, count.ptr, n, IsKept{weight}, s), "Select (size)");
+  check(cub::DeviceReduce::Sum(nullptr, temp_bytes, flags, count.ptr, n, s), "Reduce (size)");
   Scratch<unsigned char> temp(temp_bytes, s);
-  check(cub::DeviceSelect::If(temp.ptr, temp_bytes, ids, out.ptr, count.ptr, n, IsKept{weight}, s), "Select");
+  check(cub::DeviceReduce::Sum(temp.ptr, temp_bytes, flags, count.ptr, n, s), "Reduce");
   return static_cast<uint64_t>(read_back(count.ptr, s));
 }
 
