@@ -77,6 +77,7 @@ class RunConfig:
     validation: bool = False      # train on the train split minus a validation part, score on it
     batch_size: int = 128
     lr: float = 3e-3
+    exact_budget: bool = False    # soft rules (infobatch, emp) keep exactly round((1-r)N)
 
 
 @dataclass
@@ -139,6 +140,8 @@ def pruned_training(cfg, num_samples: int, params, step, train_mode, min_batch: 
     opt = torch.optim.Adam(params, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     options = {"beta": cfg.beta} if cfg.policy == "emp" else {}
+    if getattr(cfg, "exact_budget", False) and cfg.policy in ("infobatch", "emp"):
+        options["exact_budget"] = True
     ratio = 0.0 if cfg.policy == "full" else cfg.prune_ratio
     pruner = Pruner(num_samples, policy=cfg.policy, prune_ratio=ratio, epochs=cfg.epochs, seed=cfg.seed, **options)
     passes = 0
@@ -245,7 +248,8 @@ def plot(path: str, task_name: str, summary, ratios, results: list[RunResult], h
 
 
 def benchmark(task_name: str, *, epochs: int, seeds: int, ratios, workers: int, out_dir: str,
-              sweep_ratios=(0.7, 0.9), beta: float | None = None, log=print) -> str:
+              sweep_ratios=(0.7, 0.9), beta: float | None = None, log=print, exact_budget: bool = False,
+              policies=POLICIES) -> str:
     t0 = time.perf_counter()
     task = load_task(task_name)
     log(f"[{task_name}] {len(task.x)} train / {len(task.x_test)} test samples, model {task.model}, "
@@ -255,10 +259,13 @@ def benchmark(task_name: str, *, epochs: int, seeds: int, ratios, workers: int, 
         log(f"[{task_name}] beta sweep on validation split (mean val acc over r in {list(sweep_ratios)}): "
             + ", ".join(f"{b:g}: {100 * s:.2f}%" for b, s in scores.items()) + f" -> beta = {beta:g}")
     configs = [RunConfig("full", 0.0, s, epochs) for s in range(seeds)]
-    configs += [RunConfig(p, r, s, epochs, beta=beta) for p in POLICIES[1:] for r in ratios for s in range(seeds)]
+    configs += [RunConfig(p, r, s, epochs, beta=beta, exact_budget=exact_budget)
+                for p in policies[1:] for r in ratios for s in range(seeds)]
     results = run_all(task, configs, workers)
-    return report(results, task_name, task_name, list(ratios), beta, os.path.join(out_dir, f"quality_{task_name}.png"),
-                  log, t0)
+    suffix = "_exact_budget" if exact_budget else ""
+    title = f"{task_name}{' (exact budget)' if exact_budget else ''}"
+    return report(results, title, title, list(ratios), beta, os.path.join(out_dir, f"quality_{task_name}{suffix}.png"),
+                  log, t0, policies=policies)
 
 
 def report(results, table_title, plot_title, ratios, beta, png, log, t0, policies=POLICIES,
@@ -283,12 +290,19 @@ def main(argv=None):
     ap.add_argument("--beta", type=float, default=None, help="skip the sweep and use this beta")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default="benchmarks/out")
+    ap.add_argument("--exact-budget", action="store_true",
+                    help="infobatch and emp keep exactly round((1-r)N), so every policy trains on the same budget")
+    ap.add_argument("--policies", nargs="*", default=None, help=f"subset of {POLICIES[1:]} (full always runs)")
     args = ap.parse_args(argv)
+    policies = ["full"] + [p for p in (args.policies or POLICIES[1:]) if p != "full"]
+    unknown = sorted(set(policies) - set(POLICIES))
+    if unknown:
+        ap.error(f"unknown policies {unknown}; choose from {POLICIES[1:]}")
     tasks = args.tasks or (["mnist1d"] if args.quick else ["mnist1d", "synthetic"])
     epochs = args.epochs or (12 if args.quick else 30)
     for name in tasks:
         benchmark(name, epochs=epochs, seeds=args.seeds, ratios=args.ratios, workers=args.workers, out_dir=args.out,
-                  beta=args.beta)
+                  beta=args.beta, exact_budget=args.exact_budget, policies=policies)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ class SSLConfig:
     batch_size: int = 256
     lr: float = 2e-3
     temperature: float = 0.2
+    exact_budget: bool = False   # soft rules (infobatch, emp) keep exactly round((1-r)N)
 
 
 def make_encoder(length: int):
@@ -138,7 +139,7 @@ def sweep_beta(task: Task, epochs: int, ratios, workers: int, betas=BETAS, seed:
 
 
 def benchmark(*, epochs: int, seeds: int, ratios, workers: int, out_dir: str, sweep_ratios=(0.7, 0.9),
-              betas=BETAS, beta: float | None = None, log=print) -> str:
+              betas=BETAS, beta: float | None = None, log=print, exact_budget: bool = False) -> str:
     t0 = time.perf_counter()
     task = load_task("mnist1d")
     log(f"[ssl mnist1d] {len(task.x)} train / {len(task.x_test)} test samples, SimCLR 1-D CNN, {epochs} epochs, "
@@ -148,11 +149,13 @@ def benchmark(*, epochs: int, seeds: int, ratios, workers: int, out_dir: str, sw
         log(f"[ssl mnist1d] beta sweep on validation split (mean val probe acc over r in {list(sweep_ratios)}): "
             + ", ".join(f"{b:g}: {100 * s:.2f}%" for b, s in scores.items()) + f" -> beta = {beta:g}")
     configs = [SSLConfig("full", 0.0, s, epochs) for s in range(seeds)]
-    configs += [SSLConfig(p, r, s, epochs, beta=beta) for p in POLICIES[1:] for r in ratios for s in range(seeds)]
+    configs += [SSLConfig(p, r, s, epochs, beta=beta, exact_budget=exact_budget)
+                for p in POLICIES[1:] for r in ratios for s in range(seeds)]
     results = run_all(task, configs, workers, fn=_pretrain_in_worker)
-    return report(results, "ssl mnist1d (SimCLR)", "SimCLR on MNIST-1D", list(ratios), beta,
-                  os.path.join(out_dir, "quality_ssl_mnist1d.png"), log, t0, policies=POLICIES,
-                  metric="linear-probe test accuracy")
+    budget = " (exact budget)" if exact_budget else ""
+    return report(results, f"ssl mnist1d (SimCLR){budget}", f"SimCLR on MNIST-1D{budget}", list(ratios), beta,
+                  os.path.join(out_dir, f"quality_ssl_mnist1d{'_exact_budget' if exact_budget else ''}.png"), log, t0,
+                  policies=POLICIES, metric="linear-probe test accuracy")
 
 
 def main(argv=None):
@@ -164,10 +167,12 @@ def main(argv=None):
     ap.add_argument("--beta", type=float, default=None, help="skip the sweep and use this beta")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default="benchmarks/out")
+    ap.add_argument("--exact-budget", action="store_true",
+                    help="infobatch and emp keep exactly round((1-r)N), the budget random trains on")
     args = ap.parse_args(argv)
     epochs = args.epochs or (15 if args.quick else 30)
     benchmark(epochs=epochs, seeds=args.seeds, ratios=args.ratios, workers=args.workers, out_dir=args.out,
-              sweep_ratios=(0.9,) if args.quick else (0.7, 0.9), beta=args.beta)
+              sweep_ratios=(0.9,) if args.quick else (0.7, 0.9), beta=args.beta, exact_budget=args.exact_budget)
 
 
 if __name__ == "__main__":
