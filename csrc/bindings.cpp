@@ -212,6 +212,13 @@ PYBIND11_MODULE(_C, m) {
             return to_numpy(std::move(v));
           };
           py::dict d;
+          // 64-bit key hashes, so duplicate keys across the shard set are found by sorting
+          // integers; equal hashes are then compared byte for byte in Python.
+          std::vector<uint64_t> key_hash(g.key_offsets.size() - 1);
+          for (size_t k = 0; k + 1 < g.key_offsets.size(); ++k)
+            key_hash[k] = hash_bytes(g.keys.data() + g.key_offsets[k],
+                                     static_cast<size_t>(g.key_offsets[k + 1] - g.key_offsets[k]), 0);
+          d["key_hash"] = to_numpy(std::move(key_hash));
           d["keys"] = bytes_array(g.keys);
           d["key_offsets"] = to_numpy(std::move(g.key_offsets));
           d["exts"] = bytes_array(g.exts);

@@ -43,8 +43,12 @@ bool parse_number(const unsigned char* field, size_t len, uint64_t& out) {
 bool checksum_ok(const unsigned char* h) {
   uint64_t stored = 0;
   if (!parse_number(h + 148, 8, stored)) return false;
-  uint64_t sum = 0;
-  for (size_t i = 0; i < kBlockSize; ++i) sum += (i >= 148 && i < 156) ? ' ' : h[i];
+  // Sum every byte (a branch-free loop the compiler vectorises), then count the checksum field
+  // itself as spaces, as the format defines.
+  uint32_t sum = 0;
+  for (size_t i = 0; i < kBlockSize; ++i) sum += h[i];
+  for (size_t i = 148; i < 156; ++i) sum -= h[i];
+  sum += 8 * ' ';
   return sum == stored;
 }
 

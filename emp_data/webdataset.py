@@ -175,20 +175,23 @@ def _concat_shards(parts: list[dict], shard_first_sample: list[int]) -> dict:
             "shard_first_sample": np.asarray(shard_first_sample, dtype=np.int64)}
 
 
-def _count_duplicate_keys(key_bytes: np.ndarray, key_offsets: np.ndarray) -> int:
-    """How many samples repeat a key seen earlier in the shard set (vectorised: keys padded into a
-    byte matrix, with their length as the last column, then np.unique on rows)."""
-    if len(key_offsets) <= 2:
+def _count_duplicate_keys(key_bytes: np.ndarray, key_offsets: np.ndarray, key_hash: np.ndarray) -> int:
+    """How many samples repeat a key seen earlier in the shard set: keys are grouped by their
+    64-bit hash (a sort of integers), and only keys sharing a hash are compared byte for byte, so a
+    hash collision is never counted as a duplicate."""
+    if len(key_hash) < 2:
         return 0
-    lengths = np.diff(key_offsets)
-    padded = np.zeros((len(lengths), int(lengths.max()) + 2), dtype=np.uint8)
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    cols = np.arange(len(key_bytes)) - np.repeat(key_offsets[:-1], lengths)
-    padded[rows, cols] = key_bytes
-    padded[:, -2] = lengths & 0xFF
-    padded[:, -1] = (lengths >> 8) & 0xFF
-    unique = np.unique(padded.view(np.dtype((np.void, padded.shape[1]))).ravel())
-    return len(lengths) - len(unique)
+    order = np.argsort(key_hash, kind="stable")
+    sorted_hash = key_hash[order]
+    same = np.flatnonzero(sorted_hash[1:] == sorted_hash[:-1])
+    if same.size == 0:
+        return 0
+    duplicates = 0
+    for start in np.unique(np.searchsorted(sorted_hash, sorted_hash[same])):   # each group of equal hashes
+        group = order[start:np.searchsorted(sorted_hash, sorted_hash[start], side="right")]
+        keys = {bytes(key_bytes[key_offsets[i]:key_offsets[i + 1]]) for i in group}
+        duplicates += len(group) - len(keys)
+    return duplicates
 
 
 def build_index(urls, out=None, *, handler=None) -> ShardIndex:
@@ -214,8 +217,9 @@ def build_index(urls, out=None, *, handler=None) -> ShardIndex:
         shards_meta.append({"url": os.path.abspath(url), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                             "num_samples": count})
         shard_first_sample.append(shard_first_sample[-1] + count)
+    key_hash = np.concatenate([p.pop("key_hash") for p in parts]) if parts else np.zeros(0, np.uint64)
     arrays = _concat_shards(parts, shard_first_sample)
-    duplicates = _count_duplicate_keys(arrays["keys"], arrays["key_offsets"])
+    duplicates = _count_duplicate_keys(arrays["keys"], arrays["key_offsets"], key_hash)
     if duplicates:
         warnings.warn(f"{duplicates} sample keys occur more than once in the shard set", stacklevel=2)
     meta = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "num_samples": shard_first_sample[-1],

@@ -317,3 +317,13 @@ def test_pretrain_example_runs_end_to_end(tmp_path, capsys, mode):
     assert "3 shards, 1200 samples" in out and "epoch 1: kept" in out and "effective pruning" in out
     assert ("linear probe on frozen features" in out) == bool(mode)
 
+
+
+def test_duplicate_key_count_compares_keys_not_just_hashes():
+    from emp_data.webdataset import _count_duplicate_keys
+
+    keys = np.frombuffer(b"aabab", dtype=np.uint8)           # "a", "a", "b", "ab"
+    offsets = np.array([0, 1, 2, 3, 5])
+    forged = np.array([7, 7, 7, 9], dtype=np.uint64)        # "b" collides with "a" on purpose
+    assert _count_duplicate_keys(keys, offsets, forged) == 1
+    assert _count_duplicate_keys(keys, offsets, np.array([1, 2, 3, 4], dtype=np.uint64)) == 0
