@@ -126,6 +126,22 @@ def pretrain_once(cfg: SSLConfig, task: Task | None = None) -> RunResult:
                      pruner.store.times_selected.copy())
 
 
+def untrained_probe(task: Task, seeds: int) -> list[float]:
+    """Linear-probe accuracy of randomly initialised encoders (no pretraining): the floor that
+    pretraining has to beat."""
+    import torch
+
+    accuracies = []
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        encoder = make_encoder(task.x.shape[1]).eval()
+        with torch.no_grad():
+            train_feats, eval_feats = encoder(torch.from_numpy(task.x)), encoder(torch.from_numpy(task.x_test))
+        accuracies.append(linear_probe(train_feats, torch.from_numpy(task.y), eval_feats,
+                                       torch.from_numpy(task.y_test), task.classes))
+    return accuracies
+
+
 def _pretrain_in_worker(cfg: SSLConfig) -> RunResult:
     return pretrain_once(cfg)
 
@@ -148,6 +164,9 @@ def benchmark(*, epochs: int, seeds: int, ratios, workers: int, out_dir: str, sw
         beta, scores = sweep_beta(task, epochs, sweep_ratios, workers, betas)
         log(f"[ssl mnist1d] beta sweep on validation split (mean val probe acc over r in {list(sweep_ratios)}): "
             + ", ".join(f"{b:g}: {100 * s:.2f}%" for b, s in scores.items()) + f" -> beta = {beta:g}")
+    floor = np.array(untrained_probe(task, seeds))
+    log(f"[ssl mnist1d] linear probe on randomly initialised encoders (no pretraining): "
+        f"{100 * floor.mean():.2f} +- {100 * floor.std(ddof=1) if seeds > 1 else 0.0:.2f}%")
     configs = [SSLConfig("full", 0.0, s, epochs) for s in range(seeds)]
     configs += [SSLConfig(p, r, s, epochs, beta=beta, exact_budget=exact_budget)
                 for p in POLICIES[1:] for r in ratios for s in range(seeds)]

@@ -72,3 +72,10 @@ def test_ssl_report_writes_table_and_plot(tmp_path):
                    policies=POLICIES, metric="linear-probe test accuracy")
     assert (tmp_path / "q.png").stat().st_size > 0 and lines[0] == table
     assert "linear-probe test accuracy" in table and "| emp (beta=1) |" in table and "| infobatch |" in table
+
+
+def test_untrained_probe_is_a_floor_below_pretraining_runs():
+    from emp_data.quality_ssl import untrained_probe
+
+    accuracies = untrained_probe(tiny_task(), seeds=2)
+    assert len(accuracies) == 2 and all(0.25 < a <= 1.0 for a in accuracies)
