@@ -358,6 +358,8 @@ class PrunedIterableDataset(IterableDataset):
         self._start = (0, 0)        # (shard position, sample offset) to resume from
         self._position = (0, 0)
         self.skipped_shards = 0
+        self.duplicate_keys = 0      # samples whose (url, key) already appeared in the same shard pass
+        self._pass_url, self._pass_ids = None, set()
 
     # --- pickling for DataLoader workers: never the Pruner (its store travels by path)
     def __getstate__(self):
@@ -423,6 +425,7 @@ class PrunedIterableDataset(IterableDataset):
             raise ValueError("DataLoader workers cannot share an in-memory key table: create the Pruner with "
                              "store_path= (the table then lives beside it) or pass key_table=<path>")
         weights = self._weights()
+        self._pass_url = None        # duplicate-key tracking starts afresh each pass
         start_shard, start_sample = self._start
         self._start = (0, 0)
         if self.pipeline is not None:
@@ -486,6 +489,7 @@ class PrunedIterableDataset(IterableDataset):
 
     def _streamed_shard(self, pos, shard, first, weights):
         url = self.urls[shard]
+        self._pass_url = None
         ordinal = -1
         try:
             with open(url, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
@@ -529,6 +533,16 @@ class PrunedIterableDataset(IterableDataset):
             sid = self.key_table.id_of(url, key)
         except ValueError as exc:     # more distinct samples than the pruner has
             raise ValueError(f"{exc} (at '{url}' key {key!r})") from None
+        # The same key twice in one shard (non-consecutive members) maps to one id: report it.
+        # The set covers one shard at a time, so its memory stays bounded by the shard size.
+        if url != self._pass_url:
+            self._pass_url, self._pass_ids = url, set()
+        if sid in self._pass_ids:
+            if self.duplicate_keys == 0:
+                warnings.warn(f"key {key!r} occurs more than once in '{url}': its samples share one id and one "
+                              "score (counted in duplicate_keys)", stacklevel=3)
+            self.duplicate_keys += 1
+        self._pass_ids.add(sid)
         if not weights[sid] > 0:
             return None
         return {"__key__": key, "__url__": url, "__id__": sid, "__weight__": np.float32(weights[sid])}

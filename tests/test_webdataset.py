@@ -327,3 +327,18 @@ def test_duplicate_key_count_compares_keys_not_just_hashes():
     forged = np.array([7, 7, 7, 9], dtype=np.uint64)        # "b" collides with "a" on purpose
     assert _count_duplicate_keys(keys, offsets, forged) == 1
     assert _count_duplicate_keys(keys, offsets, np.array([1, 2, 3, 4], dtype=np.uint64)) == 0
+
+
+def test_streaming_reports_a_key_repeated_inside_a_shard(tmp_path):
+    url = str(tmp_path / "dup.tar")
+    with tarfile.open(url, "w") as tar:
+        for name in ("a.cls", "b.cls", "a.txt"):          # "a" again after "b": a second sample "a"
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"1"))
+    ds = PrunedIterableDataset([url], Pruner(10, policy="full"))
+    with pytest.warns(UserWarning, match="occurs more than once"):
+        out = [(s["__key__"], int(s["__id__"])) for s in ds]
+    assert out == [("a", 0), ("b", 1), ("a", 0)] and ds.duplicate_keys == 1
+    list(ds)                                               # a new pass counts again, from its own shard set
+    assert ds.duplicate_keys == 2
