@@ -158,15 +158,17 @@ class CudaScoreStore:
             elif cfg.rule == _C.Rule.SOFT and not cfg.exact_budget:
                 info = ext.select_soft(self.stats.data_ptr(), n, *score, float(cfg.prune_ratio), int(seed), int(epoch),
                                        self.weights.data_ptr(), s)
+            elif cfg.rule == _C.Rule.SOFT:
+                info = ext.select_soft_exact(self.stats.data_ptr(), n, *score, float(cfg.prune_ratio), int(seed),
+                                             int(epoch), self.weights.data_ptr(), s)
             elif cfg.rule == _C.Rule.TOPK:
                 info = ext.select_topk(self.stats.data_ptr(), n, *score, float(cfg.prune_ratio), float(cfg.explore),
                                        int(seed), int(epoch), self.weights.data_ptr(), s)
             else:
-                what = "exact_budget=True" if cfg.rule == _C.Rule.SOFT else "the weighted rule"
-                raise NotImplementedError(f"{what} has no CUDA kernel yet; use device='cpu' for this policy")
+                info = ext.select_weighted(self.stats.data_ptr(), n, *score, float(cfg.prune_ratio), float(cfg.alpha),
+                                           bool(cfg.normalize), int(seed), int(epoch), self.weights.data_ptr(), s)
             ids, weights = self._gather(seed, epoch, count)
         info["kept"] = int(ids.shape[0])
-        info["budget_exceeded"] = False
         return ids, weights, info
 
     def current_selection(self, seed: int, epoch: int):

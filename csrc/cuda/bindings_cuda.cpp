@@ -23,6 +23,7 @@ py::dict summary_dict(const SelectSummary& s) {
   d["unseen"] = s.unseen;
   d["above_threshold"] = s.above_threshold;
   d["threshold"] = s.threshold;
+  d["budget_exceeded"] = s.budget_exceeded;
   return d;
 }
 
@@ -64,6 +65,27 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::gil_scoped_release release;
       s = select_soft(ptr<const float>(stats), n, score_params(kind, beta, c), prune_ratio, seed, epoch,
                       ptr<float>(weight), stream);
+    }
+    return summary_dict(s);
+  });
+  m.def("select_soft_exact", [](uintptr_t stats, int64_t n, int kind, float beta, float c, double prune_ratio,
+                                uint64_t seed, uint64_t epoch, uintptr_t weight, uintptr_t stream) {
+    SelectSummary s;
+    {
+      py::gil_scoped_release release;
+      s = select_soft_exact(ptr<const float>(stats), n, score_params(kind, beta, c), prune_ratio, seed, epoch,
+                            ptr<float>(weight), stream);
+    }
+    return summary_dict(s);
+  });
+  m.def("select_weighted", [](uintptr_t stats, int64_t n, int kind, float beta, float c, double prune_ratio,
+                              double alpha, bool normalize, uint64_t seed, uint64_t epoch, uintptr_t weight,
+                              uintptr_t stream) {
+    SelectSummary s;
+    {
+      py::gil_scoped_release release;
+      s = select_weighted(ptr<const float>(stats), n, score_params(kind, beta, c), prune_ratio, alpha, normalize, seed,
+                          epoch, ptr<float>(weight), stream);
     }
     return summary_dict(s);
   });

@@ -15,6 +15,8 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <vector>
+#include <algorithm>
 
 #include "../rng.h"
 #include "kernels.h"
@@ -142,31 +144,37 @@ __global__ void fill_kernel(float* out, int64_t n, float value) {
 // make the mean deterministic run to run.
 constexpr unsigned kSumBlocks = 1024;
 __global__ void seen_partials_kernel(const float* stats, int64_t n, ScoreParams p, double* sums,
-                                     unsigned long long* counts) {
+                                     unsigned long long* counts, float* maxes) {
   __shared__ double s_sum[kThreads];
   __shared__ unsigned long long s_cnt[kThreads];
+  __shared__ float s_max[kThreads];
   double sum = 0.0;
   unsigned long long cnt = 0;
+  float mx = -INFINITY;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const float v = score_of(stats, i, p);
     if (!isnan(v)) {
       sum += v;
       ++cnt;
+      mx = fmaxf(mx, v);
     }
   }
   s_sum[threadIdx.x] = sum;
   s_cnt[threadIdx.x] = cnt;
+  s_max[threadIdx.x] = mx;
   __syncthreads();
   for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
     if (threadIdx.x < half) {
       s_sum[threadIdx.x] += s_sum[threadIdx.x + half];
       s_cnt[threadIdx.x] += s_cnt[threadIdx.x + half];
+      s_max[threadIdx.x] = fmaxf(s_max[threadIdx.x], s_max[threadIdx.x + half]);
     }
     __syncthreads();
   }
   if (threadIdx.x == 0) {
     sums[blockIdx.x] = s_sum[0];
     counts[blockIdx.x] = s_cnt[0];
+    maxes[blockIdx.x] = s_max[0];
   }
 }
 
@@ -223,6 +231,10 @@ struct IsKept {
   __device__ bool operator()(int64_t i) const { return weight[i] > 0.0f; }
 };
 
+struct NonZero {
+  __device__ int64_t operator()(uint64_t key) const { return key != 0 ? 1 : 0; }
+};
+
 struct KeptFlag {
   const float* weight;
   __device__ int64_t operator()(int64_t i) const { return weight[i] > 0.0f ? 1 : 0; }
@@ -240,6 +252,82 @@ __global__ void finish_gather_kernel(const int64_t* ids, int64_t count, const fl
     weights_out[j] = weight[id];
     if (times != nullptr) times[id] += 1;   // ids are distinct: no race
   }
+}
+
+// Exact-budget soft rule: hard samples (unseen, or score >= mean) get key 0 and weight 1; soft
+// ones a uniform key (the CPU's per-sample draw) and weight 0 until picked.
+__global__ void soft_exact_keys_kernel(const float* stats, int64_t n, ScoreParams p, double mean, uint64_t keep_stream,
+                                       uint64_t* keys, int64_t* ids, float* weight, unsigned long long* hard_total) {
+  unsigned long long hard = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float s = score_of(stats, i, p);
+    const bool is_hard = !(static_cast<double>(s) < mean);
+    keys[i] = is_hard ? 0ull : (draw(keep_stream, static_cast<uint64_t>(i)) | 1ull);
+    ids[i] = i;
+    weight[i] = is_hard ? 1.0f : 0.0f;
+    hard += is_hard;
+  }
+  if (hard) atomicAdd(hard_total, hard);
+}
+
+// Marks the first `count` ids of a sorted order with `value`.
+__global__ void mark_value_kernel(const int64_t* sorted_ids, int64_t count, float* weight, float value) {
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < count; j += int64_t(gridDim.x) * blockDim.x)
+    weight[sorted_ids[j]] = value;
+}
+
+__device__ inline uint64_t monotone_bits_dev(double d) {
+  const uint64_t b = static_cast<uint64_t>(__double_as_longlong(d));
+  return (b & 0x8000000000000000ull) ? ~b : (b | 0x8000000000000000ull);
+}
+
+__host__ __device__ inline double from_monotone_bits_any(uint64_t m) {
+  const uint64_t b = (m & 0x8000000000000000ull) ? (m & ~0x8000000000000000ull) : ~m;
+  double d;
+  memcpy(&d, &b, sizeof(d));
+  return d;
+}
+
+// The CPU's sampling weight for the weighted rule (policies.cpp select_weighted): the score, with
+// never-seen samples as likely as the best seen one, clipped at 0, raised to alpha.
+__device__ inline double sampling_weight(float s, float max_seen, double alpha) {
+  if (isnan(s)) s = max_seen;
+  const double sd = s > 0.0f ? static_cast<double>(s) : 0.0;
+  return alpha == 1.0 ? sd : (alpha == 2.0 ? sd * sd : (sd > 0.0 ? pow(sd, alpha) : 0.0));
+}
+
+// Efraimidis-Spirakis keys as on the CPU (sampling.cpp): -E/w as order-preserving bits, 0 when w = 0.
+__global__ void weighted_keys_kernel(const float* stats, int64_t n, ScoreParams p, float max_seen, double alpha,
+                                     uint64_t stream, uint64_t* keys, int64_t* ids) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const double w = sampling_weight(score_of(stats, i, p), max_seen, alpha);
+    const double rank = -log(1.0 - to_unit(draw(stream, static_cast<uint64_t>(i)))) / w;
+    keys[i] = w > 0.0 ? monotone_bits_dev(-rank) : 0ull;
+    ids[i] = i;
+  }
+}
+
+// Horvitz-Thompson weights 1/pi (pi = 1 - exp(-w tau), rank-conditioned) of the first `count`
+// sorted ids; tau = +inf (every eligible item in) gives 1. Also sums them for normalisation.
+__global__ void weighted_marks_kernel(const float* stats, const int64_t* sorted_ids, int64_t count, ScoreParams p,
+                                      float max_seen, double alpha, double tau, float* weight, double* inv_prob_sum) {
+  double local = 0.0;
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < count; j += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = sorted_ids[j];
+    float mark = 1.0f;
+    if (!isinf(tau)) {
+      const double pi = -expm1(-sampling_weight(score_of(stats, i, p), max_seen, alpha) * tau);
+      mark = static_cast<float>(1.0 / fmax(pi, 1e-30));
+    }
+    weight[i] = mark;
+    local += mark;
+  }
+  atomicAdd(inv_prob_sum, local);
+}
+
+__global__ void scale_kernel(float* weight, int64_t n, double scale) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    if (weight[i] > 0.0f) weight[i] = static_cast<float>(weight[i] * scale);
 }
 
 uint64_t budget(double prune_ratio, int64_t n) {
@@ -299,36 +387,142 @@ SelectSummary select_full(float* weight, int64_t n, uintptr_t stream) {
   return SelectSummary{};
 }
 
+// Mean, count and max of the seen samples' scores (partials per block, summed on the host in a fixed
+// order). Synchronises.
+struct SeenSummary {
+  double mean = 0.0;
+  uint64_t seen = 0;
+  float max = 1.0f;
+};
+
+SeenSummary summarise_seen(const float* stats, int64_t n, ScoreParams score, cudaStream_t s) {
+  Scratch<double> sums(kSumBlocks, s);
+  Scratch<unsigned long long> counts(kSumBlocks, s);
+  Scratch<float> maxes(kSumBlocks, s);
+  seen_partials_kernel<<<kSumBlocks, kThreads, 0, s>>>(stats, n, score, sums.ptr, counts.ptr, maxes.ptr);
+  check(cudaGetLastError(), "seen_partials");
+  std::vector<double> host_sums(kSumBlocks);
+  std::vector<unsigned long long> host_counts(kSumBlocks);
+  std::vector<float> host_maxes(kSumBlocks);
+  check(cudaMemcpyAsync(host_sums.data(), sums.ptr, kSumBlocks * sizeof(double), cudaMemcpyDeviceToHost, s), "copy");
+  check(cudaMemcpyAsync(host_counts.data(), counts.ptr, kSumBlocks * sizeof(unsigned long long),
+                        cudaMemcpyDeviceToHost, s), "copy");
+  check(cudaMemcpyAsync(host_maxes.data(), maxes.ptr, kSumBlocks * sizeof(float), cudaMemcpyDeviceToHost, s), "copy");
+  check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+  SeenSummary out;
+  double total = 0.0;
+  float mx = -std::numeric_limits<float>::infinity();
+  for (unsigned b = 0; b < kSumBlocks; ++b) {
+    total += host_sums[b];
+    out.seen += host_counts[b];
+    mx = std::max(mx, host_maxes[b]);
+  }
+  out.mean = out.seen > 0 ? total / static_cast<double>(out.seen) : 0.0;
+  out.max = out.seen > 0 ? mx : 1.0f;
+  return out;
+}
+
 SelectSummary select_soft(const float* stats, int64_t n, ScoreParams score, double prune_ratio, uint64_t seed,
                           uint64_t epoch, float* weight, uintptr_t stream) {
   cudaStream_t s = as_stream(stream);
-  Scratch<double> sums(kSumBlocks, s);
-  Scratch<unsigned long long> counts(kSumBlocks + 1, s);  // the last slot counts hard samples
-  seen_partials_kernel<<<kSumBlocks, kThreads, 0, s>>>(stats, n, score, sums.ptr, counts.ptr);
-  check(cudaGetLastError(), "seen_partials");
-  double host_sums[kSumBlocks];
-  unsigned long long host_counts[kSumBlocks];
-  check(cudaMemcpyAsync(host_sums, sums.ptr, sizeof(host_sums), cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync");
-  check(cudaMemcpyAsync(host_counts, counts.ptr, sizeof(host_counts), cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync");
-  check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
-  double total = 0.0;
-  uint64_t seen = 0;
-  for (unsigned b = 0; b < kSumBlocks; ++b) {
-    total += host_sums[b];
-    seen += host_counts[b];
-  }
+  const SeenSummary seen = summarise_seen(stats, n, score, s);
   SelectSummary out;
-  out.threshold = seen > 0 ? total / static_cast<double>(seen) : 0.0;
-  out.unseen = static_cast<uint64_t>(n) - seen;
+  out.threshold = seen.mean;
+  out.unseen = static_cast<uint64_t>(n) - seen.seen;
+  Scratch<unsigned long long> hard(1, s);
   const double keep_prob = 1.0 - prune_ratio;
   const uint64_t keep_below = static_cast<uint64_t>(std::ldexp(keep_prob, 32));
-  check(cudaMemsetAsync(counts.ptr + kSumBlocks, 0, sizeof(unsigned long long), s), "cudaMemsetAsync");
+  check(cudaMemsetAsync(hard.ptr, 0, sizeof(unsigned long long), s), "cudaMemsetAsync");
   soft_kernel<<<grid_for((n + 1) / 2), kThreads, 0, s>>>(stats, n, score, out.threshold, keep_below,
                                                            static_cast<float>(1.0 / keep_prob),
-                                                           stream_key(seed, epoch, Purpose::Keep), weight,
-                                                           counts.ptr + kSumBlocks);
+                                                           stream_key(seed, epoch, Purpose::Keep), weight, hard.ptr);
   check(cudaGetLastError(), "soft");
-  out.above_threshold = read_back(counts.ptr + kSumBlocks, s);
+  out.above_threshold = read_back(hard.ptr, s);
+  return out;
+}
+
+SelectSummary select_soft_exact(const float* stats, int64_t n, ScoreParams score, double prune_ratio, uint64_t seed,
+                                uint64_t epoch, float* weight, uintptr_t stream) {
+  cudaStream_t s = as_stream(stream);
+  const SeenSummary seen = summarise_seen(stats, n, score, s);
+  SelectSummary out;
+  out.threshold = seen.mean;
+  out.unseen = static_cast<uint64_t>(n) - seen.seen;
+  const uint64_t k = budget(prune_ratio, n);
+  Scratch<uint64_t> keys(n, s), keys_sorted(n, s);
+  Scratch<int64_t> ids(n, s), ids_sorted(n, s);
+  Scratch<unsigned long long> hard(1, s);
+  check(cudaMemsetAsync(hard.ptr, 0, sizeof(unsigned long long), s), "cudaMemsetAsync");
+  soft_exact_keys_kernel<<<grid_for(n), kThreads, 0, s>>>(stats, n, score, seen.mean,
+                                                          stream_key(seed, epoch, Purpose::Keep), keys.ptr, ids.ptr,
+                                                          weight, hard.ptr);
+  check(cudaGetLastError(), "soft_exact_keys");
+  out.above_threshold = read_back(hard.ptr, s);
+  if (out.above_threshold > k) {
+    // More hard samples than the budget: the k best scores, weight 1 (as the CPU; no longer unbiased).
+    out.budget_exceeded = true;
+    Scratch<unsigned long long> unseen(1, s);
+    check(cudaMemsetAsync(unseen.ptr, 0, sizeof(unsigned long long), s), "cudaMemsetAsync");
+    topk_keys_kernel<<<grid_for(n), kThreads, 0, s>>>(stats, n, score, stream_key(seed, epoch, Purpose::TieBreak),
+                                                      keys.ptr, ids.ptr, unseen.ptr);
+    sort_desc(keys.ptr, ids.ptr, keys_sorted.ptr, ids_sorted.ptr, n, s);
+    fill_kernel<<<grid_for(n), kThreads, 0, s>>>(weight, n, 0.0f);
+    if (k > 0) mark_value_kernel<<<grid_for(k), kThreads, 0, s>>>(ids_sorted.ptr, k, weight, 1.0f);
+    check(cudaGetLastError(), "soft_exact (budget exceeded)");
+    return out;
+  }
+  // Exactly m = k - hard of the soft samples, uniformly, each weighted soft_count / m.
+  const uint64_t m = k - out.above_threshold;
+  const uint64_t soft_count = static_cast<uint64_t>(n) - out.above_threshold;
+  if (m > 0) {
+    sort_desc(keys.ptr, ids.ptr, keys_sorted.ptr, ids_sorted.ptr, n, s);
+    mark_value_kernel<<<grid_for(m), kThreads, 0, s>>>(
+        ids_sorted.ptr, m, weight, static_cast<float>(static_cast<double>(soft_count) / static_cast<double>(m)));
+    check(cudaGetLastError(), "soft_exact");
+  }
+  return out;
+}
+
+SelectSummary select_weighted(const float* stats, int64_t n, ScoreParams score, double prune_ratio, double alpha,
+                              bool normalize, uint64_t seed, uint64_t epoch, float* weight, uintptr_t stream) {
+  cudaStream_t s = as_stream(stream);
+  const SeenSummary seen = summarise_seen(stats, n, score, s);
+  SelectSummary out;
+  out.unseen = static_cast<uint64_t>(n) - seen.seen;
+  const uint64_t k = budget(prune_ratio, n);
+  Scratch<uint64_t> keys(n, s), keys_sorted(n, s);
+  Scratch<int64_t> ids(n, s), ids_sorted(n, s);
+  weighted_keys_kernel<<<grid_for(n), kThreads, 0, s>>>(stats, n, score, seen.max, alpha,
+                                                        stream_key(seed, epoch, Purpose::Weighted), keys.ptr, ids.ptr);
+  check(cudaGetLastError(), "weighted_keys");
+  sort_desc(keys.ptr, ids.ptr, keys_sorted.ptr, ids_sorted.ptr, n, s);
+  // Eligible items (key != 0) come first; tau is the rank of the (k+1)-th best, +inf if there is none.
+  uint64_t next_key = 0;
+  if (k < static_cast<uint64_t>(n)) next_key = read_back(keys_sorted.ptr + k, s);
+  const double tau = next_key != 0 ? -from_monotone_bits_any(next_key) : INFINITY;
+  // With tau = +inf only eligible items are in: count them (keys sorted, zeros last).
+  uint64_t take = k;
+  if (next_key == 0 && k > 0) {
+    Scratch<int64_t> count(1, s);
+    thrust::transform_iterator<NonZero, const uint64_t*> flags(keys_sorted.ptr, NonZero{});
+    size_t temp_bytes = 0;
+    check(cub::DeviceReduce::Sum(nullptr, temp_bytes, flags, count.ptr, n, s), "Reduce (size)");
+    Scratch<unsigned char> temp(temp_bytes, s);
+    check(cub::DeviceReduce::Sum(temp.ptr, temp_bytes, flags, count.ptr, n, s), "Reduce");
+    take = std::min<uint64_t>(k, static_cast<uint64_t>(read_back(count.ptr, s)));
+  }
+  fill_kernel<<<grid_for(n), kThreads, 0, s>>>(weight, n, 0.0f);
+  if (take == 0) return out;
+  Scratch<double> inv_prob_sum(1, s);
+  check(cudaMemsetAsync(inv_prob_sum.ptr, 0, sizeof(double), s), "cudaMemsetAsync");
+  weighted_marks_kernel<<<grid_for(take), kThreads, 0, s>>>(stats, ids_sorted.ptr, take, score, seen.max, alpha, tau,
+                                                            weight, inv_prob_sum.ptr);
+  check(cudaGetLastError(), "weighted_marks");
+  if (normalize) {
+    const double total = read_back(inv_prob_sum.ptr, s);
+    scale_kernel<<<grid_for(n), kThreads, 0, s>>>(weight, n, static_cast<double>(n) / total);
+    check(cudaGetLastError(), "scale");
+  }
   return out;
 }
 

@@ -47,6 +47,7 @@ struct SelectSummary {
   uint64_t unseen = 0;
   uint64_t above_threshold = 0;
   double threshold = 0.0;
+  bool budget_exceeded = false;  // exact budget: more hard samples than k (the k best were kept)
 };
 
 // Full: weight 1 everywhere.
@@ -57,6 +58,19 @@ SelectSummary select_full(float* weight, int64_t n, uintptr_t stream);
 // seed and epoch) says so. Identical keep decisions to the CPU for the same mean.
 SelectSummary select_soft(const float* stats, int64_t n, ScoreParams score, double prune_ratio, uint64_t seed,
                           uint64_t epoch, float* weight, uintptr_t stream);
+
+// Soft rule with an exact budget k = round((1-r)N): every hard sample plus a uniform draw of
+// m = k - hard soft ones at weight soft_count / m (the CPU's per-sample keep draws); the k best
+// scores when more than k samples are hard.
+SelectSummary select_soft_exact(const float* stats, int64_t n, ScoreParams score, double prune_ratio, uint64_t seed,
+                                uint64_t epoch, float* weight, uintptr_t stream);
+
+// k = round((1-r)N) without replacement, P ~ score^alpha (Efraimidis-Spirakis keys from the CPU's
+// random stream), with rank-conditioned Horvitz-Thompson weights 1/pi, normalised to sum to N when
+// `normalize`. The device log may differ from the host's in the last bit, so a key at the
+// boundary can rank differently: matching statistics, not always the identical set.
+SelectSummary select_weighted(const float* stats, int64_t n, ScoreParams score, double prune_ratio, double alpha,
+                              bool normalize, uint64_t seed, uint64_t epoch, float* weight, uintptr_t stream);
 
 // Top k = round((1-r)N) by score with the CPU's tie-break key; with explore > 0 the last share of k
 // is drawn uniformly among the rest. Identical kept set to the CPU.
