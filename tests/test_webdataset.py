@@ -342,3 +342,18 @@ def test_streaming_reports_a_key_repeated_inside_a_shard(tmp_path):
     assert out == [("a", 0), ("b", 1), ("a", 0)] and ds.duplicate_keys == 1
     list(ds)                                               # a new pass counts again, from its own shard set
     assert ds.duplicate_keys == 2
+
+
+def test_pipeline_source_with_workers_shares_the_key_table(shards, tmp_path):
+    import webdataset as wds
+
+    n = SHARDS * PER_SHARD
+    pruner = Pruner(n, policy="random", prune_ratio=0.5, seed=8, store_path=tmp_path / "scores.emp")
+    source = wds.DataPipeline(wds.SimpleShardList(shards), wds.split_by_worker, wds.tarfile_to_samples())
+    ds = PrunedIterableDataset(source, pruner)
+    ds.set_epoch(0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    out = [(int(s["__id__"]), s["__key__"]) for s in loader]
+    assert sorted(i for i, _ in out) == sorted(pruner.select(0)[0].tolist())   # each kept sample once
+    assert ds.samples_seen == n                                                 # numbered by both workers
+    assert all(ds.key_table.key_of(i) == key for i, key in out)
