@@ -83,3 +83,18 @@ def as_finite(value, name: str, minimum: float | None = None) -> float:
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def as_ema_decay(value) -> float:
+    """The running mean/variance decay: a finite number in [0, 1)."""
+    decay = as_finite(value, "ema_decay", minimum=0.0)
+    if decay >= 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {decay}")
+    return decay
+
+
+def as_nonfinite_mode(value) -> str:
+    """What an update does with NaN/inf values: 'raise' or 'skip'."""
+    if value not in ("raise", "skip"):
+        raise ValueError(f"nonfinite must be 'raise' or 'skip', got {value!r}")
+    return value

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from . import _C
-
-_ERRORS = {1: "id out of range", 2: "non-finite loss", 3: "non-finite memory value"}
+from ._validate import as_ema_decay, as_nonfinite_mode
+from .store import _ERRORS
 _NO_ERROR = -1   # UINT64_MAX seen as int64
 _FIELDS = {"loss": 0, "memory": 1, "loss_mean": 2, "loss_var": 3}
 
@@ -100,10 +100,8 @@ class CudaScoreStore:
     def update(self, ids, losses, memory=None, *, nonfinite: str = "raise", ema_decay: float = 0.8) -> None:
         """Record a batch on the GPU, asynchronously (no host synchronisation). Errors surface at
         the next `check()` (or select/stats/save)."""
-        if nonfinite not in ("raise", "skip"):
-            raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
-        if not 0.0 <= float(ema_decay) < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        as_nonfinite_mode(nonfinite)
+        decay = as_ema_decay(ema_decay)
         ids_t = self._on_device(ids, "ids", torch.int64)
         loss_t = self._on_device(losses, "losses", torch.float32)
         if loss_t.shape[0] != ids_t.shape[0]:
@@ -113,7 +111,7 @@ class CudaScoreStore:
             raise ValueError(f"memory has {mem_t.shape[0]} entries but ids has {ids_t.shape[0]}")
         with torch.cuda.device(self.device):
             self._ext.update(ids_t.data_ptr(), loss_t.data_ptr(), 0 if mem_t is None else mem_t.data_ptr(),
-                             ids_t.shape[0], self.stats.data_ptr(), self.num_samples, float(ema_decay),
+                             ids_t.shape[0], self.stats.data_ptr(), self.num_samples, decay,
                              nonfinite == "skip", self._error.data_ptr(), self._skipped.data_ptr(),
                              _stream(self.device))
         # The kernel reads these tensors later on the stream: keep them alive until it has.

@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from . import _C
-from ._validate import as_count, as_finite, as_ids, as_ratio
+from ._validate import as_count, as_ema_decay, as_ids, as_nonfinite_mode, as_ratio
 from .policies import Full, Policy, make_policy
 from .scores import prediction_entropy
 from .store import ScoreStore
@@ -61,12 +61,8 @@ class Pruner:
         self.epochs = None if epochs is None else as_count(epochs, "epochs", minimum=1)
         self.anneal = as_ratio(anneal, "anneal", upper_inclusive=True)
         self.seed = as_count(seed, "seed", minimum=0, maximum=2**64 - 1)
-        self.ema_decay = as_finite(ema_decay, "ema_decay", minimum=0.0)
-        if self.ema_decay >= 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if nonfinite not in ("raise", "skip"):
-            raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
-        self.nonfinite = nonfinite
+        self.ema_decay = as_ema_decay(ema_decay)
+        self.nonfinite = as_nonfinite_mode(nonfinite)
         self.distributed = distributed
         if store is not None and store_path is not None:
             raise ValueError("give either store= or store_path=, not both")
@@ -180,20 +176,10 @@ class Pruner:
         ids_arr = as_ids(ids)
         if len(ids_arr) != per_sample_loss.shape[0]:
             raise ValueError(f"per_sample_loss has {per_sample_loss.shape[0]} entries but ids has {len(ids_arr)}")
-        if memory is None and logits is not None and self.policy.needs_memory:
-            memory = prediction_entropy(logits, normalize=getattr(self.policy, "normalize_entropy", True))
-            if memory.shape[0] != len(ids_arr):
-                raise ValueError(f"logits has {memory.shape[0]} rows but ids has {len(ids_arr)}")
-        if memory is None and self.policy.needs_memory:
-            raise ValueError(f"policy {self.policy.name!r} needs the memory term: pass logits= (the model's "
-                             "outputs for this batch) or memory= (a per-sample memory term)")
+        memory = self._memory_term(logits, memory, len(ids_arr))
         detached = per_sample_loss.detach().float()
         if memory is not None:
-            if not isinstance(memory, torch.Tensor):
-                memory = torch.as_tensor(np.asarray(memory, dtype=np.float32))
-            if memory.ndim != 1 or memory.shape[0] != len(ids_arr):
-                raise ValueError(f"memory must have shape ({len(ids_arr)},), got {tuple(memory.shape)}")
-            values = torch.stack([detached, memory.detach().float().to(detached.device)], dim=1)
+            values = torch.stack([detached, memory.to(detached.device)], dim=1)
         else:
             values = detached[:, None]
         record_ids = ids_arr
@@ -209,6 +195,24 @@ class Pruner:
         weights = torch.from_numpy(w).to(device=per_sample_loss.device, dtype=per_sample_loss.dtype)
         return (per_sample_loss * weights).mean()
 
+    def _memory_term(self, logits, memory, batch: int):
+        """The batch's memory term as a detached float tensor (from `memory`, else computed from
+        `logits` when the policy needs one), or None; checks its shape against the batch."""
+        if memory is None and logits is not None and self.policy.needs_memory:
+            memory = prediction_entropy(logits, normalize=getattr(self.policy, "normalize_entropy", True))
+            if memory.shape[0] != batch:
+                raise ValueError(f"logits has {memory.shape[0]} rows but ids has {batch}")
+        if memory is None:
+            if self.policy.needs_memory:
+                raise ValueError(f"policy {self.policy.name!r} needs the memory term: pass logits= (the model's "
+                                 "outputs for this batch) or memory= (a per-sample memory term)")
+            return None
+        if not isinstance(memory, torch.Tensor):
+            memory = torch.as_tensor(np.asarray(memory, dtype=np.float32))
+        if memory.ndim != 1 or memory.shape[0] != batch:
+            raise ValueError(f"memory must have shape ({batch},), got {tuple(memory.shape)}")
+        return memory.detach().float()
+
     def _loss_on_gpu(self, per_sample_loss, ids, logits, memory):
         """The GPU path of `loss`: update and weight gather are kernels on the current stream, with no
         host synchronisation (bad entries surface at the next select/stats/check)."""
@@ -219,17 +223,7 @@ class Pruner:
         if ids.dtype.is_floating_point or ids.dtype == torch.bool:
             raise TypeError(f"ids must be integers, got {ids.dtype}")
         ids = ids.to(self.store.device, dtype=torch.int64, non_blocking=True)
-        if memory is None and logits is not None and self.policy.needs_memory:
-            memory = prediction_entropy(logits, normalize=getattr(self.policy, "normalize_entropy", True))
-        if memory is None and self.policy.needs_memory:
-            raise ValueError(f"policy {self.policy.name!r} needs the memory term: pass logits= (the model's "
-                             "outputs for this batch) or memory= (a per-sample memory term)")
-        if memory is not None:
-            if not isinstance(memory, torch.Tensor):
-                memory = torch.as_tensor(np.asarray(memory, dtype=np.float32))
-            if memory.ndim != 1 or memory.shape[0] != ids.shape[0]:
-                raise ValueError(f"memory must have shape ({ids.shape[0]},), got {tuple(memory.shape)}")
-            memory = memory.detach().float()
+        memory = self._memory_term(logits, memory, ids.shape[0])
         record_ids, loss_values, mem_values = ids, per_sample_loss.detach().float(), memory
         if self._distributed():
             from .distributed import all_gather_varlen

@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from . import _C
-from ._validate import as_count, as_finite, as_ids, as_values
+from ._validate import as_count, as_ema_decay, as_ids, as_nonfinite_mode, as_values
 
 # Largest supported sample count; well above 2**32 - 1 (ids are int64 everywhere).
 MAX_SAMPLES = 2**48
@@ -105,11 +105,8 @@ class ScoreStore:
         """
         if self.readonly:
             raise ValueError("this store was opened read-only")
-        if nonfinite not in ("raise", "skip"):
-            raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
-        decay = as_finite(ema_decay, "ema_decay", minimum=0.0)
-        if decay >= 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {decay}")
+        as_nonfinite_mode(nonfinite)
+        decay = as_ema_decay(ema_decay)
         ids_arr = as_ids(ids)
         loss_arr = as_values(losses, "losses", len(ids_arr))
         mem_arr = None if memory is None else as_values(memory, "memory", len(ids_arr))
