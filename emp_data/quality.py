@@ -280,18 +280,24 @@ def report(results, table_title, plot_title, ratios, beta, png, log, t0, policie
     return table
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer epochs, MNIST-1D only (under 10 min on 2 cores)")
-    ap.add_argument("--tasks", nargs="*", default=None, help="mnist1d and/or synthetic")
+def benchmark_arguments(description: str, quick_help: str, ratios) -> argparse.ArgumentParser:
+    """The options both quality benchmarks (supervised and SSL) take."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help=quick_help)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--ratios", type=float, nargs="*", default=RATIOS)
+    ap.add_argument("--ratios", type=float, nargs="*", default=ratios)
     ap.add_argument("--beta", type=float, default=None, help="skip the sweep and use this beta")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default="benchmarks/out")
     ap.add_argument("--exact-budget", action="store_true",
                     help="infobatch and emp keep exactly round((1-r)N), so every policy trains on the same budget")
+    return ap
+
+
+def main(argv=None):
+    ap = benchmark_arguments(__doc__, "fewer epochs, MNIST-1D only (under 10 min on 2 cores)", RATIOS)
+    ap.add_argument("--tasks", nargs="*", default=None, help="mnist1d and/or synthetic")
     ap.add_argument("--policies", nargs="*", default=None, help=f"subset of {POLICIES[1:]} (full always runs)")
     args = ap.parse_args(argv)
     policies = ["full"] + [p for p in (args.policies or POLICIES[1:]) if p != "full"]

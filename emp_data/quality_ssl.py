@@ -10,14 +10,13 @@ Used by `benchmarks/quality_ssl.py`.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from .quality import RunResult, Task, load_task, pruned_training, report, run_all
+from .quality import RunResult, Task, benchmark_arguments, load_task, pruned_training, report, run_all
 
 POLICIES = ["full", "random", "infobatch", "emp"]
 RATIOS = [0.5, 0.7, 0.9]
@@ -178,16 +177,7 @@ def benchmark(*, epochs: int, seeds: int, ratios, workers: int, out_dir: str, sw
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer epochs and a smaller beta sweep (under 10 min on 2 cores)")
-    ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--ratios", type=float, nargs="*", default=RATIOS)
-    ap.add_argument("--beta", type=float, default=None, help="skip the sweep and use this beta")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--out", default="benchmarks/out")
-    ap.add_argument("--exact-budget", action="store_true",
-                    help="infobatch and emp keep exactly round((1-r)N), the budget random trains on")
+    ap = benchmark_arguments(__doc__, "fewer epochs and a smaller beta sweep (under 10 min on 2 cores)", RATIOS)
     args = ap.parse_args(argv)
     epochs = args.epochs or (15 if args.quick else 30)
     benchmark(epochs=epochs, seeds=args.seeds, ratios=args.ratios, workers=args.workers, out_dir=args.out,
