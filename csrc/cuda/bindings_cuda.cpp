@@ -58,26 +58,22 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def("select_full", [](uintptr_t weight, int64_t n, uintptr_t stream) {
     return summary_dict(select_full(ptr<float>(weight), n, stream));
   });
-  m.def("select_soft", [](uintptr_t stats, int64_t n, int kind, float beta, float c, double prune_ratio,
-                          uint64_t seed, uint64_t epoch, uintptr_t weight, uintptr_t stream) {
-    SelectSummary s;
-    {
-      py::gil_scoped_release release;
-      s = select_soft(ptr<const float>(stats), n, score_params(kind, beta, c), prune_ratio, seed, epoch,
-                      ptr<float>(weight), stream);
-    }
-    return summary_dict(s);
-  });
-  m.def("select_soft_exact", [](uintptr_t stats, int64_t n, int kind, float beta, float c, double prune_ratio,
-                                uint64_t seed, uint64_t epoch, uintptr_t weight, uintptr_t stream) {
-    SelectSummary s;
-    {
-      py::gil_scoped_release release;
-      s = select_soft_exact(ptr<const float>(stats), n, score_params(kind, beta, c), prune_ratio, seed, epoch,
-                            ptr<float>(weight), stream);
-    }
-    return summary_dict(s);
-  });
+  // The two soft rules share one signature; the GIL is released while the kernels run.
+  using SoftRule = SelectSummary (*)(const float*, int64_t, ScoreParams, double, uint64_t, uint64_t, float*, uintptr_t);
+  auto bind_soft = [&m](const char* name, SoftRule rule) {
+    m.def(name, [rule](uintptr_t stats, int64_t n, int kind, float beta, float c, double prune_ratio, uint64_t seed,
+                       uint64_t epoch, uintptr_t weight, uintptr_t stream) {
+      SelectSummary s;
+      {
+        py::gil_scoped_release release;
+        s = rule(ptr<const float>(stats), n, score_params(kind, beta, c), prune_ratio, seed, epoch, ptr<float>(weight),
+                 stream);
+      }
+      return summary_dict(s);
+    });
+  };
+  bind_soft("select_soft", &select_soft);
+  bind_soft("select_soft_exact", &select_soft_exact);
   m.def("select_weighted", [](uintptr_t stats, int64_t n, int kind, float beta, float c, double prune_ratio,
                               double alpha, bool normalize, uint64_t seed, uint64_t epoch, uintptr_t weight,
                               uintptr_t stream) {

@@ -19,6 +19,7 @@
 #include <algorithm>
 
 #include "../rng.h"
+#include "../sampling.h"
 #include "kernels.h"
 
 namespace emp {
@@ -43,8 +44,11 @@ template <class T>
 struct Scratch {
   T* ptr = nullptr;
   cudaStream_t stream;
-  Scratch(size_t count, cudaStream_t s) : stream(s) {
-    if (count > 0) check(cudaMallocAsync(reinterpret_cast<void**>(&ptr), count * sizeof(T), s), "cudaMallocAsync");
+  // `zeroed`: cleared on the stream (counters that kernels atomically add to).
+  Scratch(size_t count, cudaStream_t s, bool zeroed = false) : stream(s) {
+    if (count == 0) return;
+    check(cudaMallocAsync(reinterpret_cast<void**>(&ptr), count * sizeof(T), s), "cudaMallocAsync");
+    if (zeroed) check(cudaMemsetAsync(ptr, 0, count * sizeof(T), s), "cudaMemsetAsync");
   }
   ~Scratch() {
     if (ptr != nullptr) cudaFreeAsync(ptr, stream);
@@ -211,12 +215,6 @@ __global__ void topk_keys_kernel(const float* stats, int64_t n, ScoreParams p, u
   if (u) atomicAdd(unseen, u);
 }
 
-// Marks the first `count` ids of a sorted order as kept (weight 1).
-__global__ void mark_kernel(const int64_t* sorted_ids, int64_t count, float* weight) {
-  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < count; j += int64_t(gridDim.x) * blockDim.x)
-    weight[sorted_ids[j]] = 1.0f;
-}
-
 // Explore keys: 0 for samples already kept greedily, a uniform draw (never 0) for the rest.
 __global__ void explore_keys_kernel(const float* weight, int64_t n, uint64_t explore_stream, uint64_t* keys,
                                     int64_t* ids) {
@@ -279,13 +277,6 @@ __global__ void mark_value_kernel(const int64_t* sorted_ids, int64_t count, floa
 __device__ inline uint64_t monotone_bits_dev(double d) {
   const uint64_t b = static_cast<uint64_t>(__double_as_longlong(d));
   return (b & 0x8000000000000000ull) ? ~b : (b | 0x8000000000000000ull);
-}
-
-__host__ __device__ inline double from_monotone_bits_any(uint64_t m) {
-  const uint64_t b = (m & 0x8000000000000000ull) ? (m & ~0x8000000000000000ull) : ~m;
-  double d;
-  memcpy(&d, &b, sizeof(d));
-  return d;
 }
 
 // The CPU's sampling weight for the weighted rule (policies.cpp select_weighted): the score, with
@@ -422,17 +413,22 @@ SeenSummary summarise_seen(const float* stats, int64_t n, ScoreParams score, cud
   return out;
 }
 
+// What a soft rule reports before it decides: the mean it compares against, and the unseen count.
+SelectSummary soft_summary(const SeenSummary& seen, int64_t n) {
+  SelectSummary out;
+  out.threshold = seen.mean;
+  out.unseen = static_cast<uint64_t>(n) - seen.seen;
+  return out;
+}
+
 SelectSummary select_soft(const float* stats, int64_t n, ScoreParams score, double prune_ratio, uint64_t seed,
                           uint64_t epoch, float* weight, uintptr_t stream) {
   cudaStream_t s = as_stream(stream);
   const SeenSummary seen = summarise_seen(stats, n, score, s);
-  SelectSummary out;
-  out.threshold = seen.mean;
-  out.unseen = static_cast<uint64_t>(n) - seen.seen;
-  Scratch<unsigned long long> hard(1, s);
+  SelectSummary out = soft_summary(seen, n);
+  Scratch<unsigned long long> hard(1, s, true);
   const double keep_prob = 1.0 - prune_ratio;
   const uint64_t keep_below = static_cast<uint64_t>(std::ldexp(keep_prob, 32));
-  check(cudaMemsetAsync(hard.ptr, 0, sizeof(unsigned long long), s), "cudaMemsetAsync");
   soft_kernel<<<grid_for((n + 1) / 2), kThreads, 0, s>>>(stats, n, score, out.threshold, keep_below,
                                                            static_cast<float>(1.0 / keep_prob),
                                                            stream_key(seed, epoch, Purpose::Keep), weight, hard.ptr);
@@ -445,14 +441,11 @@ SelectSummary select_soft_exact(const float* stats, int64_t n, ScoreParams score
                                 uint64_t epoch, float* weight, uintptr_t stream) {
   cudaStream_t s = as_stream(stream);
   const SeenSummary seen = summarise_seen(stats, n, score, s);
-  SelectSummary out;
-  out.threshold = seen.mean;
-  out.unseen = static_cast<uint64_t>(n) - seen.seen;
+  SelectSummary out = soft_summary(seen, n);
   const uint64_t k = budget(prune_ratio, n);
   Scratch<uint64_t> keys(n, s), keys_sorted(n, s);
   Scratch<int64_t> ids(n, s), ids_sorted(n, s);
-  Scratch<unsigned long long> hard(1, s);
-  check(cudaMemsetAsync(hard.ptr, 0, sizeof(unsigned long long), s), "cudaMemsetAsync");
+  Scratch<unsigned long long> hard(1, s, true);
   soft_exact_keys_kernel<<<grid_for(n), kThreads, 0, s>>>(stats, n, score, seen.mean,
                                                           stream_key(seed, epoch, Purpose::Keep), keys.ptr, ids.ptr,
                                                           weight, hard.ptr);
@@ -461,8 +454,7 @@ SelectSummary select_soft_exact(const float* stats, int64_t n, ScoreParams score
   if (out.above_threshold > k) {
     // More hard samples than the budget: the k best scores, weight 1 (as the CPU; no longer unbiased).
     out.budget_exceeded = true;
-    Scratch<unsigned long long> unseen(1, s);
-    check(cudaMemsetAsync(unseen.ptr, 0, sizeof(unsigned long long), s), "cudaMemsetAsync");
+    Scratch<unsigned long long> unseen(1, s, true);
     topk_keys_kernel<<<grid_for(n), kThreads, 0, s>>>(stats, n, score, stream_key(seed, epoch, Purpose::TieBreak),
                                                       keys.ptr, ids.ptr, unseen.ptr);
     sort_desc(keys.ptr, ids.ptr, keys_sorted.ptr, ids_sorted.ptr, n, s);
@@ -499,7 +491,7 @@ SelectSummary select_weighted(const float* stats, int64_t n, ScoreParams score, 
   // Eligible items (key != 0) come first; tau is the rank of the (k+1)-th best, +inf if there is none.
   uint64_t next_key = 0;
   if (k < static_cast<uint64_t>(n)) next_key = read_back(keys_sorted.ptr + k, s);
-  const double tau = next_key != 0 ? -from_monotone_bits_any(next_key) : INFINITY;
+  const double tau = next_key != 0 ? -from_monotone_bits(next_key) : INFINITY;
   // With tau = +inf only eligible items are in: count them (keys sorted, zeros last).
   uint64_t take = k;
   if (next_key == 0 && k > 0) {
@@ -513,8 +505,7 @@ SelectSummary select_weighted(const float* stats, int64_t n, ScoreParams score, 
   }
   fill_kernel<<<grid_for(n), kThreads, 0, s>>>(weight, n, 0.0f);
   if (take == 0) return out;
-  Scratch<double> inv_prob_sum(1, s);
-  check(cudaMemsetAsync(inv_prob_sum.ptr, 0, sizeof(double), s), "cudaMemsetAsync");
+  Scratch<double> inv_prob_sum(1, s, true);
   weighted_marks_kernel<<<grid_for(take), kThreads, 0, s>>>(stats, ids_sorted.ptr, take, score, seen.max, alpha, tau,
                                                             weight, inv_prob_sum.ptr);
   check(cudaGetLastError(), "weighted_marks");
@@ -533,21 +524,20 @@ SelectSummary select_topk(const float* stats, int64_t n, ScoreParams score, doub
   const uint64_t greedy_k = static_cast<uint64_t>(std::llround((1.0 - explore) * static_cast<double>(k)));
   Scratch<uint64_t> keys(n, s), keys_sorted(n, s);
   Scratch<int64_t> ids(n, s), ids_sorted(n, s);
-  Scratch<unsigned long long> unseen(1, s);
-  check(cudaMemsetAsync(unseen.ptr, 0, sizeof(unsigned long long), s), "cudaMemsetAsync");
+  Scratch<unsigned long long> unseen(1, s, true);
   topk_keys_kernel<<<grid_for(n), kThreads, 0, s>>>(stats, n, score, stream_key(seed, epoch, Purpose::TieBreak),
                                                     keys.ptr, ids.ptr, unseen.ptr);
   check(cudaGetLastError(), "topk_keys");
   fill_kernel<<<grid_for(n), kThreads, 0, s>>>(weight, n, 0.0f);
   if (greedy_k > 0) {  // (random is all explore: no score ranking needed)
     sort_desc(keys.ptr, ids.ptr, keys_sorted.ptr, ids_sorted.ptr, n, s);
-    mark_kernel<<<grid_for(greedy_k), kThreads, 0, s>>>(ids_sorted.ptr, greedy_k, weight);
+    mark_value_kernel<<<grid_for(greedy_k), kThreads, 0, s>>>(ids_sorted.ptr, greedy_k, weight, 1.0f);
   }
   if (k > greedy_k) {
     explore_keys_kernel<<<grid_for(n), kThreads, 0, s>>>(weight, n, stream_key(seed, epoch, Purpose::Explore),
                                                          keys.ptr, ids.ptr);
     sort_desc(keys.ptr, ids.ptr, keys_sorted.ptr, ids_sorted.ptr, n, s);
-    mark_kernel<<<grid_for(k - greedy_k), kThreads, 0, s>>>(ids_sorted.ptr, k - greedy_k, weight);
+    mark_value_kernel<<<grid_for(k - greedy_k), kThreads, 0, s>>>(ids_sorted.ptr, k - greedy_k, weight, 1.0f);
   }
   check(cudaGetLastError(), "topk");
   SelectSummary out;
