@@ -178,6 +178,30 @@ PYBIND11_MODULE(_C, m) {
         },
         py::arg("weights"), py::arg("k"), py::arg("seed"), py::arg("epoch"));
 
+  m.def("topk_threshold",
+        [](const py::array_t<uint64_t, py::array::c_style>& keys, uint64_t k, int digit_bits, uint64_t gather_limit) {
+          const uint64_t* key = keys.data();
+          const uint64_t n = static_cast<uint64_t>(keys.size());
+          RadixPlan plan = cpu_radix_plan(n);
+          if (digit_bits != 0) plan.digit_bits = digit_bits;
+          if (gather_limit != 0) plan.gather_limit = gather_limit;
+          RankThreshold t;
+          {
+            py::gil_scoped_release release;
+            t = topk_threshold(n, k, [key](uint64_t i) { return key[i]; }, plan);
+          }
+          py::dict out;
+          out["key"] = t.key;
+          out["id"] = t.id;
+          out["all"] = t.all;
+          out["none"] = t.none;
+          out["eligible"] = t.eligible;
+          return out;
+        },
+        py::arg("keys"), py::arg("k"), py::arg("digit_bits") = 0, py::arg("gather_limit") = 0,
+        "The k-th best (key, id) of `keys` (larger key first, then smaller id; key 0 not eligible), by the "
+        "radix selection every top-k uses; digit_bits / gather_limit override its plan (0 = default). For tests.");
+
 
   m.def("scan_tar",
         [](const std::string& path) {

@@ -7,24 +7,9 @@
 
 #include "buffer.h"
 #include "parallel.h"
+#include "radix_select.h"
 
 namespace emp {
-
-// Order used by every top-k: a larger key wins; equal keys go to the smaller id. Key 0 means
-// "not eligible". The threshold is the k-th best (key, id) pair.
-struct RankThreshold {
-  uint64_t key = 0;
-  int64_t id = -1;
-  bool all = false;   // fewer than k eligible: every eligible item is in (no threshold exists)
-  bool none = false;  // k == 0
-  uint64_t eligible = 0;
-};
-
-inline bool within(uint64_t key, int64_t id, const RankThreshold& t) {
-  if (key == 0 || t.none) return false;
-  if (t.all) return true;
-  return key > t.key || (key == t.key && id <= t.id);
-}
 
 // Order-preserving map of a float to uint32 (larger float, larger key).
 inline uint32_t monotone_bits(float f) {
@@ -47,10 +32,19 @@ inline double from_monotone_bits(uint64_t m) {
   return d;
 }
 
-// The threshold for the k best of items 0..n-1 under key_of(i). O(n): one parallel pass that
-// histograms the top 16 key bits, one that gathers the boundary bin, then nth_element on it.
+// The threshold for the k best of items 0..n-1 under key_of(i): radix_threshold with parallel
+// passes. Usually two (histogram of the top 16 key bits, gather of the boundary bin), more when
+// the boundary bin is large (many near-equal keys), so the gather never holds more than ~n/8 keys.
+// 16-bit digits (a 512 KiB histogram per thread, cache-resident) and a gather of at most
+// max(64Ki, n/8) candidates.
+inline RadixPlan cpu_radix_plan(uint64_t n) { return RadixPlan{16, std::max<uint64_t>(uint64_t(1) << 16, n / 8)}; }
+
 template <class KeyFn>
-RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of);
+RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of, const RadixPlan& plan);
+template <class KeyFn>
+RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of) {
+  return topk_threshold(n, k, key_of, cpu_radix_plan(n));
+}
 
 // The ids i with weight[i] > 0, with their weights, in uniformly random order, a pure function of
 // (weight, key): each kept id goes to a random bucket by a hash of (key, id), buckets are laid out in
@@ -75,73 +69,50 @@ WeightedSample sample_weighted(const double* w, uint64_t n, uint64_t k, uint64_t
 // ------------------------------------------------------------------------------------------------
 
 template <class KeyFn>
-RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of) {
-  RankThreshold t;
-  constexpr int kBits = 16;
-  constexpr size_t kBins = size_t(1) << kBits;
+RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of, const RadixPlan& plan) {
   const uint64_t nb = num_blocks(n);
-  // Per-block counting would cost nb*65536 counters; per-thread histograms are summed instead
-  // (integer sums: the same for any thread count).
-  std::vector<uint64_t> hist(kBins, 0);
+  auto histogram = [&](uint64_t prefix, uint64_t mask, int shift, int bits, uint64_t* counts) {
+    const size_t bins = size_t(1) << bits;
+    const uint64_t digit = bins - 1;
+    // Per-block counting would cost nb * bins counters; per-thread histograms are summed instead
+    // (integer sums: the same for any thread count).
 #pragma omp parallel
-  {
-    std::vector<uint64_t> local(kBins, 0);
+    {
+      std::vector<uint64_t> local(bins, 0);
 #pragma omp for schedule(static)
-    for (int64_t b = 0; b < static_cast<int64_t>(nb); ++b) {
-      const uint64_t begin = static_cast<uint64_t>(b) * kBlock;
-      const uint64_t end = begin + kBlock < n ? begin + kBlock : n;
-      for (uint64_t i = begin; i < end; ++i) {
-        const uint64_t key = key_of(i);
-        if (key != 0) ++local[key >> (64 - kBits)];
+      for (int64_t b = 0; b < static_cast<int64_t>(nb); ++b) {
+        const uint64_t begin = static_cast<uint64_t>(b) * kBlock;
+        const uint64_t end = begin + kBlock < n ? begin + kBlock : n;
+        for (uint64_t i = begin; i < end; ++i) {
+          const uint64_t key = key_of(i);
+          if (key != 0 && (key & mask) == prefix) ++local[(key >> shift) & digit];
+        }
       }
-    }
 #pragma omp critical
-    for (size_t j = 0; j < kBins; ++j) hist[j] += local[j];
-  }
-  for (uint64_t c : hist) t.eligible += c;
-  if (k == 0) {
-    t.none = true;
-    return t;
-  }
-  if (t.eligible < k) {
-    t.all = true;
-    return t;
-  }
-  uint64_t above = 0;
-  size_t bin = kBins;
-  while (bin-- > 0) {
-    if (above + hist[bin] >= k) break;
-    above += hist[bin];
-  }
-  const uint64_t need = k - above;  // how many to take from `bin`, 1..hist[bin]
-
-  struct Candidate {
-    uint64_t key;
-    int64_t id;
+      for (size_t j = 0; j < bins; ++j) counts[j] += local[j];
+    }
   };
-  std::vector<Candidate> cand;
-  cand.reserve(hist[bin]);
+  auto gather = [&](uint64_t prefix, uint64_t mask, uint64_t expected) {
+    std::vector<RankCandidate> cand;
+    cand.reserve(expected);
 #pragma omp parallel
-  {
-    std::vector<Candidate> local;
+    {
+      std::vector<RankCandidate> local;
 #pragma omp for schedule(static) nowait
-    for (int64_t b = 0; b < static_cast<int64_t>(nb); ++b) {
-      const uint64_t begin = static_cast<uint64_t>(b) * kBlock;
-      const uint64_t end = begin + kBlock < n ? begin + kBlock : n;
-      for (uint64_t i = begin; i < end; ++i) {
-        const uint64_t key = key_of(i);
-        if (key != 0 && (key >> (64 - kBits)) == bin) local.push_back({key, static_cast<int64_t>(i)});
+      for (int64_t b = 0; b < static_cast<int64_t>(nb); ++b) {
+        const uint64_t begin = static_cast<uint64_t>(b) * kBlock;
+        const uint64_t end = begin + kBlock < n ? begin + kBlock : n;
+        for (uint64_t i = begin; i < end; ++i) {
+          const uint64_t key = key_of(i);
+          if (key != 0 && (key & mask) == prefix) local.push_back({key, static_cast<int64_t>(i)});
+        }
       }
-    }
 #pragma omp critical
-    cand.insert(cand.end(), local.begin(), local.end());
-  }
-  // (key, id) pairs are unique, so the nth element does not depend on the gather order.
-  auto better = [](const Candidate& a, const Candidate& b) { return a.key > b.key || (a.key == b.key && a.id < b.id); };
-  std::nth_element(cand.begin(), cand.begin() + static_cast<int64_t>(need - 1), cand.end(), better);
-  t.key = cand[need - 1].key;
-  t.id = cand[need - 1].id;
-  return t;
+      cand.insert(cand.end(), local.begin(), local.end());
+    }
+    return cand;
+  };
+  return radix_threshold(k, plan, histogram, gather);
 }
 
 }  // namespace emp
