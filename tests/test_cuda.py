@@ -142,3 +142,45 @@ def test_weighted_rule_matches_cpu_statistics(options):
     w_cpu = dict(zip(cpu_ids.tolist(), cpu_w.tolist()))
     w_dev = dict(zip(dev_ids.tolist(), dev_w.tolist()))
     assert max(abs(w_cpu[i] / w_dev[i] - 1) for i in common.tolist()) < 1e-4
+
+
+@gpu
+@pytest.mark.parametrize("policy,options", [
+    ("ucb", {"c": 0.5}), ("epsilon_greedy", {"epsilon": 0.3}), ("random", {}),
+    ("infobatch", {"exact_budget": True})])
+def test_multi_pass_radix_selection_matches_cpu(policy, options):
+    """300k samples, none seen at epoch 0: every top-k key then shares its top 32 bits, so the
+    device selection needs several histogram passes before it can gather (n > 64Ki)."""
+    n = 300_000
+    cpu, dev = (Pruner(n, policy=policy, prune_ratio=0.6, seed=4, device=d, **options) for d in ("cpu", "cuda"))
+    for epoch in range(2):
+        cpu_ids, cpu_w = cpu.select(epoch)
+        dev_ids, dev_w = dev.select(epoch)
+        order_c, order_d = np.argsort(cpu_ids), np.argsort(dev_ids)
+        assert np.array_equal(cpu_ids[order_c], dev_ids[order_d])
+        assert np.array_equal(cpu_w[order_c], dev_w[order_d])
+        # half the samples seen, with many equal losses (ties settled by the tie-break draw)
+        ids = np.arange(0, n, 2, dtype=np.int64)
+        loss = np.round(np.random.default_rng(epoch).gamma(2.0, 0.5, len(ids)), 1).astype(np.float32)
+        cpu.store.update(ids, loss)
+        dev.store.update(torch.from_numpy(ids).cuda(), torch.from_numpy(loss).cuda())
+
+
+@gpu
+def test_gpu_shuffle_is_uniform():
+    """Full selection of 4096 ids (4 shuffle buckets): over 400 epochs, the position of a few ids
+    falls evenly into 8 position bins (chi-square, 7 degrees of freedom each)."""
+    n, epochs, bins = 4096, 400, 8
+    pruner = Pruner(n, policy="full", seed=5, device="cuda")
+    tracked = [0, 1000, 4095]
+    hits = np.zeros((len(tracked), bins))
+    for epoch in range(epochs):
+        ids, w = pruner.select(epoch)
+        assert np.array_equal(np.sort(ids), np.arange(n)) and np.all(w == 1)
+        pos = np.empty(n, np.int64)
+        pos[ids] = np.arange(n)
+        for row, i in enumerate(tracked):
+            hits[row, pos[i] * bins // n] += 1
+    expected = epochs / bins
+    chi2 = ((hits - expected) ** 2 / expected).sum()
+    assert chi2 < 55, hits   # 21 degrees of freedom in all; P(chi2 > 55) < 1e-4

@@ -4,8 +4,11 @@
 // the CPU build does not.
 #include <cuda_runtime.h>
 
+#include <cub/block/block_reduce.cuh>
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_reduce.cuh>
+#include <cub/device/device_scan.cuh>
+#include <cub/device/device_segmented_sort.cuh>
 #include <cub/device/device_select.cuh>
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/iterator/transform_iterator.h>
@@ -18,6 +21,7 @@
 #include <vector>
 #include <algorithm>
 
+#include "../radix_select.h"
 #include "../rng.h"
 #include "../sampling.h"
 #include "kernels.h"
@@ -34,9 +38,23 @@ void check(cudaError_t err, const char* what) {
 
 cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
+// Blocks for a grid-stride loop over n items: enough to fill the GPU (8 blocks of 256 threads per
+// SM), never more, so per-block work (a shared histogram, one atomic per block) stays small.
 unsigned grid_for(int64_t n) {
+  int device = 0, sms = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
   const int64_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65535 * 32 ? 65535 * 32 : blocks));
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(blocks, int64_t(sms) * 8)));
+}
+
+// Adds the block's sum of `value` to *total with one atomic per block (every thread must call it).
+template <class T>
+__device__ void add_block_total(T value, T* total) {
+  using Reduce = cub::BlockReduce<T, kThreads>;
+  __shared__ typename Reduce::TempStorage temp;
+  const T sum = Reduce(temp).Sum(value);
+  if (threadIdx.x == 0 && sum != T(0)) atomicAdd(total, sum);
 }
 
 // Device scratch memory from the stream-ordered pool, freed on scope exit (stream-ordered too).
@@ -57,8 +75,18 @@ struct Scratch {
   Scratch& operator=(const Scratch&) = delete;
 };
 
+template <class T>
+T read_back(const T* device_value, cudaStream_t s) {
+  T host{};
+  check(cudaMemcpyAsync(&host, device_value, sizeof(T), cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync");
+  check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+  return host;
+}
+
 __device__ inline float score_of(const float* stats, int64_t i, ScoreParams p) {
-  const float loss = stats[4 * i], memory = stats[4 * i + 1], mean = stats[4 * i + 2], var = stats[4 * i + 3];
+  // One 16-byte load (torch allocations are 256-byte aligned).
+  const float4 r = reinterpret_cast<const float4*>(stats)[i];
+  const float loss = r.x, memory = r.y, mean = r.z, var = r.w;
   switch (p.kind) {
     case kEmp:
       return isnan(memory) ? loss : __fadd_rn(loss, __fmul_rn(p.beta, memory));
@@ -200,84 +228,48 @@ __global__ void soft_kernel(const float* stats, int64_t n, ScoreParams p, double
       hard += is_hard;
     }
   }
-  if (hard) atomicAdd(hard_total, hard);
+  add_block_total(hard, hard_total);
 }
 
-__global__ void topk_keys_kernel(const float* stats, int64_t n, ScoreParams p, uint64_t tie_stream, uint64_t* keys,
-                                 int64_t* ids, unsigned long long* unseen) {
-  unsigned long long u = 0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float s = score_of(stats, i, p);
-    keys[i] = score_key_dev(s, tie_stream, static_cast<uint64_t>(i));
-    ids[i] = i;
-    u += isnan(stats[4 * i]);
-  }
-  if (u) atomicAdd(unseen, u);
-}
-
-// Explore keys: 0 for samples already kept greedily, a uniform draw (never 0) for the rest.
-__global__ void explore_keys_kernel(const float* weight, int64_t n, uint64_t explore_stream, uint64_t* keys,
-                                    int64_t* ids) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    keys[i] = weight[i] > 0.0f ? 0ull : (draw(explore_stream, static_cast<uint64_t>(i)) | 1ull);
-    ids[i] = i;
-  }
-}
-
-struct IsKept {
-  const float* weight;
-  __device__ bool operator()(int64_t i) const { return weight[i] > 0.0f; }
-};
-
-struct NonZero {
-  __device__ int64_t operator()(uint64_t key) const { return key != 0 ? 1 : 0; }
-};
-
-struct KeptFlag {
-  const float* weight;
-  __device__ int64_t operator()(int64_t i) const { return weight[i] > 0.0f ? 1 : 0; }
-};
-
-__global__ void shuffle_keys_kernel(const int64_t* ids, int64_t count, uint64_t shuffle_stream, uint64_t* keys) {
-  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < count; j += int64_t(gridDim.x) * blockDim.x)
-    keys[j] = draw(shuffle_stream, static_cast<uint64_t>(ids[j]));
-}
-
-__global__ void finish_gather_kernel(const int64_t* ids, int64_t count, const float* weight, int32_t* times,
-                                     float* weights_out) {
-  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < count; j += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t id = ids[j];
-    weights_out[j] = weight[id];
-    if (times != nullptr) times[id] += 1;   // ids are distinct: no race
-  }
-}
-
-// Exact-budget soft rule: hard samples (unseen, or score >= mean) get key 0 and weight 1; soft
-// ones a uniform key (the CPU's per-sample draw) and weight 0 until picked.
-__global__ void soft_exact_keys_kernel(const float* stats, int64_t n, ScoreParams p, double mean, uint64_t keep_stream,
-                                       uint64_t* keys, int64_t* ids, float* weight, unsigned long long* hard_total) {
-  unsigned long long hard = 0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float s = score_of(stats, i, p);
-    const bool is_hard = !(static_cast<double>(s) < mean);
-    keys[i] = is_hard ? 0ull : (draw(keep_stream, static_cast<uint64_t>(i)) | 1ull);
-    ids[i] = i;
-    weight[i] = is_hard ? 1.0f : 0.0f;
-    hard += is_hard;
-  }
-  if (hard) atomicAdd(hard_total, hard);
-}
-
-// Marks the first `count` ids of a sorted order with `value`.
-__global__ void mark_value_kernel(const int64_t* sorted_ids, int64_t count, float* weight, float value) {
-  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < count; j += int64_t(gridDim.x) * blockDim.x)
-    weight[sorted_ids[j]] = value;
-}
+// ---------------------------------------------------------------------------------- rank keys
+// Every top-k ranks 64-bit keys computed on the fly (key 0 = not eligible), exactly the CPU's keys
+// (policies.cpp, sampling.cpp), so the shared radix selection finds the same threshold.
 
 __device__ inline uint64_t monotone_bits_dev(double d) {
   const uint64_t b = static_cast<uint64_t>(__double_as_longlong(d));
   return (b & 0x8000000000000000ull) ? ~b : (b | 0x8000000000000000ull);
 }
+
+// Top-k by score (policies.cpp score_key): score bits on top, a tie-break draw below.
+struct ScoreKey {
+  const float* stats;
+  ScoreParams p;
+  uint64_t tie_stream;
+  __device__ uint64_t operator()(int64_t i) const {
+    return score_key_dev(score_of(stats, i, p), tie_stream, static_cast<uint64_t>(i));
+  }
+};
+
+// Explore share of a top-k: a uniform draw for every sample the greedy part left out (weight 0).
+struct ExploreKey {
+  const float* weight;
+  uint64_t explore_stream;
+  __device__ uint64_t operator()(int64_t i) const {
+    return weight[i] > 0.0f ? 0ull : (draw(explore_stream, static_cast<uint64_t>(i)) | 1ull);
+  }
+};
+
+// Exact-budget soft rule: a uniform draw for soft samples (score < mean), 0 for hard ones.
+struct SoftKey {
+  const float* stats;
+  ScoreParams p;
+  double mean;
+  uint64_t keep_stream;
+  __device__ uint64_t operator()(int64_t i) const {
+    const bool is_hard = !(static_cast<double>(score_of(stats, i, p)) < mean);  // NaN (never seen) is hard
+    return is_hard ? 0ull : (draw(keep_stream, static_cast<uint64_t>(i)) | 1ull);
+  }
+};
 
 // The CPU's sampling weight for the weighted rule (policies.cpp select_weighted): the score, with
 // never-seen samples as likely as the best seen one, clipped at 0, raised to alpha.
@@ -288,32 +280,176 @@ __device__ inline double sampling_weight(float s, float max_seen, double alpha) 
 }
 
 // Efraimidis-Spirakis keys as on the CPU (sampling.cpp): -E/w as order-preserving bits, 0 when w = 0.
-__global__ void weighted_keys_kernel(const float* stats, int64_t n, ScoreParams p, float max_seen, double alpha,
-                                     uint64_t stream, uint64_t* keys, int64_t* ids) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+struct WeightedKey {
+  const float* stats;
+  ScoreParams p;
+  float max_seen;
+  double alpha;
+  uint64_t stream;
+  __device__ uint64_t operator()(int64_t i) const {
     const double w = sampling_weight(score_of(stats, i, p), max_seen, alpha);
+    if (!(w > 0.0)) return 0ull;
     const double rank = -log(1.0 - to_unit(draw(stream, static_cast<uint64_t>(i)))) / w;
-    keys[i] = w > 0.0 ? monotone_bits_dev(-rank) : 0ull;
-    ids[i] = i;
+    return monotone_bits_dev(-rank);
+  }
+};
+
+// ------------------------------------------------------------------------- radix selection passes
+// Digit counts of the eligible keys under a prefix: a shared-memory histogram per block, flushed
+// with one atomic per non-empty bin.
+template <class KeyFn>
+__global__ void digit_histogram_kernel(KeyFn key_of, int64_t n, uint64_t prefix, uint64_t mask, int shift,
+                                       uint32_t digit_mask, unsigned long long* counts) {
+  extern __shared__ unsigned int bins[];
+  for (uint32_t b = threadIdx.x; b <= digit_mask; b += blockDim.x) bins[b] = 0;
+  __syncthreads();
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const uint64_t key = key_of(i);
+    if (key != 0 && (key & mask) == prefix) atomicAdd(&bins[(key >> shift) & digit_mask], 1u);
+  }
+  __syncthreads();
+  for (uint32_t b = threadIdx.x; b <= digit_mask; b += blockDim.x)
+    if (bins[b] != 0) atomicAdd(&counts[b], static_cast<unsigned long long>(bins[b]));
+}
+
+// The eligible (key, id) pairs under a prefix, in any order (the host orders them).
+template <class KeyFn>
+__global__ void gather_candidates_kernel(KeyFn key_of, int64_t n, uint64_t prefix, uint64_t mask, RankCandidate* out,
+                                         unsigned long long capacity, unsigned long long* found) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const uint64_t key = key_of(i);
+    if (key != 0 && (key & mask) == prefix) {
+      const unsigned long long slot = atomicAdd(found, 1ull);
+      if (slot < capacity) out[slot] = RankCandidate{key, i};
+    }
   }
 }
 
-// Horvitz-Thompson weights 1/pi (pi = 1 - exp(-w tau), rank-conditioned) of the first `count`
-// sorted ids; tau = +inf (every eligible item in) gives 1. Also sums them for normalisation.
-__global__ void weighted_marks_kernel(const float* stats, const int64_t* sorted_ids, int64_t count, ScoreParams p,
-                                      float max_seen, double alpha, double tau, float* weight, double* inv_prob_sum) {
-  double local = 0.0;
-  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < count; j += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t i = sorted_ids[j];
-    float mark = 1.0f;
-    if (!isinf(tau)) {
-      const double pi = -expm1(-sampling_weight(score_of(stats, i, p), max_seen, alpha) * tau);
-      mark = static_cast<float>(1.0 / fmax(pi, 1e-30));
+// 12-bit digits (a 16 KiB shared histogram) and a host-side finish once at most 64Ki keys are left:
+// typically two histogram passes and one gather pass over the keys.
+constexpr RadixPlan kDevicePlan{12, uint64_t(1) << 16};
+
+// The k-th best (key, id) under key_of on the device: radix_threshold (radix_select.h, the CPU's
+// driver) with kernel passes. Synchronises once per pass.
+template <class KeyFn>
+RankThreshold device_threshold(KeyFn key_of, int64_t n, uint64_t k, cudaStream_t s) {
+  const unsigned blocks = grid_for(n);
+  Scratch<unsigned long long> counts(size_t(1) << kDevicePlan.digit_bits, s);
+  auto histogram = [&](uint64_t prefix, uint64_t mask, int shift, int bits, uint64_t* out) {
+    const size_t bins = size_t(1) << bits;
+    check(cudaMemsetAsync(counts.ptr, 0, bins * sizeof(unsigned long long), s), "cudaMemsetAsync");
+    digit_histogram_kernel<<<blocks, kThreads, bins * sizeof(unsigned int), s>>>(
+        key_of, n, prefix, mask, shift, static_cast<uint32_t>(bins - 1), counts.ptr);
+    check(cudaGetLastError(), "digit_histogram");
+    static_assert(sizeof(unsigned long long) == sizeof(uint64_t), "64-bit counters");
+    check(cudaMemcpyAsync(out, counts.ptr, bins * sizeof(uint64_t), cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync");
+    check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+  };
+  auto gather = [&](uint64_t prefix, uint64_t mask, uint64_t expected) {
+    std::vector<RankCandidate> host(expected);
+    Scratch<RankCandidate> cand(expected, s);
+    Scratch<unsigned long long> found(1, s, true);
+    gather_candidates_kernel<<<blocks, kThreads, 0, s>>>(key_of, n, prefix, mask, cand.ptr, expected, found.ptr);
+    check(cudaGetLastError(), "gather_candidates");
+    const unsigned long long got = read_back(found.ptr, s);
+    if (got != expected)
+      throw std::logic_error("device radix select: gathered " + std::to_string(got) + " keys, the histogram counted " +
+                             std::to_string(expected));
+    if (expected > 0) {
+      check(cudaMemcpyAsync(host.data(), cand.ptr, expected * sizeof(RankCandidate), cudaMemcpyDeviceToHost, s),
+            "cudaMemcpyAsync");
+      check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
     }
-    weight[i] = mark;
-    local += mark;
+    return host;
+  };
+  return radix_threshold(k, kDevicePlan, histogram, gather);
+}
+
+// weight[i] = decide(i, key, within the threshold, old weight) for every i: one pass that turns a
+// threshold into this epoch's weights.
+template <class KeyFn, class Decide>
+__global__ void decide_kernel(KeyFn key_of, int64_t n, RankThreshold t, Decide decide, float* weight) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const uint64_t key = key_of(i);
+    weight[i] = decide(i, key, within(key, i, t), weight[i]);
   }
-  atomicAdd(inv_prob_sum, local);
+}
+
+template <class KeyFn, class Decide>
+void decide(KeyFn key_of, int64_t n, const RankThreshold& t, Decide d, float* weight, cudaStream_t s) {
+  decide_kernel<<<grid_for(n), kThreads, 0, s>>>(key_of, n, t, d, weight);
+  check(cudaGetLastError(), "decide");
+}
+
+// Weight `value` inside the threshold, 0 outside.
+struct Assign {
+  float value;
+  __device__ float operator()(int64_t, uint64_t, bool in, float) const { return in ? value : 0.0f; }
+};
+
+// Adds the explore picks to the greedy ones already marked.
+struct AddPicks {
+  __device__ float operator()(int64_t, uint64_t, bool in, float old) const { return in ? 1.0f : old; }
+};
+
+// Exact-budget soft rule: hard samples (key 0) keep weight 1, picked soft ones soft_count / m.
+struct SoftExactWeight {
+  float soft_weight;
+  __device__ float operator()(int64_t, uint64_t key, bool in, float) const {
+    return key == 0 ? 1.0f : (in ? soft_weight : 0.0f);
+  }
+};
+
+// Weighted rule: the k best are those inside the (k+1)-th threshold except that item itself; their
+// weight is the rank-conditioned Horvitz-Thompson 1/pi, pi = 1 - exp(-w tau) (1 when tau = +inf).
+struct WeightedMark {
+  const float* stats;
+  ScoreParams p;
+  float max_seen;
+  double alpha;
+  double tau;
+  uint64_t next_key;
+  int64_t next_id;
+  __device__ float operator()(int64_t i, uint64_t key, bool in, float) const {
+    if (!in || (key == next_key && i == next_id)) return 0.0f;
+    if (isinf(tau)) return 1.0f;
+    const double pi = -expm1(-sampling_weight(score_of(stats, i, p), max_seen, alpha) * tau);
+    return static_cast<float>(1.0 / fmax(pi, 1e-30));
+  }
+};
+
+// --------------------------------------------------------------------------------- counting
+struct KeptFlag {
+  const float* weight;
+  __device__ int64_t operator()(int64_t i) const { return weight[i] > 0.0f ? 1 : 0; }
+};
+
+struct UnseenFlag {
+  const float* stats;
+  __device__ int64_t operator()(int64_t i) const { return isnan(stats[4 * i]) ? 1 : 0; }
+};
+
+struct HardFlag {
+  SoftKey key;
+  __device__ int64_t operator()(int64_t i) const { return key(i) == 0 ? 1 : 0; }
+};
+
+struct WeightValue {
+  const float* weight;
+  __device__ double operator()(int64_t i) const { return static_cast<double>(weight[i]); }
+};
+
+// Sum of f(i) over i < n, by a device reduction over values computed on the fly (no N-sized
+// buffer; a fixed reduction tree, so the result is the same run to run). Synchronises.
+template <class T, class F>
+T device_sum(F f, int64_t n, cudaStream_t s) {
+  Scratch<T> total(1, s);
+  thrust::transform_iterator<F, thrust::counting_iterator<int64_t>> values(thrust::counting_iterator<int64_t>(0), f);
+  size_t temp_bytes = 0;
+  check(cub::DeviceReduce::Sum(nullptr, temp_bytes, values, total.ptr, n, s), "Reduce (size)");
+  Scratch<unsigned char> temp(temp_bytes, s);
+  check(cub::DeviceReduce::Sum(temp.ptr, temp_bytes, values, total.ptr, n, s), "Reduce");
+  return read_back(total.ptr, s);
 }
 
 __global__ void scale_kernel(float* weight, int64_t n, double scale) {
@@ -325,25 +461,43 @@ uint64_t budget(double prune_ratio, int64_t n) {
   return static_cast<uint64_t>(std::llround((1.0 - prune_ratio) * static_cast<double>(n)));
 }
 
-// Sorts (key, id) pairs by key descending; equal keys keep ascending ids (the sort is stable and
-// ids come in ascending), which is the CPU's tie order. Result in keys_out / ids_out.
-void sort_desc(const uint64_t* keys, const int64_t* ids, uint64_t* keys_out, int64_t* ids_out, int64_t n,
-               cudaStream_t s) {
-  size_t temp_bytes = 0;
-  check(cub::DeviceRadixSort::SortPairsDescending(nullptr, temp_bytes, keys, keys_out, ids, ids_out, n, 0, 64, s),
-        "SortPairsDescending (size)");
-  Scratch<unsigned char> temp(temp_bytes, s);
-  check(cub::DeviceRadixSort::SortPairsDescending(temp.ptr, temp_bytes, keys, keys_out, ids, ids_out, n, 0, 64, s),
-        "SortPairsDescending");
+// -------------------------------------------------------------------------------- shuffle
+// Kept ids are shuffled in two levels, as on the CPU (Sanders 1998): each id goes to a uniformly
+// random bucket of ~1Ki ids (a stable sort on the few bucket bits), then each bucket is ordered by
+// a random 64-bit key (a segmented sort in on-chip memory). Conditional on the bucket sizes every
+// order is equally likely, so the permutation is uniform up to 64-bit key ties (which keep id order,
+// so the result is deterministic), at a fraction of the cost of a full 64-bit sort of the kept ids.
+constexpr int kLogBucketSize = 10;
+
+__global__ void bucket_of_kernel(const int64_t* ids, int64_t count, uint64_t bucket_stream, int log_buckets,
+                                 uint32_t* bucket, unsigned long long* bucket_size) {
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < count; j += int64_t(gridDim.x) * blockDim.x) {
+    const uint32_t b = log_buckets == 0
+                           ? 0u
+                           : static_cast<uint32_t>(draw(bucket_stream, static_cast<uint64_t>(ids[j])) >> (64 - log_buckets));
+    bucket[j] = b;
+    atomicAdd(&bucket_size[b], 1ull);
+  }
 }
 
-template <class T>
-T read_back(const T* device_value, cudaStream_t s) {
-  T host{};
-  check(cudaMemcpyAsync(&host, device_value, sizeof(T), cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync");
-  check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
-  return host;
+__global__ void order_keys_kernel(const int64_t* ids, int64_t count, uint64_t order_stream, uint64_t* keys) {
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < count; j += int64_t(gridDim.x) * blockDim.x)
+    keys[j] = draw(order_stream, static_cast<uint64_t>(ids[j]));
 }
+
+__global__ void finish_gather_kernel(const int64_t* ids, int64_t count, const float* weight, int32_t* times,
+                                     float* weights_out) {
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < count; j += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t id = ids[j];
+    weights_out[j] = weight[id];
+    if (times != nullptr) times[id] += 1;  // ids are distinct: no race
+  }
+}
+
+struct IsKept {
+  const float* weight;
+  __device__ bool operator()(int64_t i) const { return weight[i] > 0.0f; }
+};
 
 }  // namespace
 
@@ -443,35 +597,20 @@ SelectSummary select_soft_exact(const float* stats, int64_t n, ScoreParams score
   const SeenSummary seen = summarise_seen(stats, n, score, s);
   SelectSummary out = soft_summary(seen, n);
   const uint64_t k = budget(prune_ratio, n);
-  Scratch<uint64_t> keys(n, s), keys_sorted(n, s);
-  Scratch<int64_t> ids(n, s), ids_sorted(n, s);
-  Scratch<unsigned long long> hard(1, s, true);
-  soft_exact_keys_kernel<<<grid_for(n), kThreads, 0, s>>>(stats, n, score, seen.mean,
-                                                          stream_key(seed, epoch, Purpose::Keep), keys.ptr, ids.ptr,
-                                                          weight, hard.ptr);
-  check(cudaGetLastError(), "soft_exact_keys");
-  out.above_threshold = read_back(hard.ptr, s);
+  const SoftKey soft_key{stats, score, seen.mean, stream_key(seed, epoch, Purpose::Keep)};
+  out.above_threshold = static_cast<uint64_t>(device_sum<int64_t>(HardFlag{soft_key}, n, s));
   if (out.above_threshold > k) {
     // More hard samples than the budget: the k best scores, weight 1 (as the CPU; no longer unbiased).
     out.budget_exceeded = true;
-    Scratch<unsigned long long> unseen(1, s, true);
-    topk_keys_kernel<<<grid_for(n), kThreads, 0, s>>>(stats, n, score, stream_key(seed, epoch, Purpose::TieBreak),
-                                                      keys.ptr, ids.ptr, unseen.ptr);
-    sort_desc(keys.ptr, ids.ptr, keys_sorted.ptr, ids_sorted.ptr, n, s);
-    fill_kernel<<<grid_for(n), kThreads, 0, s>>>(weight, n, 0.0f);
-    if (k > 0) mark_value_kernel<<<grid_for(k), kThreads, 0, s>>>(ids_sorted.ptr, k, weight, 1.0f);
-    check(cudaGetLastError(), "soft_exact (budget exceeded)");
+    const ScoreKey best_key{stats, score, stream_key(seed, epoch, Purpose::TieBreak)};
+    decide(best_key, n, device_threshold(best_key, n, k, s), Assign{1.0f}, weight, s);
     return out;
   }
   // Exactly m = k - hard of the soft samples, uniformly, each weighted soft_count / m.
   const uint64_t m = k - out.above_threshold;
   const uint64_t soft_count = static_cast<uint64_t>(n) - out.above_threshold;
-  if (m > 0) {
-    sort_desc(keys.ptr, ids.ptr, keys_sorted.ptr, ids_sorted.ptr, n, s);
-    mark_value_kernel<<<grid_for(m), kThreads, 0, s>>>(
-        ids_sorted.ptr, m, weight, static_cast<float>(static_cast<double>(soft_count) / static_cast<double>(m)));
-    check(cudaGetLastError(), "soft_exact");
-  }
+  const float soft_weight = m > 0 ? static_cast<float>(static_cast<double>(soft_count) / static_cast<double>(m)) : 0.0f;
+  decide(soft_key, n, device_threshold(soft_key, n, m, s), SoftExactWeight{soft_weight}, weight, s);
   return out;
 }
 
@@ -482,37 +621,18 @@ SelectSummary select_weighted(const float* stats, int64_t n, ScoreParams score, 
   SelectSummary out;
   out.unseen = static_cast<uint64_t>(n) - seen.seen;
   const uint64_t k = budget(prune_ratio, n);
-  Scratch<uint64_t> keys(n, s), keys_sorted(n, s);
-  Scratch<int64_t> ids(n, s), ids_sorted(n, s);
-  weighted_keys_kernel<<<grid_for(n), kThreads, 0, s>>>(stats, n, score, seen.max, alpha,
-                                                        stream_key(seed, epoch, Purpose::Weighted), keys.ptr, ids.ptr);
-  check(cudaGetLastError(), "weighted_keys");
-  sort_desc(keys.ptr, ids.ptr, keys_sorted.ptr, ids_sorted.ptr, n, s);
-  // Eligible items (key != 0) come first; tau is the rank of the (k+1)-th best, +inf if there is none.
-  uint64_t next_key = 0;
-  if (k < static_cast<uint64_t>(n)) next_key = read_back(keys_sorted.ptr + k, s);
-  const double tau = next_key != 0 ? -from_monotone_bits(next_key) : INFINITY;
-  // With tau = +inf only eligible items are in: count them (keys sorted, zeros last).
-  uint64_t take = k;
-  if (next_key == 0 && k > 0) {
-    Scratch<int64_t> count(1, s);
-    thrust::transform_iterator<NonZero, const uint64_t*> flags(keys_sorted.ptr, NonZero{});
-    size_t temp_bytes = 0;
-    check(cub::DeviceReduce::Sum(nullptr, temp_bytes, flags, count.ptr, n, s), "Reduce (size)");
-    Scratch<unsigned char> temp(temp_bytes, s);
-    check(cub::DeviceReduce::Sum(temp.ptr, temp_bytes, flags, count.ptr, n, s), "Reduce");
-    take = std::min<uint64_t>(k, static_cast<uint64_t>(read_back(count.ptr, s)));
-  }
-  fill_kernel<<<grid_for(n), kThreads, 0, s>>>(weight, n, 0.0f);
-  if (take == 0) return out;
-  Scratch<double> inv_prob_sum(1, s, true);
-  weighted_marks_kernel<<<grid_for(take), kThreads, 0, s>>>(stats, ids_sorted.ptr, take, score, seen.max, alpha, tau,
-                                                            weight, inv_prob_sum.ptr);
-  check(cudaGetLastError(), "weighted_marks");
-  if (normalize) {
-    const double total = read_back(inv_prob_sum.ptr, s);
-    scale_kernel<<<grid_for(n), kThreads, 0, s>>>(weight, n, static_cast<double>(n) / total);
-    check(cudaGetLastError(), "scale");
+  const WeightedKey key{stats, score, seen.max, alpha, stream_key(seed, epoch, Purpose::Weighted)};
+  // tau is the rank of the (k+1)-th best; with at most k eligible every eligible item is in (tau = +inf).
+  const RankThreshold next = device_threshold(key, n, k + 1, s);
+  const double tau = next.all ? INFINITY : -from_monotone_bits(next.key);
+  decide(key, n, next, WeightedMark{stats, score, seen.max, alpha, tau, next.all ? 0ull : next.key, next.id},
+         weight, s);
+  if (normalize && k > 0) {
+    const double total = device_sum<double>(WeightValue{weight}, n, s);
+    if (total > 0.0) {
+      scale_kernel<<<grid_for(n), kThreads, 0, s>>>(weight, n, static_cast<double>(n) / total);
+      check(cudaGetLastError(), "scale");
+    }
   }
   return out;
 }
@@ -522,69 +642,90 @@ SelectSummary select_topk(const float* stats, int64_t n, ScoreParams score, doub
   cudaStream_t s = as_stream(stream);
   const uint64_t k = budget(prune_ratio, n);
   const uint64_t greedy_k = static_cast<uint64_t>(std::llround((1.0 - explore) * static_cast<double>(k)));
-  Scratch<uint64_t> keys(n, s), keys_sorted(n, s);
-  Scratch<int64_t> ids(n, s), ids_sorted(n, s);
-  Scratch<unsigned long long> unseen(1, s, true);
-  topk_keys_kernel<<<grid_for(n), kThreads, 0, s>>>(stats, n, score, stream_key(seed, epoch, Purpose::TieBreak),
-                                                    keys.ptr, ids.ptr, unseen.ptr);
-  check(cudaGetLastError(), "topk_keys");
-  fill_kernel<<<grid_for(n), kThreads, 0, s>>>(weight, n, 0.0f);
-  if (greedy_k > 0) {  // (random is all explore: no score ranking needed)
-    sort_desc(keys.ptr, ids.ptr, keys_sorted.ptr, ids_sorted.ptr, n, s);
-    mark_value_kernel<<<grid_for(greedy_k), kThreads, 0, s>>>(ids_sorted.ptr, greedy_k, weight, 1.0f);
+  SelectSummary out;
+  out.unseen = static_cast<uint64_t>(device_sum<int64_t>(UnseenFlag{stats}, n, s));
+  if (greedy_k > 0) {
+    const ScoreKey key{stats, score, stream_key(seed, epoch, Purpose::TieBreak)};
+    decide(key, n, device_threshold(key, n, greedy_k, s), Assign{1.0f}, weight, s);
+  } else {  // random is all explore: no score ranking needed
+    fill_kernel<<<grid_for(n), kThreads, 0, s>>>(weight, n, 0.0f);
+    check(cudaGetLastError(), "fill");
   }
   if (k > greedy_k) {
-    explore_keys_kernel<<<grid_for(n), kThreads, 0, s>>>(weight, n, stream_key(seed, epoch, Purpose::Explore),
-                                                         keys.ptr, ids.ptr);
-    sort_desc(keys.ptr, ids.ptr, keys_sorted.ptr, ids_sorted.ptr, n, s);
-    mark_value_kernel<<<grid_for(k - greedy_k), kThreads, 0, s>>>(ids_sorted.ptr, k - greedy_k, weight, 1.0f);
+    const ExploreKey key{weight, stream_key(seed, epoch, Purpose::Explore)};
+    decide(key, n, device_threshold(key, n, k - greedy_k, s), AddPicks{}, weight, s);
   }
-  check(cudaGetLastError(), "topk");
-  SelectSummary out;
-  out.unseen = read_back(unseen.ptr, s);
   return out;
 }
 
 uint64_t count_kept(const float* weight, int64_t n, uintptr_t stream) {
-  // A sum over flags computed on the fly: no N-sized buffer for a count.
-  cudaStream_t s = as_stream(stream);
-  Scratch<int64_t> count(1, s);
-  thrust::transform_iterator<KeptFlag, thrust::counting_iterator<int64_t>> flags(thrust::counting_iterator<int64_t>(0),
-                                                                                  KeptFlag{weight});
-  size_t temp_bytes = 0;
-  check(cub::DeviceReduce::Sum(nullptr, temp_bytes, flags, count.ptr, n, s), "Reduce (size)");
-  Scratch<unsigned char> temp(temp_bytes, s);
-  check(cub::DeviceReduce::Sum(temp.ptr, temp_bytes, flags, count.ptr, n, s), "Reduce");
-  return static_cast<uint64_t>(read_back(count.ptr, s));
+  return static_cast<uint64_t>(device_sum<int64_t>(KeptFlag{weight}, n, as_stream(stream)));
 }
 
 void gather_kept(const float* weight, int64_t n, uint64_t seed, uint64_t epoch, int32_t* times, int64_t* ids_out,
                  float* weights_out, uint64_t kept, uintptr_t stream) {
   if (kept == 0) return;
   cudaStream_t s = as_stream(stream);
+  const int64_t count = static_cast<int64_t>(kept);
+  // 1. The kept ids, ascending.
   Scratch<int64_t> ordered(kept, s);
-  Scratch<int64_t> count(1, s);
-  thrust::counting_iterator<int64_t> ids(0);
-  size_t temp_bytes = 0;
-  check(cub::DeviceSelect::If(nullptr, temp_bytes, ids, ordered.ptr, count.ptr, n, IsKept{weight}, s), "Select (size)");
   {
+    Scratch<int64_t> selected(1, s);
+    thrust::counting_iterator<int64_t> ids(0);
+    size_t temp_bytes = 0;
+    check(cub::DeviceSelect::If(nullptr, temp_bytes, ids, ordered.ptr, selected.ptr, n, IsKept{weight}, s),
+          "Select (size)");
     Scratch<unsigned char> temp(temp_bytes, s);
-    check(cub::DeviceSelect::If(temp.ptr, temp_bytes, ids, ordered.ptr, count.ptr, n, IsKept{weight}, s), "Select");
+    check(cub::DeviceSelect::If(temp.ptr, temp_bytes, ids, ordered.ptr, selected.ptr, n, IsKept{weight}, s), "Select");
   }
-  // Shuffle: sort the kept ids by a random key per (seed, epoch, id).
+  // 2. A random bucket per id; stable sort by bucket (ids stay ascending inside a bucket).
+  int log_buckets = 0;
+  while (log_buckets < 30 && (kept >> (log_buckets + 1 + kLogBucketSize)) > 0) ++log_buckets;
+  const uint64_t buckets = uint64_t(1) << log_buckets;
+  const uint64_t shuffle_key = stream_key(seed, epoch, Purpose::Shuffle);
+  Scratch<uint32_t> bucket(kept, s), bucket_sorted(kept, s);
+  Scratch<unsigned long long> bucket_size(buckets + 1, s, true);  // the last entry stays 0: the scan's total
+  Scratch<int64_t> by_bucket(kept, s);
+  bucket_of_kernel<<<grid_for(count), kThreads, 0, s>>>(ordered.ptr, count, shuffle_key, log_buckets, bucket.ptr,
+                                                         bucket_size.ptr);
+  check(cudaGetLastError(), "bucket_of");
+  if (log_buckets > 0) {
+    size_t temp_bytes = 0;
+    check(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, bucket.ptr, bucket_sorted.ptr, ordered.ptr,
+                                          by_bucket.ptr, count, 0, log_buckets, s), "SortPairs (size)");
+    Scratch<unsigned char> temp(temp_bytes, s);
+    check(cub::DeviceRadixSort::SortPairs(temp.ptr, temp_bytes, bucket.ptr, bucket_sorted.ptr, ordered.ptr,
+                                          by_bucket.ptr, count, 0, log_buckets, s), "SortPairs");
+  } else {
+    check(cudaMemcpyAsync(by_bucket.ptr, ordered.ptr, kept * sizeof(int64_t), cudaMemcpyDeviceToDevice, s),
+          "cudaMemcpyAsync");
+  }
+  // 3. Bucket offsets (exclusive scan of the sizes; offsets[buckets] = kept).
+  Scratch<unsigned long long> offsets(buckets + 1, s);
+  {
+    size_t temp_bytes = 0;
+    check(cub::DeviceScan::ExclusiveSum(nullptr, temp_bytes, bucket_size.ptr, offsets.ptr,
+                                        static_cast<int64_t>(buckets + 1), s), "ExclusiveSum (size)");
+    Scratch<unsigned char> temp(temp_bytes, s);
+    check(cub::DeviceScan::ExclusiveSum(temp.ptr, temp_bytes, bucket_size.ptr, offsets.ptr,
+                                        static_cast<int64_t>(buckets + 1), s), "ExclusiveSum");
+  }
+  // 4. Inside each bucket, order by a random key from an independent stream (stable: ties keep id order).
   Scratch<uint64_t> keys(kept, s), keys_sorted(kept, s);
-  shuffle_keys_kernel<<<grid_for(kept), kThreads, 0, s>>>(ordered.ptr, kept, stream_key(seed, epoch, Purpose::Shuffle),
-                                                           keys.ptr);
-  check(cudaGetLastError(), "shuffle_keys");
-  temp_bytes = 0;
-  check(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys.ptr, keys_sorted.ptr, ordered.ptr, ids_out,
-                                        static_cast<int64_t>(kept), 0, 64, s), "SortPairs (size)");
+  order_keys_kernel<<<grid_for(count), kThreads, 0, s>>>(by_bucket.ptr, count, splitmix64(shuffle_key ^ 0x5DEECE66Dull),
+                                                          keys.ptr);
+  check(cudaGetLastError(), "order_keys");
   {
+    size_t temp_bytes = 0;
+    check(cub::DeviceSegmentedSort::StableSortPairs(nullptr, temp_bytes, keys.ptr, keys_sorted.ptr, by_bucket.ptr,
+                                                    ids_out, count, static_cast<int64_t>(buckets), offsets.ptr,
+                                                    offsets.ptr + 1, s), "SegmentedSort (size)");
     Scratch<unsigned char> temp(temp_bytes, s);
-    check(cub::DeviceRadixSort::SortPairs(temp.ptr, temp_bytes, keys.ptr, keys_sorted.ptr, ordered.ptr, ids_out,
-                                          static_cast<int64_t>(kept), 0, 64, s), "SortPairs");
+    check(cub::DeviceSegmentedSort::StableSortPairs(temp.ptr, temp_bytes, keys.ptr, keys_sorted.ptr, by_bucket.ptr,
+                                                    ids_out, count, static_cast<int64_t>(buckets), offsets.ptr,
+                                                    offsets.ptr + 1, s), "SegmentedSort");
   }
-  finish_gather_kernel<<<grid_for(kept), kThreads, 0, s>>>(ids_out, kept, weight, times, weights_out);
+  finish_gather_kernel<<<grid_for(count), kThreads, 0, s>>>(ids_out, count, weight, times, weights_out);
   check(cudaGetLastError(), "finish_gather");
 }
 

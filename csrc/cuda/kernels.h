@@ -74,14 +74,19 @@ SelectSummary select_weighted(const float* stats, int64_t n, ScoreParams score, 
 
 // Top k = round((1-r)N) by score with the CPU's tie-break key; with explore > 0 the last share of k
 // is drawn uniformly among the rest. Identical kept set to the CPU.
+//
+// Every top-k here (and the exact-budget and weighted draws) finds its threshold with the CPU's
+// radix-selection driver (radix_select.h) over keys recomputed on the fly: a few histogram passes
+// and one gather of at most 64Ki candidates, no sort of N.
 SelectSummary select_topk(const float* stats, int64_t n, ScoreParams score, double prune_ratio, double explore,
                           uint64_t seed, uint64_t epoch, float* weight, uintptr_t stream);
 
 // Number of kept samples (weight > 0). Synchronises.
 uint64_t count_kept(const float* weight, int64_t n, uintptr_t stream);
 
-// Kept ids (weight > 0) into ids_out[kept], shuffled by a per-(seed, epoch) random key, with their
-// weights; adds 1 to times[id] of each when times is not null.
+// Kept ids (weight > 0) into ids_out[kept] in a uniformly random order that is a pure function of
+// (seed, epoch) (random buckets, then a random key per id inside each; not the CPU's order), with
+// their weights; adds 1 to times[id] of each when times is not null.
 void gather_kept(const float* weight, int64_t n, uint64_t seed, uint64_t epoch, int32_t* times, int64_t* ids_out,
                  float* weights_out, uint64_t kept, uintptr_t stream);
 
