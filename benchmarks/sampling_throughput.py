@@ -247,7 +247,26 @@ def run_cuda(n, repeat, rows):
         return sel[torch.randperm(sel.numel(), device=dev, generator=gen)], w
 
     k = round(keep * n)
+
+    def torch_weighted():   # exponential keys log(u)/w, the k largest
+        keys = torch.log(torch.rand(n, device=dev, generator=gen)) / scores
+        return torch.topk(keys, k, sorted=False).indices
+
+    # Exact budget at r = 0.3: at 0.7 the hard half of these uniform scores alone exceeds the budget.
+    k_exact = round(0.7 * n)
+
+    def torch_exact_budget():   # every hard sample, then a uniform draw of the rest among the soft ones
+        hard = scores >= scores.mean()
+        soft = (~hard).nonzero().squeeze(1)
+        m = k_exact - int(hard.sum())
+        pick = soft[torch.randperm(soft.numel(), device=dev, generator=gen)[:m]]
+        sel = torch.cat([hard.nonzero().squeeze(1), pick])
+        return sel[torch.randperm(sel.numel(), device=dev, generator=gen)]
+
     cases = [("infobatch", policies.InfoBatch().config(PRUNE_RATIO), torch_infobatch, "masking + randperm"),
+             ("infobatch exact budget r=0.3", policies.InfoBatch(exact_budget=True).config(0.3), torch_exact_budget,
+              "masking + randperm"),
+             ("weighted", policies.Weighted().config(PRUNE_RATIO), torch_weighted, "exp-keys + torch.topk"),
              ("ucb (top-k)", policies.UCB().config(PRUNE_RATIO),
               lambda: torch.topk(scores, k, sorted=False).indices, "torch.topk"),
              ("random", policies.Random().config(PRUNE_RATIO),
