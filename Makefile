@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo test bench sanitize cuda clean
+.PHONY: install demo test bench sanitize cuda cuda-sanitize clean
 
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*) $(wildcard emp_data/*.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ cuda:
 	EMP_DATA_CUDA=1 $(PYTHON) setup.py -q build_ext --inplace
 	PYTHONPATH=. $(PYTHON) -m pytest -q tests/test_cuda.py tests/test_scores.py
 	PYTHONPATH=. $(PYTHON) benchmarks/sampling_throughput.py --device cuda
+
+# The GPU tests under compute-sanitizer's memcheck and racecheck (after `make cuda`).
+cuda-sanitize:
+	PYTHONPATH=. compute-sanitizer --tool memcheck --error-exitcode 1 $(PYTHON) -m pytest -q -x tests/test_cuda.py
+	PYTHONPATH=. compute-sanitizer --tool racecheck --error-exitcode 1 $(PYTHON) -m pytest -q -x tests/test_cuda.py
 
 clean:
 	rm -rf build $(VENV) emp_data/_C*.so *.egg-info
