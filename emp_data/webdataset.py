@@ -32,6 +32,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from . import _C
 from .pruner import Pruner
 from .store import ScoreStore
+from .wids_index import WidsIndex, looks_like_json
 
 INDEX_FORMAT = "emp_data.shard_index"
 INDEX_VERSION = 1
@@ -306,7 +307,9 @@ class PrunedIterableDataset(IterableDataset):
     with no decoder yet).
 
     With urls and ``index=`` (from `build_index`) only kept samples' bytes are read (seek + read per
-    member). Otherwise ids come from a `KeyTable` (url + key -> id in order of first appearance):
+    member). ``index=`` also takes a wids shard index (``widsindex create`` JSON, or a `WidsIndex`):
+    ids are then dense in shard order from its per-shard counts, and shards are streamed. With an
+    index, ``source=None`` takes the index's urls. Otherwise ids come from a `KeyTable` (url + key -> id in order of first appearance):
     ``key_table=`` takes a path or a KeyTable; by default it is the file ``<store_path>.keys`` beside
     the pruner's memory-mapped store, shared by DataLoader workers and reused by a restarted job.
 
@@ -321,14 +324,17 @@ class PrunedIterableDataset(IterableDataset):
                  handler=None, epoch_length: int | None = None):
         if not isinstance(pruner, Pruner):
             raise TypeError(f"pruner must be an emp_data.Pruner, got {type(pruner).__name__}")
-        self.pipeline = None if _is_url_list(source) else source
+        if source is None and index is None:
+            raise ValueError("source=None needs index= (the shards are then the index's); otherwise pass shard urls "
+                             "or a webdataset pipeline")
+        self.pipeline = None if source is None or _is_url_list(source) else source
         if self.pipeline is not None:
             if not hasattr(source, "__iter__"):
                 raise TypeError(f"source must be shard urls or an iterable webdataset pipeline, got {type(source).__name__}")
             if index is not None:
                 raise ValueError("index= needs shard urls as the source (it reads members by offset); a pipeline "
                                  "source has read the bytes already, so ids come from the key table")
-        self.urls = [] if self.pipeline is not None else expand_urls(source)
+        self.urls = [] if self.pipeline is not None or source is None else expand_urls(source)
         self.pruner = pruner
         self.store_path = pruner.store.path
         self.seed = pruner.seed
@@ -336,14 +342,24 @@ class PrunedIterableDataset(IterableDataset):
         self.handler = handler
         self.epoch_length = epoch_length
         self.index_path = None
-        self._index = None
+        self._index = None           # ShardIndex: ids and member offsets
+        self._wids = None            # WidsIndex: ids from per-shard counts, shards streamed
         if index is not None:
-            self._index = index if isinstance(index, ShardIndex) else ShardIndex.load(index)
-            self.index_path = None if isinstance(index, ShardIndex) else os.fspath(index)
-            if [os.path.abspath(u) for u in self.urls] != [s["url"] for s in self._index.shards]:
+            if isinstance(index, (ShardIndex, WidsIndex)):
+                loaded = index
+            else:
+                loaded = WidsIndex.load(index) if looks_like_json(index) else ShardIndex.load(index)
+                self.index_path = os.fspath(index) if isinstance(loaded, ShardIndex) else None
+            if isinstance(loaded, WidsIndex):
+                self._wids, index_urls = loaded, loaded.urls
+            else:
+                self._index, index_urls = loaded, [s["url"] for s in loaded.shards]
+            if source is None:
+                self.urls = list(index_urls)
+            elif [os.path.abspath(u) for u in self.urls] != [os.path.abspath(u) for u in index_urls]:
                 raise ValueError("the index was built for other shards (or another order) than `urls`")
-            if self._index.num_samples != pruner.num_samples:
-                raise ValueError(f"index has {self._index.num_samples} samples, the pruner {pruner.num_samples}")
+            if loaded.num_samples != pruner.num_samples:
+                raise ValueError(f"index has {loaded.num_samples} samples, the pruner {pruner.num_samples}")
         self.key_table = None
         if index is None:
             if isinstance(key_table, KeyTable):
@@ -421,7 +437,7 @@ class PrunedIterableDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         if self._index is None and self.index_path is not None:
             self._index = ShardIndex.load(self.index_path)
-        if self._index is None and self.key_table is None:
+        if self._index is None and self._wids is None and self.key_table is None:
             raise ValueError("DataLoader workers cannot share an in-memory key table: create the Pruner with "
                              "store_path= (the table then lives beside it) or pass key_table=<path>")
         weights = self._weights()
@@ -490,6 +506,7 @@ class PrunedIterableDataset(IterableDataset):
     def _streamed_shard(self, pos, shard, first, weights):
         url = self.urls[shard]
         self._pass_url = None
+        ids = None if self._wids is None else self._wids.shard_range(shard)   # wids: id = first + ordinal
         ordinal = -1
         try:
             with open(url, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
@@ -502,14 +519,14 @@ class PrunedIterableDataset(IterableDataset):
                     if key != current_key:
                         if current is not None:
                             ordinal += 1
-                            out = self._emit(url, current_key, current, ordinal, first, pos, weights)
+                            out = self._emit(url, current_key, current, ordinal, first, pos, weights, ids)
                             if out is not None:
                                 yield out
                         current_key, current = key, {}
                     current[ext] = data
                 if current is not None:
                     ordinal += 1
-                    out = self._emit(url, current_key, current, ordinal, first, pos, weights)
+                    out = self._emit(url, current_key, current, ordinal, first, pos, weights, ids)
                     if out is not None:
                         yield out
         except (tarfile.TarError, EOFError, OSError) as exc:
@@ -517,18 +534,34 @@ class PrunedIterableDataset(IterableDataset):
             if self.handler is None or not self.handler(err):
                 raise err from None
             self.skipped_shards += 1
+            return
+        if ids is not None and ordinal + 1 < ids[1] - ids[0]:
+            # Ids stay unique (the shard's range is fixed), but the index no longer describes the shard.
+            warnings.warn(f"shard '{url}' holds {ordinal + 1} samples, the wids index says {ids[1] - ids[0]}: "
+                          "the index is stale; rebuild it", stacklevel=2)
 
-    def _emit(self, url, key, fields, ordinal, first, pos, weights):
+    def _emit(self, url, key, fields, ordinal, first, pos, weights, ids=None):
         self._position = (pos, ordinal + 1)
+        sid = None
+        if ids is not None:
+            sid = ids[0] + ordinal
+            if sid >= ids[1]:
+                raise ValueError(f"shard '{url}' holds more than the {ids[1] - ids[0]} samples its wids index "
+                                 "says: the index is stale; rebuild it")
         if ordinal < first:
             return None
-        out = self._keep(url, key, weights)
+        out = self._keep(url, key, weights, sid)
         if out is not None:
             out.update(fields)
         return out
 
-    def _keep(self, url, key, weights):
-        """The id/weight header of a kept sample, None for a pruned one."""
+    def _keep(self, url, key, weights, sid=None):
+        """The id/weight header of a kept sample, None for a pruned one. `sid` given (wids index)
+        or from the key table."""
+        if sid is not None:
+            if not weights[sid] > 0:
+                return None
+            return {"__key__": key, "__url__": url, "__id__": sid, "__weight__": np.float32(weights[sid])}
         try:
             sid = self.key_table.id_of(url, key)
         except ValueError as exc:     # more distinct samples than the pruner has
@@ -550,7 +583,9 @@ class PrunedIterableDataset(IterableDataset):
     @property
     def samples_seen(self) -> int:
         """Distinct samples numbered so far by the key table (all processes), or the index's count."""
-        return len(self.key_table) if self.key_table is not None else self._index.num_samples
+        if self.key_table is not None:
+            return len(self.key_table)
+        return (self._index or self._wids).num_samples
 
     @property
     def key_collisions(self) -> int:

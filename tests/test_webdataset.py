@@ -357,3 +357,76 @@ def test_pipeline_source_with_workers_shares_the_key_table(shards, tmp_path):
     assert sorted(i for i, _ in out) == sorted(pruner.select(0)[0].tolist())   # each kept sample once
     assert ds.samples_seen == n                                                 # numbered by both workers
     assert all(ds.key_table.key_of(i) == key for i, key in out)
+
+
+def write_wids_index(path, entries, **extra):
+    import json
+
+    spec = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "shardlist": entries, **extra}
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_wids_index_gives_the_same_ids_as_our_index_with_workers(shards, tmp_path):
+    """Relative urls resolve against the JSON's folder; ids are dense in shard order (as build_index's),
+    so 2 workers streaming shuffled shards yield exactly the kept set, each sample under its own id."""
+    wids = write_wids_index(tmp_path / "train.json",
+                            [{"url": os.path.basename(u), "nsamples": PER_SHARD} for u in shards])
+    n = SHARDS * PER_SHARD
+    pruner = Pruner(n, policy="random", prune_ratio=0.6, seed=11, store_path=tmp_path / "scores.emp")
+    ds = PrunedIterableDataset(None, pruner, index=wids)          # urls from the index
+    assert ds.urls == shards and ds.samples_seen == n and ds.key_table is None
+    ds.set_epoch(0)
+    out = {int(s["__id__"]): s for s in torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)}
+    assert sorted(out) == sorted(pruner.select(0)[0].tolist())
+    index = build_index(shards)
+    for sid, sample in out.items():
+        s, i = divmod(sid, PER_SHARD)
+        assert value_of(sample) == s * 1000 + i and sample["__key__"] == index.sample_key(sid)
+    assert not os.path.exists(str(tmp_path / "scores.emp") + ".keys")     # no key table needed
+
+
+def test_wids_index_resumes_mid_epoch(shards, tmp_path):
+    wids = write_wids_index(tmp_path / "train.json", [{"url": u, "nsamples": PER_SHARD} for u in shards])
+    pruner = Pruner(200, policy="infobatch", prune_ratio=0.5, seed=4)
+    pruner.store.update(np.arange(200), np.random.default_rng(0).random(200).astype(np.float32))
+    ds = PrunedIterableDataset(shards, pruner, index=wids)
+    ds.set_epoch(1)
+    it = iter(ds)
+    head = [int(next(it)["__id__"]) for _ in range(41)]
+    state = ds.state_dict()
+    rest = [int(s["__id__"]) for s in it]
+    resumed = PrunedIterableDataset(shards, pruner, index=wids)
+    resumed.load_state_dict(state)
+    assert [int(s["__id__"]) for s in resumed] == rest
+    assert sorted(head + rest) == sorted(pruner.select(1)[0].tolist())
+
+
+def test_stale_or_bad_wids_index_is_named(shards, tmp_path):
+    entries = [{"url": u, "nsamples": PER_SHARD} for u in shards]
+    short = write_wids_index(tmp_path / "short.json", entries[:1] + [{"url": shards[1], "nsamples": PER_SHARD - 1}])
+    ds = PrunedIterableDataset(None, Pruner(2 * PER_SHARD - 1, policy="full"), index=short, shuffle_shards=False)
+    with pytest.raises(ValueError, match="s-001.tar' holds more than the 49 samples"):
+        list(ds)
+    long = write_wids_index(tmp_path / "long.json", [{"url": shards[0], "nsamples": PER_SHARD + 5}])
+    ds = PrunedIterableDataset(None, Pruner(PER_SHARD + 5, policy="full"), index=long)
+    with pytest.warns(UserWarning, match="holds 50 samples, the wids index says 55"):
+        assert len(list(ds)) == PER_SHARD
+    with pytest.raises(ValueError, match="index has 200 samples, the pruner 10"):
+        PrunedIterableDataset(shards, Pruner(10), index=write_wids_index(tmp_path / "ok.json", entries))
+    with pytest.raises(ValueError, match="other shards"):
+        PrunedIterableDataset(shards[::-1], Pruner(200), index=tmp_path / "ok.json")
+    cases = {
+        "kind.json": ('{"__kind__": "something-else", "wids_version": 1, "shardlist": []}', "not a 'wids-shard"),
+        "version.json": ('{"wids_version": 2, "shardlist": []}', "wids_version 2"),
+        "count.json": ('{"wids_version": 1, "shardlist": [{"url": "a.tar", "nsamples": "7"}]}', "integer nsamples"),
+        "remote.json": ('{"wids_version": 1, "shardlist": [{"url": "s3://b/a.tar", "nsamples": 7}]}', "is remote"),
+        "empty.json": ('{"wids_version": 1, "shardlist": []}', "lists no shards"),
+        "broken.json": ('{"wids_version": 1, "shardl', "not JSON"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=message):
+            PrunedIterableDataset(None, Pruner(7), index=tmp_path / name)
+    with pytest.raises(ValueError, match="source=None needs index="):
+        PrunedIterableDataset(None, Pruner(7))

@@ -1,0 +1,100 @@
+"""wids shard indexes as an id source: the JSON that ``widsindex create`` (webdataset's wids) writes,
+with each shard's url and sample count. Ids are dense in shard order, sample j of shard s being
+``first(s) + j``, so a stream needs neither a key table nor a header scan; shards are still streamed,
+since the JSON has no member offsets.
+
+    {"__kind__": "wids-shard-index-v1", "wids_version": 1,
+     "shardlist": [{"url": "train-000000.tar", "nsamples": 10000}, ...]}
+
+Relative urls are resolved against the JSON file's folder, as wids does.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+WIDS_KIND = "wids-shard-index-v1"
+
+
+class WidsIndex:
+    """Shard urls and per-shard sample counts, with global dense ids in shard order."""
+
+    def __init__(self, urls, nsamples, path=None):
+        urls = [os.fspath(u) for u in urls]
+        counts = [int(c) for c in nsamples]
+        if len(urls) != len(counts):
+            raise ValueError(f"{len(urls)} urls but {len(counts)} sample counts")
+        if not urls:
+            raise ValueError("a wids index needs at least one shard")
+        if min(counts) < 0:
+            raise ValueError(f"shard {counts.index(min(counts))} has a negative sample count")
+        self.urls = urls
+        self.nsamples = np.asarray(counts, dtype=np.int64)
+        self._first = np.concatenate([[0], np.cumsum(self.nsamples)]).astype(np.int64)
+        self.num_samples = int(self._first[-1])
+        self.path = None if path is None else os.fspath(path)
+
+    def shard_range(self, shard: int) -> tuple[int, int]:
+        """Global ids [first, last) of the samples in shard number `shard`."""
+        return int(self._first[shard]), int(self._first[shard + 1])
+
+    @classmethod
+    def load(cls, path) -> "WidsIndex":
+        path = os.fspath(path)
+        try:
+            with open(path, "rb") as f:
+                spec = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"'{path}' is not a wids shard index (not JSON: {exc})") from None
+        if not isinstance(spec, dict):
+            raise ValueError(f"'{path}' is not a wids shard index (a JSON object is expected)")
+        kind = spec.get("__kind__", WIDS_KIND)
+        if kind != WIDS_KIND:
+            raise ValueError(f"'{path}' is a {kind!r}, not a {WIDS_KIND!r} shard index")
+        if spec.get("wids_version") != 1:
+            raise ValueError(f"'{path}' has wids_version {spec.get('wids_version')!r}; this emp_data reads version 1")
+        folder = os.path.dirname(os.path.abspath(path))
+        entries = [(e, folder) for e in _shardlist(spec, path, "shardlist")]
+        for c, component in enumerate(spec.get("datasets", [])):
+            if not isinstance(component, dict) or "source_url" in component:
+                raise ValueError(f"'{path}': datasets[{c}] refers to another description (source_url); only "
+                                 "inline shardlists are read")
+            base = component.get("base")
+            base = folder if base is None else os.path.join(folder, os.fspath(base))
+            entries += [(e, base) for e in _shardlist(component, path, f"datasets[{c}].shardlist")]
+        if not entries:
+            raise ValueError(f"'{path}' lists no shards")
+        urls, counts = [], []
+        for s, (entry, base) in enumerate(entries):
+            url, count = entry.get("url"), entry.get("nsamples")
+            if not isinstance(url, str) or not url:
+                raise ValueError(f"'{path}': shard {s} has no url")
+            if "://" in url and not url.startswith("file://"):
+                raise ValueError(f"'{path}': shard {s} is remote ({url}); PrunedIterableDataset reads local shards")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ValueError(f"'{path}': shard {s} ({url}) needs an integer nsamples >= 0, got {count!r}")
+            url = url[len("file://"):] if url.startswith("file://") else url
+            urls.append(os.path.normpath(os.path.join(base, url)))
+            counts.append(count)
+        return cls(urls, counts, path)
+
+    def __repr__(self) -> str:
+        return f"WidsIndex({len(self.urls)} shards, {self.num_samples} samples)"
+
+
+def _shardlist(spec: dict, path: str, where: str) -> list:
+    shards = spec.get(where.rsplit(".", 1)[-1], [])
+    if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
+        raise ValueError(f"'{path}': {where} must be a list of {{url, nsamples}} objects")
+    return shards
+
+
+def looks_like_json(path) -> bool:
+    """True when the file's first non-blank byte opens a JSON object (a wids index, not ours)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(256).lstrip().startswith(b"{")
+    except OSError:
+        return False
