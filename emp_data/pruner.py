@@ -228,9 +228,11 @@ class Pruner:
         if self._distributed():
             from .distributed import all_gather_varlen
 
-            record_ids = all_gather_varlen(ids)
-            loss_values = all_gather_varlen(loss_values)
-            mem_values = None if memory is None else all_gather_varlen(memory.to(self.store.device))
+            # One gather of the row counts for all three (the step's one host synchronisation).
+            if memory is None:
+                record_ids, loss_values = all_gather_varlen(ids, loss_values)
+            else:
+                record_ids, loss_values, mem_values = all_gather_varlen(ids, loss_values, memory.to(self.store.device))
         self.store.update(record_ids, loss_values, mem_values, nonfinite=self.nonfinite, ema_decay=self.ema_decay)
         weights = self.store.gather_weights(ids).to(per_sample_loss.device, per_sample_loss.dtype)
         return (per_sample_loss * weights).mean()
@@ -248,8 +250,7 @@ class Pruner:
         from .distributed import all_gather_varlen
 
         device = values.device if dist.get_backend() == "nccl" else torch.device("cpu")
-        ids_all = all_gather_varlen(torch.from_numpy(ids_arr).to(device))
-        values_all = all_gather_varlen(values.to(device))
+        ids_all, values_all = all_gather_varlen(torch.from_numpy(ids_arr).to(device), values.to(device))
         return ids_all.cpu().numpy(), values_all
 
     # ------------------------------------------------------------------------------------ stats

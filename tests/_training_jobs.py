@@ -126,3 +126,20 @@ def stream_resume_without_index(phase, folder, urls, stop_after=33):
     pruner.save(ckpt + ".emp")
     torch.save(loader.state_dict(), ckpt + ".pt")
     return head, [(int(s["__id__"]), s["__key__"]) for s in it]
+
+
+def varlen_gather_worker(rank, world, init_file, out_dir):
+    """Rank r sends r + 2 rows (ids near 2^62, so a float cast would show) and (rows, 2) values."""
+    import torch.distributed as dist
+
+    from emp_data.distributed import all_gather_varlen
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        rows = rank + 2
+        ids = torch.arange(rows, dtype=torch.int64) + (2**62 + 1000 * rank)
+        values = torch.full((rows, 2), float(rank)) + torch.arange(rows, dtype=torch.float32)[:, None]
+        ids_all, values_all = all_gather_varlen(ids, values)
+        torch.save((ids_all, values_all), os.path.join(out_dir, f"gather{rank}.pt"))
+    finally:
+        dist.destroy_process_group()

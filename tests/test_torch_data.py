@@ -79,6 +79,19 @@ def test_ddp_two_ranks_gloo_identical_stores_and_disjoint_slices(tmp_path):
         assert len(set(ids0) & set(ids1)) <= pad       # disjoint but for the padding
 
 
+def test_varlen_gather_with_unequal_rows_keeps_rank_order_and_int64_ids(tmp_path):
+    world = 3
+    torch.multiprocessing.spawn(jobs.varlen_gather_worker, args=(world, str(tmp_path / "init"), str(tmp_path)),
+                                nprocs=world, join=True)
+    want_ids = torch.cat([torch.arange(r + 2, dtype=torch.int64) + (2**62 + 1000 * r) for r in range(world)])
+    want_values = torch.cat([torch.full((r + 2, 2), float(r)) + torch.arange(r + 2, dtype=torch.float32)[:, None]
+                             for r in range(world)])
+    for r in range(world):
+        ids_all, values_all = torch.load(tmp_path / f"gather{r}.pt")
+        assert ids_all.dtype == torch.int64 and torch.equal(ids_all, want_ids)
+        assert torch.equal(values_all, want_values)
+
+
 def test_sampler_state_is_tiny_and_roundtrips():
     pruner = Pruner(500, policy="ucb", prune_ratio=0.5)
     sampler = PrunedSampler(pruner, start_epoch=2)
