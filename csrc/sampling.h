@@ -32,17 +32,18 @@ inline double from_monotone_bits(uint64_t m) {
   return d;
 }
 
-// The threshold for the k best of items 0..n-1 under key_of(i): radix_threshold with parallel
-// passes. Usually two (histogram of the top 16 key bits, gather of the boundary bin), more when
-// the boundary bin is large (many near-equal keys), so the gather never holds more than ~n/8 keys.
-// 16-bit digits (a 512 KiB histogram per thread, cache-resident) and a gather of at most
-// max(64Ki, n/8) candidates. Up to 64Ki items the first pass always gathers, so it only needs to
-// find the boundary bin: 8-bit digits there spare small calls a large histogram to clear and merge.
+// The CPU's radix plan: 16-bit digits (a 512 KiB histogram per thread, cache-resident) and a
+// gather of at most max(64Ki, n/8) candidates. Up to 64Ki items the first pass always gathers, so
+// it only needs to find the boundary bin: 8-bit digits there spare small calls a large histogram
+// to clear and merge.
 inline RadixPlan cpu_radix_plan(uint64_t n) {
   const uint64_t gather_limit = std::max<uint64_t>(uint64_t(1) << 16, n / 8);
   return RadixPlan{n <= (uint64_t(1) << 16) ? 8 : 16, gather_limit};
 }
 
+// The threshold for the k best of items 0..n-1 under key_of(i): radix_threshold with parallel
+// passes. Usually two (histogram of the top key bits, gather of the boundary bin), more when the
+// boundary bin is large (many near-equal keys), so the gather never holds more than ~n/8 keys.
 template <class KeyFn>
 RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of, const RadixPlan& plan);
 template <class KeyFn>
