@@ -224,14 +224,24 @@ class CudaScoreStore:
         else:
             raise KeyError(name)
 
+    def copy_to(self, host) -> None:
+        """Write this state into a CPU ScoreStore of the same size (e.g. the memory-mapped file
+        DataLoader workers read): one device-to-host copy per array. Synchronises."""
+        if len(host) != self.num_samples:
+            raise ValueError(f"host store has {len(host)} samples, this one {self.num_samples}")
+        self.check()
+        stats = self.stats.cpu().numpy()
+        for name, column in _FIELDS.items():
+            getattr(host, name)[:] = stats[:, column]
+        host.times_selected[:] = self.times.cpu().numpy().view(np.uint32)
+        host.weight[:] = self.weights.cpu().numpy()
+
     def to_host(self):
         """A CPU ScoreStore holding a copy of this state."""
         from .store import ScoreStore
 
-        self.check()
         host = ScoreStore(self.num_samples)
-        for name in ("loss", "memory", "loss_mean", "loss_var", "times_selected", "weight"):
-            getattr(host, name)[:] = self._host(name)
+        self.copy_to(host)
         return host
 
     def save(self, path, metadata: bytes = b"") -> None:

@@ -42,7 +42,9 @@ class Pruner:
         anneal: delta, the fraction of epochs that are pruned (InfoBatch's 0.875).
         seed: every random draw comes from (seed, epoch); no global RNG is touched.
         store: a ScoreStore to use (e.g. memory-mapped for DataLoader workers); default: a new
-            one in memory, or a new memory-mapped file when `store_path` is given.
+            one in memory, or a new memory-mapped file when `store_path` is given. With
+            device="cuda" the store is in GPU memory and `store_path` names a memory-mapped host
+            copy of it, refreshed by every `select`, for DataLoader workers (`Pruner.store_path`).
         ema_decay: decay of the running loss mean/variance (ucb, epsilon_greedy).
         nonfinite: "raise" (default) or "skip" NaN/inf losses in `loss()`.
         distributed: all-gather each batch's (ids, values) in `loss()` so that every rank's store
@@ -68,14 +70,17 @@ class Pruner:
             raise ValueError("give either store= or store_path=, not both")
         self.device = torch.device(device) if (device is not None and torch is not None) else None
         self.on_gpu = self.device is not None and self.device.type == "cuda"
+        # device="cuda" with store_path: a memory-mapped host copy of the GPU store, refreshed by every
+        # select, from which DataLoader workers read the epoch's weights.
+        self._mirror: ScoreStore | None = None
         if self.on_gpu:
-            if store_path is not None:
-                raise ValueError("device='cuda' keeps the store on the GPU; store_path= (a memory-mapped file for "
-                                 "DataLoader workers) is for the CPU store")
             if store is None:
                 from .cuda import CudaScoreStore
 
                 store = CudaScoreStore(self.num_samples, self.device)
+            if store_path is not None:
+                self._mirror = ScoreStore(self.num_samples, path=store_path)
+                store.copy_to(self._mirror)
         elif self.device is not None and self.device.type != "cpu":
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         if store is None:
@@ -91,6 +96,13 @@ class Pruner:
         self._last_info: dict = {}
         self.nonfinite_skipped = 0
         self._gpu_skipped_base = 0       # GPU store: skips counted before it was created (resume)
+
+    @property
+    def store_path(self) -> str | None:
+        """The memory-mapped file DataLoader workers read this epoch's weights from: the store's own
+        file on the CPU; with device="cuda", the host copy that every `select` refreshes (None: the
+        store is in memory only)."""
+        return self._mirror.path if self._mirror is not None else self.store.path
 
     # --------------------------------------------------------------------------------- schedule
     def is_pruned_epoch(self, epoch: int) -> bool:
@@ -126,6 +138,8 @@ class Pruner:
         if self.on_gpu:
             ids_t, weights_t, info = self.store.select(self._config(epoch), self.seed, epoch, count)
             ids, weights = ids_t.cpu().numpy(), weights_t.cpu().numpy()   # one copy per epoch, for samplers
+            if self._mirror is not None:
+                self.store.copy_to(self._mirror)                          # what DataLoader workers read
         else:
             ids, weights, info = self.store._core.select(self._config(epoch), self.seed, epoch, count)
         if count:
@@ -358,6 +372,8 @@ class Pruner:
                 self.store.set_field(name, np.asarray(arrays[name]))
             else:
                 getattr(self.store, name)[:] = np.asarray(arrays[name])
+        if self._mirror is not None:
+            self.store.copy_to(self._mirror)
 
     def _apply_meta(self, meta: dict) -> None:
         self.policy = make_policy(meta["policy"], **meta["policy_options"])

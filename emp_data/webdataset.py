@@ -336,7 +336,7 @@ class PrunedIterableDataset(IterableDataset):
                                  "source has read the bytes already, so ids come from the key table")
         self.urls = [] if self.pipeline is not None or source is None else expand_urls(source)
         self.pruner = pruner
-        self.store_path = pruner.store.path
+        self.store_path = pruner.store_path     # the file workers read weights from (GPU store: its host copy)
         self.seed = pruner.seed
         self.shuffle_shards = bool(shuffle_shards)
         self.handler = handler
@@ -365,8 +365,8 @@ class PrunedIterableDataset(IterableDataset):
             if isinstance(key_table, KeyTable):
                 self.key_table = key_table
             else:
-                if key_table is None and pruner.store.path is not None:
-                    key_table = pruner.store.path + ".keys"
+                if key_table is None and pruner.store_path is not None:
+                    key_table = pruner.store_path + ".keys"
                 self.key_table = KeyTable(pruner.num_samples, key_table)
             if self.key_table.max_samples != pruner.num_samples:
                 raise ValueError(f"key table numbers {self.key_table.max_samples} samples, the pruner {pruner.num_samples}")
