@@ -182,3 +182,14 @@ def test_gpu_shuffle_is_uniform():
     expected = epochs / bins
     chi2 = ((hits - expected) ** 2 / expected).sum()
     assert chi2 < 55, hits   # 21 degrees of freedom in all; P(chi2 > 55) < 1e-4
+
+
+@gpu
+def test_host_copy_for_workers_follows_each_select(tmp_path):
+    pruner = Pruner(20_000, policy="ucb", prune_ratio=0.5, seed=6, device="cuda", store_path=tmp_path / "s.emp")
+    for epoch in range(2):
+        pruner.store.update(torch.arange(20_000, device="cuda"), torch.rand(20_000, device="cuda"))
+        pruner.select(epoch)
+        mirror = ScoreStore.open(tmp_path / "s.emp")
+        assert np.array_equal(mirror.weight, pruner.store.weight)
+        assert np.array_equal(mirror.loss, pruner.store.loss)
