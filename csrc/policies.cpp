@@ -214,7 +214,10 @@ void select_topk(Store& store, const SelectConfig& cfg, const Score& score, uint
         keys[i] = within(keys[i], static_cast<int64_t>(i), greedy) ? 0ull : (draw(explore_stream, i) | 1ull);
     });
   }
-  const RankThreshold explore = topk_threshold(n, k - greedy_k, [&](uint64_t i) { return keys[i]; });
+  // No explore share (ucb, emp topk): skip the pass that would only count eligible keys for k = 0.
+  RankThreshold explore;
+  explore.none = true;
+  if (k > greedy_k) explore = topk_threshold(n, k - greedy_k, [&](uint64_t i) { return keys[i]; });
   const uint64_t nb = num_blocks(n);
   std::vector<uint64_t> unseen(nb, 0);
   for_blocks(n, [&](size_t b, size_t begin, size_t end) {
