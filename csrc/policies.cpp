@@ -203,15 +203,21 @@ void select_topk(Store& store, const SelectConfig& cfg, const Score& score, uint
   const uint64_t explore_stream = stream_key(seed, epoch, Purpose::Explore);
   // Keys computed once: every top-k pass below reads them instead of re-hashing.
   BigVector<uint64_t> keys(n);
-  for_blocks(n, [&](size_t, size_t begin, size_t end) {
-    for (size_t i = begin; i < end; ++i) keys[i] = score_key(score(stats[i]), tie_stream, i);
-  });
-  const RankThreshold greedy = topk_threshold(n, greedy_k, [&](uint64_t i) { return keys[i]; });
+  RankThreshold greedy;
+  greedy.none = true;
+  if (greedy_k > 0) {
+    for_blocks(n, [&](size_t, size_t begin, size_t end) {
+      for (size_t i = begin; i < end; ++i) keys[i] = score_key(score(stats[i]), tie_stream, i);
+    });
+    greedy = topk_threshold(n, greedy_k, [&](uint64_t i) { return keys[i]; });
+  }
   if (k > greedy_k) {
-    // Explore share: uniform among the rest. Re-key in place: 0 for greedy picks, a coin otherwise.
+    // Explore share: uniform among the rest. Re-key in place: 0 for greedy picks, a coin otherwise
+    // (random is all explore: no score keys were computed).
     for_blocks(n, [&](size_t, size_t begin, size_t end) {
       for (size_t i = begin; i < end; ++i)
-        keys[i] = within(keys[i], static_cast<int64_t>(i), greedy) ? 0ull : (draw(explore_stream, i) | 1ull);
+        keys[i] = greedy_k > 0 && within(keys[i], static_cast<int64_t>(i), greedy) ? 0ull
+                                                                                   : (draw(explore_stream, i) | 1ull);
     });
   }
   // No explore share (ucb, emp topk): skip the pass that would only count eligible keys for k = 0.
