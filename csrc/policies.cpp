@@ -258,15 +258,25 @@ void select_weighted(Store& store, const SelectConfig& cfg, const Score& score, 
     }
   });
   const uint64_t k = budget(cfg.prune_ratio, n);
-  WeightedSample ws = sample_weighted(sampling_weight.data(), n, k, seed, epoch);
-  double scale = 1.0;
-  if (cfg.normalize && !ws.ids.empty()) {
+  // The draw's Horvitz-Thompson weights go straight into the store (select shuffles them after).
+  weighted_marks(sampling_weight.data(), n, k, seed, epoch, w);
+  if (cfg.normalize) {
+    // Sum over fixed blocks, combined in block order: the same for any thread count.
+    std::vector<double> part(num_blocks(n), 0.0);
+    for_blocks(n, [&](size_t b, size_t begin, size_t end) {
+      double t = 0.0;
+      for (size_t i = begin; i < end; ++i) t += w[i];
+      part[b] = t;
+    });
     double total = 0.0;
-    for (float x : ws.inv_prob) total += x;
-    scale = static_cast<double>(n) / total;
+    for (double t : part) total += t;
+    if (total > 0.0) {
+      const double scale = static_cast<double>(n) / total;
+      for_blocks(n, [&](size_t, size_t begin, size_t end) {
+        for (size_t i = begin; i < end; ++i) w[i] = static_cast<float>(w[i] * scale);
+      });
+    }
   }
-  for_blocks(n, [&](size_t, size_t begin, size_t end) { std::fill(w + begin, w + end, 0.0f); });
-  for (size_t j = 0; j < ws.ids.size(); ++j) w[ws.ids[j]] = static_cast<float>(ws.inv_prob[j] * scale);
 }
 
 }  // namespace

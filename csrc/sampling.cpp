@@ -149,8 +149,7 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, uint32_t* ti
   }
 }
 
-WeightedSample sample_weighted(const double* w, uint64_t n, uint64_t k, uint64_t seed, uint64_t epoch) {
-  WeightedSample out;
+double weighted_marks(const double* w, uint64_t n, uint64_t k, uint64_t seed, uint64_t epoch, float* mark) {
   const uint64_t stream = stream_key(seed, epoch, Purpose::Weighted);
   // Key: -E_i / w_i (larger is better) as order-preserving bits, computed once (a log per item);
   // 0 = not eligible.
@@ -162,30 +161,35 @@ WeightedSample sample_weighted(const double* w, uint64_t n, uint64_t k, uint64_t
       keys[i] = w[i] > 0.0 ? monotone_bits(-rank) : 0;
     }
   });
-  auto key_of = [&](uint64_t i) { return keys[i]; };
-  BigVector<float> mark(n);
-  const RankThreshold kth = topk_threshold(n, k, key_of);
-  if (kth.eligible <= k) {
-    // Every eligible item is in, with certainty.
-    out.tau = INFINITY;
+  // One threshold, at the (k+1)-th best: its rank is tau, and the k best are those above it.
+  const RankThreshold next = topk_threshold(n, k + 1, [&](uint64_t i) { return keys[i]; });
+  if (next.all) {
+    // At most k eligible: every one is in, with certainty.
     for_blocks(n, [&](size_t, size_t begin, size_t end) {
       for (size_t i = begin; i < end; ++i) mark[i] = keys[i] != 0 ? 1.0f : 0.0f;
     });
-  } else {
-    // tau is the rank of the (k+1)-th best; the k best are those at or above the k-th.
-    const RankThreshold next = topk_threshold(n, k + 1, key_of);
-    out.tau = -from_monotone_bits(next.key);
-    for_blocks(n, [&](size_t, size_t begin, size_t end) {
-      for (size_t i = begin; i < end; ++i) {
-        if (!within(keys[i], static_cast<int64_t>(i), kth)) {
-          mark[i] = 0.0f;
-          continue;
-        }
-        const double pi = -std::expm1(-w[i] * out.tau);
-        mark[i] = static_cast<float>(1.0 / std::max(pi, 1e-30));
-      }
-    });
+    return INFINITY;
   }
+  const double tau = -from_monotone_bits(next.key);
+  for_blocks(n, [&](size_t, size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      const bool in = within(keys[i], static_cast<int64_t>(i), next) &&
+                      !(keys[i] == next.key && static_cast<int64_t>(i) == next.id);
+      if (!in) {
+        mark[i] = 0.0f;
+        continue;
+      }
+      const double pi = -std::expm1(-w[i] * tau);
+      mark[i] = static_cast<float>(1.0 / std::max(pi, 1e-30));
+    }
+  });
+  return tau;
+}
+
+WeightedSample sample_weighted(const double* w, uint64_t n, uint64_t k, uint64_t seed, uint64_t epoch) {
+  WeightedSample out;
+  BigVector<float> mark(n);
+  out.tau = weighted_marks(w, n, k, seed, epoch, mark.data());
   gather_shuffled(mark.data(), n, stream_key(seed, epoch, Purpose::Shuffle), nullptr, out.ids, out.inv_prob);
   return out;
 }

@@ -71,6 +71,11 @@ struct WeightedSample {
 // sum_{i in sample} x_i / pi_i an unbiased estimate of sum_i x_i. Items with w <= 0 never appear.
 WeightedSample sample_weighted(const double* w, uint64_t n, uint64_t k, uint64_t seed, uint64_t epoch);
 
+// The same draw as marks: mark[i] = 1/pi_i for the k drawn items, 0 for the others (1 for every
+// eligible item when at most k are). Returns tau (+inf in that case). For callers that need
+// per-id weights rather than a shuffled list (the weighted selection rule).
+double weighted_marks(const double* w, uint64_t n, uint64_t k, uint64_t seed, uint64_t epoch, float* mark);
+
 // ------------------------------------------------------------------------------------------------
 
 template <class KeyFn>
