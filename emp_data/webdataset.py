@@ -309,9 +309,10 @@ class PrunedIterableDataset(IterableDataset):
     With urls and ``index=`` (from `build_index`) only kept samples' bytes are read (seek + read per
     member). ``index=`` also takes a wids shard index (``widsindex create`` JSON, or a `WidsIndex`):
     ids are then dense in shard order from its per-shard counts, and shards are streamed. With an
-    index, ``source=None`` takes the index's urls. Otherwise ids come from a `KeyTable` (url + key -> id in order of first appearance):
-    ``key_table=`` takes a path or a KeyTable; by default it is the file ``<store_path>.keys`` beside
-    the pruner's memory-mapped store, shared by DataLoader workers and reused by a restarted job.
+    index, ``source=None`` takes the index's urls. Otherwise ids come from a `KeyTable` (url + key
+    -> id in order of first appearance): ``key_table=`` takes a path or a KeyTable; by default it is
+    the file ``<store_path>.keys`` beside the pruner's memory-mapped store, shared by DataLoader
+    workers and reused by a restarted job.
 
     With urls, shards are shuffled per epoch with the pruner's seed and split across DDP ranks and
     DataLoader workers like ``wds.split_by_node`` / ``wds.split_by_worker``; a pipeline source does
@@ -556,12 +557,15 @@ class PrunedIterableDataset(IterableDataset):
         return out
 
     def _keep(self, url, key, weights, sid=None):
-        """The id/weight header of a kept sample, None for a pruned one. `sid` given (wids index)
-        or from the key table."""
-        if sid is not None:
-            if not weights[sid] > 0:
-                return None
-            return {"__key__": key, "__url__": url, "__id__": sid, "__weight__": np.float32(weights[sid])}
+        """The id/weight header of a kept sample, None for a pruned one. `sid` is given by a wids
+        index; otherwise it comes from the key table."""
+        if sid is None:
+            sid = self._key_table_id(url, key)
+        if not weights[sid] > 0:
+            return None
+        return {"__key__": key, "__url__": url, "__id__": sid, "__weight__": np.float32(weights[sid])}
+
+    def _key_table_id(self, url, key) -> int:
         try:
             sid = self.key_table.id_of(url, key)
         except ValueError as exc:     # more distinct samples than the pruner has
@@ -573,12 +577,10 @@ class PrunedIterableDataset(IterableDataset):
         if sid in self._pass_ids:
             if self.duplicate_keys == 0:
                 warnings.warn(f"key {key!r} occurs more than once in '{url}': its samples share one id and one "
-                              "score (counted in duplicate_keys)", stacklevel=3)
+                              "score (counted in duplicate_keys)", stacklevel=4)
             self.duplicate_keys += 1
         self._pass_ids.add(sid)
-        if not weights[sid] > 0:
-            return None
-        return {"__key__": key, "__url__": url, "__id__": sid, "__weight__": np.float32(weights[sid])}
+        return sid
 
     @property
     def samples_seen(self) -> int:

@@ -56,14 +56,15 @@ class WidsIndex:
         if spec.get("wids_version") != 1:
             raise ValueError(f"'{path}' has wids_version {spec.get('wids_version')!r}; this emp_data reads version 1")
         folder = os.path.dirname(os.path.abspath(path))
-        entries = [(e, folder) for e in _shardlist(spec, path, "shardlist")]
+        entries = [(e, folder) for e in _shardlist(spec.get("shardlist", []), path, "shardlist")]
         for c, component in enumerate(spec.get("datasets", [])):
             if not isinstance(component, dict) or "source_url" in component:
                 raise ValueError(f"'{path}': datasets[{c}] refers to another description (source_url); only "
                                  "inline shardlists are read")
             base = component.get("base")
             base = folder if base is None else os.path.join(folder, os.fspath(base))
-            entries += [(e, base) for e in _shardlist(component, path, f"datasets[{c}].shardlist")]
+            shards = _shardlist(component.get("shardlist", []), path, f"datasets[{c}].shardlist")
+            entries += [(e, base) for e in shards]
         if not entries:
             raise ValueError(f"'{path}' lists no shards")
         urls, counts = [], []
@@ -84,8 +85,7 @@ class WidsIndex:
         return f"WidsIndex({len(self.urls)} shards, {self.num_samples} samples)"
 
 
-def _shardlist(spec: dict, path: str, where: str) -> list:
-    shards = spec.get(where.rsplit(".", 1)[-1], [])
+def _shardlist(shards, path: str, where: str) -> list:
     if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
         raise ValueError(f"'{path}': {where} must be a list of {{url, nsamples}} objects")
     return shards
