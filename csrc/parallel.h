@@ -42,6 +42,17 @@ void for_blocks(size_t n, Body body) {
   }
 }
 
+// The sum over the blocks of [0, n) of block_sum(begin, end), combined in block order: the same
+// result (floating point included) for any number of threads.
+template <class T, class BlockSum>
+T sum_blocks(size_t n, BlockSum block_sum) {
+  std::vector<T> part(num_blocks(n), T(0));
+  for_blocks(n, [&](size_t b, size_t begin, size_t end) { part[b] = block_sum(begin, end); });
+  T total = T(0);
+  for (const T& p : part) total += p;
+  return total;
+}
+
 // Exclusive prefix sum in place; returns the total.
 inline uint64_t exclusive_scan(std::vector<uint64_t>& v) {
   uint64_t run = 0;

@@ -7,6 +7,7 @@
 #include "parallel.h"
 #include "rng.h"
 #include "sampling.h"
+#include "selection_common.h"
 
 namespace emp {
 namespace {
@@ -43,23 +44,6 @@ void with_score(const SelectConfig& cfg, Fn fn) {
   }
 }
 
-// Rank key for top-k by score: score bits on top, a random tie-break below; never-seen samples
-// rank above every score. Low bit forced to 1 so the key is never 0 ("ineligible").
-inline uint64_t score_key(float score, uint64_t tie_stream, uint64_t i) {
-  const uint64_t top = std::isnan(score) ? 0xFFFFFFFFull : monotone_bits(score);
-  return (top << 32) | (draw(tie_stream, i) >> 32) | 1ull;
-}
-
-uint64_t budget(double prune_ratio, uint64_t n) {
-  return static_cast<uint64_t>(std::llround((1.0 - prune_ratio) * static_cast<double>(n)));
-}
-
-struct SeenSummary {
-  double mean = 0.0;
-  float max = 0.0f;
-  uint64_t seen = 0;
-};
-
 // Mean and max score of seen samples, summed in fixed blocks (thread-count independent).
 template <class Score>
 SeenSummary summarise(const Store& store, const Score& score) {
@@ -84,17 +68,7 @@ SeenSummary summarise(const Store& store, const Score& score) {
     counts[b] = c;
     maxes[b] = m;
   });
-  SeenSummary out;
-  double total = 0.0;
-  float mx = -std::numeric_limits<float>::infinity();
-  for (uint64_t b = 0; b < nb; ++b) {
-    total += sums[b];
-    out.seen += counts[b];
-    mx = std::max(mx, maxes[b]);
-  }
-  out.mean = out.seen > 0 ? total / static_cast<double>(out.seen) : 0.0;
-  out.max = out.seen > 0 ? mx : 1.0f;
-  return out;
+  return combine_seen(nb, sums.data(), counts.data(), maxes.data());
 }
 
 void select_full(Store& store) {
@@ -158,14 +132,11 @@ void select_soft(Store& store, const SelectConfig& cfg, const Score& score, uint
   // weighted soft_count / m (the inverse of its inclusion probability).
   const uint64_t k = budget(cfg.prune_ratio, n);
   const uint64_t tie_stream = stream_key(seed, epoch, Purpose::TieBreak);
-  std::vector<uint64_t> hard_per_block(num_blocks(n), 0);
-  for_blocks(n, [&](size_t b, size_t begin, size_t end) {
+  const uint64_t hard = sum_blocks<uint64_t>(n, [&](size_t begin, size_t end) {
     uint64_t h = 0;
     for (size_t i = begin; i < end; ++i) h += is_hard(i);
-    hard_per_block[b] = h;
+    return h;
   });
-  uint64_t hard = 0;
-  for (uint64_t h : hard_per_block) hard += h;
   sel.above_threshold = hard;
   if (hard > k) {
     sel.budget_exceeded = true;
@@ -261,15 +232,11 @@ void select_weighted(Store& store, const SelectConfig& cfg, const Score& score, 
   // The draw's Horvitz-Thompson weights go straight into the store (select shuffles them after).
   weighted_marks(sampling_weight.data(), n, k, seed, epoch, w);
   if (cfg.normalize) {
-    // Sum over fixed blocks, combined in block order: the same for any thread count.
-    std::vector<double> part(num_blocks(n), 0.0);
-    for_blocks(n, [&](size_t b, size_t begin, size_t end) {
+    const double total = sum_blocks<double>(n, [&](size_t begin, size_t end) {
       double t = 0.0;
       for (size_t i = begin; i < end; ++i) t += w[i];
-      part[b] = t;
+      return t;
     });
-    double total = 0.0;
-    for (double t : part) total += t;
     if (total > 0.0) {
       const double scale = static_cast<double>(n) / total;
       for_blocks(n, [&](size_t, size_t begin, size_t end) {

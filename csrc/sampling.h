@@ -11,21 +11,22 @@
 
 namespace emp {
 
-// Order-preserving map of a float to uint32 (larger float, larger key).
-inline uint32_t monotone_bits(float f) {
+// Order-preserving map of a float to uint32 (larger float, larger key). Host and device (the GPU
+// ranks the same keys).
+EMP_HD inline uint32_t monotone_bits(float f) {
   uint32_t b;
   static_assert(sizeof(b) == sizeof(f), "float is 32 bits");
   __builtin_memcpy(&b, &f, sizeof(b));
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 
-inline uint64_t monotone_bits(double d) {
+EMP_HD inline uint64_t monotone_bits(double d) {
   uint64_t b;
   __builtin_memcpy(&b, &d, sizeof(b));
   return (b & 0x8000000000000000ull) ? ~b : (b | 0x8000000000000000ull);
 }
 
-inline double from_monotone_bits(uint64_t m) {
+EMP_HD inline double from_monotone_bits(uint64_t m) {
   const uint64_t b = (m & 0x8000000000000000ull) ? (m & ~0x8000000000000000ull) : ~m;
   double d;
   __builtin_memcpy(&d, &b, sizeof(d));

@@ -24,6 +24,7 @@
 #include "../radix_select.h"
 #include "../rng.h"
 #include "../sampling.h"
+#include "../selection_common.h"
 #include "kernels.h"
 
 namespace emp {
@@ -97,17 +98,6 @@ __device__ inline float score_of(const float* stats, int64_t i, ScoreParams p) {
     default:
       return loss;
   }
-}
-
-__device__ inline uint32_t monotone_bits_dev(float f) {
-  const uint32_t b = __float_as_uint(f);
-  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-}
-
-// The CPU's top-k key (policies.cpp score_key): score bits on top, tie-break draw below, never 0.
-__device__ inline uint64_t score_key_dev(float score, uint64_t tie_stream, uint64_t i) {
-  const uint64_t top = isnan(score) ? 0xFFFFFFFFull : monotone_bits_dev(score);
-  return (top << 32) | (draw(tie_stream, i) >> 32) | 1ull;
 }
 
 __global__ void reset_kernel(float* stats, int32_t* times, float* weight, int64_t n) {
@@ -235,18 +225,13 @@ __global__ void soft_kernel(const float* stats, int64_t n, ScoreParams p, double
 // Every top-k ranks 64-bit keys computed on the fly (key 0 = not eligible), exactly the CPU's keys
 // (policies.cpp, sampling.cpp), so the shared radix selection finds the same threshold.
 
-__device__ inline uint64_t monotone_bits_dev(double d) {
-  const uint64_t b = static_cast<uint64_t>(__double_as_longlong(d));
-  return (b & 0x8000000000000000ull) ? ~b : (b | 0x8000000000000000ull);
-}
-
 // Top-k by score (policies.cpp score_key): score bits on top, a tie-break draw below.
 struct ScoreKey {
   const float* stats;
   ScoreParams p;
   uint64_t tie_stream;
   __device__ uint64_t operator()(int64_t i) const {
-    return score_key_dev(score_of(stats, i, p), tie_stream, static_cast<uint64_t>(i));
+    return score_key(score_of(stats, i, p), tie_stream, static_cast<uint64_t>(i));
   }
 };
 
@@ -290,7 +275,7 @@ struct WeightedKey {
     const double w = sampling_weight(score_of(stats, i, p), max_seen, alpha);
     if (!(w > 0.0)) return 0ull;
     const double rank = -log(1.0 - to_unit(draw(stream, static_cast<uint64_t>(i)))) / w;
-    return monotone_bits_dev(-rank);
+    return monotone_bits(-rank);
   }
 };
 
@@ -457,10 +442,6 @@ __global__ void scale_kernel(float* weight, int64_t n, double scale) {
     if (weight[i] > 0.0f) weight[i] = static_cast<float>(weight[i] * scale);
 }
 
-uint64_t budget(double prune_ratio, int64_t n) {
-  return static_cast<uint64_t>(std::llround((1.0 - prune_ratio) * static_cast<double>(n)));
-}
-
 // -------------------------------------------------------------------------------- shuffle
 // Kept ids are shuffled in two levels, as on the CPU (Sanders 1998): each id goes to a uniformly
 // random bucket of ~1Ki ids (a stable sort on the few bucket bits), then each bucket is ordered by
@@ -532,14 +513,8 @@ SelectSummary select_full(float* weight, int64_t n, uintptr_t stream) {
   return SelectSummary{};
 }
 
-// Mean, count and max of the seen samples' scores (partials per block, summed on the host in a fixed
-// order). Synchronises.
-struct SeenSummary {
-  double mean = 0.0;
-  uint64_t seen = 0;
-  float max = 1.0f;
-};
-
+// Mean, count and max of the seen samples' scores (partials per block, combined on the host in a
+// fixed order, as the CPU combines its blocks). Synchronises.
 SeenSummary summarise_seen(const float* stats, int64_t n, ScoreParams score, cudaStream_t s) {
   Scratch<double> sums(kSumBlocks, s);
   Scratch<unsigned long long> counts(kSumBlocks, s);
@@ -554,17 +529,7 @@ SeenSummary summarise_seen(const float* stats, int64_t n, ScoreParams score, cud
                         cudaMemcpyDeviceToHost, s), "copy");
   check(cudaMemcpyAsync(host_maxes.data(), maxes.ptr, kSumBlocks * sizeof(float), cudaMemcpyDeviceToHost, s), "copy");
   check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
-  SeenSummary out;
-  double total = 0.0;
-  float mx = -std::numeric_limits<float>::infinity();
-  for (unsigned b = 0; b < kSumBlocks; ++b) {
-    total += host_sums[b];
-    out.seen += host_counts[b];
-    mx = std::max(mx, host_maxes[b]);
-  }
-  out.mean = out.seen > 0 ? total / static_cast<double>(out.seen) : 0.0;
-  out.max = out.seen > 0 ? mx : 1.0f;
-  return out;
+  return combine_seen(kSumBlocks, host_sums.data(), host_counts.data(), host_maxes.data());
 }
 
 // What a soft rule reports before it decides: the mean it compares against, and the unseen count.
@@ -596,7 +561,7 @@ SelectSummary select_soft_exact(const float* stats, int64_t n, ScoreParams score
   cudaStream_t s = as_stream(stream);
   const SeenSummary seen = summarise_seen(stats, n, score, s);
   SelectSummary out = soft_summary(seen, n);
-  const uint64_t k = budget(prune_ratio, n);
+  const uint64_t k = budget(prune_ratio, static_cast<uint64_t>(n));
   const SoftKey soft_key{stats, score, seen.mean, stream_key(seed, epoch, Purpose::Keep)};
   out.above_threshold = static_cast<uint64_t>(device_sum<int64_t>(HardFlag{soft_key}, n, s));
   if (out.above_threshold > k) {
@@ -620,7 +585,7 @@ SelectSummary select_weighted(const float* stats, int64_t n, ScoreParams score, 
   const SeenSummary seen = summarise_seen(stats, n, score, s);
   SelectSummary out;
   out.unseen = static_cast<uint64_t>(n) - seen.seen;
-  const uint64_t k = budget(prune_ratio, n);
+  const uint64_t k = budget(prune_ratio, static_cast<uint64_t>(n));
   const WeightedKey key{stats, score, seen.max, alpha, stream_key(seed, epoch, Purpose::Weighted)};
   // tau is the rank of the (k+1)-th best; with at most k eligible every eligible item is in (tau = +inf).
   const RankThreshold next = device_threshold(key, n, k + 1, s);
@@ -640,7 +605,7 @@ SelectSummary select_weighted(const float* stats, int64_t n, ScoreParams score, 
 SelectSummary select_topk(const float* stats, int64_t n, ScoreParams score, double prune_ratio, double explore,
                           uint64_t seed, uint64_t epoch, float* weight, uintptr_t stream) {
   cudaStream_t s = as_stream(stream);
-  const uint64_t k = budget(prune_ratio, n);
+  const uint64_t k = budget(prune_ratio, static_cast<uint64_t>(n));
   const uint64_t greedy_k = static_cast<uint64_t>(std::llround((1.0 - explore) * static_cast<double>(k)));
   SelectSummary out;
   out.unseen = static_cast<uint64_t>(device_sum<int64_t>(UnseenFlag{stats}, n, s));
