@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "file_util.h"
 #include "parallel.h"
 #include "policies.h"
 #include "key_table.h"
@@ -56,7 +57,17 @@ PYBIND11_MODULE(_C, m) {
     return false;
 #endif
   });
+  // File I/O failures (disk full, permissions, a missing file) are OSError with their errno.
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const IoError& e) {
+      py::object err = py::module_::import("builtins").attr("OSError")(e.error_number, e.what());
+      PyErr_SetObject(PyExc_OSError, err.ptr());
+    }
+  });
   m.attr("FORMAT_VERSION") = kFormatVersion;
+  m.attr("MAX_SAMPLES") = kMaxSamples;
   m.attr("BYTES_PER_SAMPLE") = kBytesPerSample;
 
   py::enum_<Rule>(m, "Rule")
@@ -102,6 +113,22 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("mapped", &Store::mapped)
       .def_property_readonly("path", &Store::path)
       .def("reset", &Store::reset, py::call_guard<py::gil_scoped_release>())
+      .def("begin_weights_write", &Store::begin_weights_write)
+      .def("end_weights_write", &Store::end_weights_write, py::arg("epoch"))
+      .def("stamped_epoch", &Store::stamped_epoch, py::arg("timeout_s"), py::call_guard<py::gil_scoped_release>())
+      .def("read_weights",
+           [](const Store& s, uint64_t lo, uint64_t hi, double timeout_s) {
+             if (lo > hi || hi > s.size()) throw py::index_error("weight range outside the store");
+             std::vector<float> out(hi - lo);
+             int64_t epoch;
+             {
+               py::gil_scoped_release release;
+               epoch = s.read_weights(lo, hi, out.data(), timeout_s);
+             }
+             return py::make_tuple(epoch, to_numpy(std::move(out)));
+           },
+           py::arg("lo"), py::arg("hi"), py::arg("timeout_s"))
+      .def("same_file_as", &Store::same_file_as, py::arg("path"))
       .def("flush", &Store::flush, py::call_guard<py::gil_scoped_release>())
       .def("array",
            [](py::object self, const std::string& name) -> py::array {
@@ -138,7 +165,15 @@ PYBIND11_MODULE(_C, m) {
              Selection sel;
              {
                py::gil_scoped_release release;
-               sel = select(s, cfg, seed, epoch, count);
+               // Readers in other processes (stream workers) see this epoch whole or wait for it.
+               s.begin_weights_write();
+               try {
+                 sel = select(s, cfg, seed, epoch, count);
+               } catch (...) {
+                 s.end_weights_write(-1);
+                 throw;
+               }
+               s.end_weights_write(static_cast<int64_t>(epoch));
              }
              py::dict info;
              info["unseen"] = sel.unseen;
@@ -262,7 +297,10 @@ PYBIND11_MODULE(_C, m) {
       .def_static("open", &KeyTable::open, py::arg("path"))
       .def("id_of", &KeyTable::id_of, py::arg("url"), py::arg("key"))
       .def("find", &KeyTable::find, py::arg("url"), py::arg("key"))
-      .def("key_of", &KeyTable::key_of, py::arg("id"))
+      .def("key_of", [](const KeyTable& t, uint64_t id) { return py::bytes(t.key_of(id)); }, py::arg("id"))
+      .def("flush", &KeyTable::flush, py::call_guard<py::gil_scoped_release>())
+      .def("recover", &KeyTable::recover, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("clean", &KeyTable::clean)
       .def("__len__", &KeyTable::size)
       .def_property_readonly("collisions", &KeyTable::collisions)
       .def_property_readonly("max_ids", &KeyTable::max_ids)

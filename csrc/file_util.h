@@ -5,13 +5,39 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 
 namespace emp {
 
 inline std::string errno_text(const std::string& what, const std::string& path) {
   return what + " '" + path + "': " + std::strerror(errno);
+}
+
+// A failed system call on a file (disk full, permission, missing file): the bindings raise it as
+// Python's OSError with its errno, so callers can tell I/O trouble from a bad file.
+struct IoError : std::runtime_error {
+  int error_number;
+  IoError(const std::string& what, const std::string& path, int err = errno)
+      : std::runtime_error(what + " '" + path + "': " + std::strerror(err)), error_number(err) {}
+};
+
+// Reserve `bytes` of real disk for a file that is then written through a shared mapping: writes to
+// a sparse file on a full disk kill the process with SIGBUS, a failed reservation is an error here.
+inline void reserve_file(int fd, uint64_t offset, uint64_t bytes, const std::string& path) {
+  if (bytes == 0) return;
+  const int err = ::posix_fallocate(fd, static_cast<off_t>(offset), static_cast<off_t>(bytes));
+  if (err != 0) throw IoError("cannot reserve " + std::to_string(bytes) + " bytes of disk for", path, err);
+}
+
+// a * b + c without wrapping: false when the result would not fit in 64 bits.
+inline bool mul_add_fits(uint64_t a, uint64_t b, uint64_t c, uint64_t& out) {
+  unsigned __int128 r = static_cast<unsigned __int128>(a) * b + c;
+  if (r >> 64) return false;
+  out = static_cast<uint64_t>(r);
+  return true;
 }
 
 // Closes a file descriptor on scope exit.

@@ -9,6 +9,7 @@
 #include <limits>
 #include <stdexcept>
 #include <utility>
+#include <vector>
 
 #include "file_util.h"
 #include "rng.h"
@@ -26,6 +27,13 @@ constexpr size_t kCounterStride = 64;
 constexpr uint64_t kWriting = 0;
 constexpr uint64_t kOverflow = std::numeric_limits<uint64_t>::max();
 constexpr uint64_t kArenaFull = std::numeric_limits<uint64_t>::max() - 1;
+// A slot whose insert never finished (its process died), found by recover(): not any key's slot.
+constexpr uint64_t kAbandoned = std::numeric_limits<uint64_t>::max() - 2;
+// Limits of a table: ids as the store's, keys of at most 64 KiB each on average.
+constexpr uint64_t kMaxIds = uint64_t(1) << 48;
+constexpr uint64_t kMaxKeyBytes = uint64_t(1) << 16;
+// Arena disk is reserved in steps of this size as keys arrive (the arena is the sparse part).
+constexpr uint64_t kArenaReserveStep = uint64_t(1) << 20;
 // How long a reader waits for a half-written entry before calling it abandoned.
 constexpr auto kPublishTimeout = std::chrono::seconds(10);
 
@@ -46,13 +54,53 @@ uint64_t align8(uint64_t x) { return (x + 7) & ~uint64_t(7); }
 uint64_t load_acquire(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 
 uint64_t key_table_header_checksum(const KeyTableHeader& h) {
+  // Word by word through memcpy: reading the struct through a uint64_t pointer breaks strict
+  // aliasing, and at -O3 the compiler then sums the header before its uint32 fields are written.
+  unsigned char bytes[offsetof(KeyTableHeader, header_checksum)];
+  std::memcpy(bytes, &h, sizeof(bytes));
   uint64_t sum = 0;
-  const auto* words = reinterpret_cast<const uint64_t*>(&h);
-  for (size_t i = 0; i < offsetof(KeyTableHeader, header_checksum) / 8; ++i) sum = splitmix64(sum ^ words[i]);
+  for (size_t i = 0; i < sizeof(bytes) / 8; ++i) {
+    uint64_t word;
+    std::memcpy(&word, bytes + 8 * i, 8);
+    sum = splitmix64(sum ^ word);
+  }
   return sum;
 }
 
 uint64_t url_hash_of(const std::string& url) { return hash_bytes(url.data(), url.size(), 0x75726CULL); }
+
+// The layout a header must describe, from its three free parameters; false when a size overflows.
+bool layout_of(uint64_t max_ids, uint64_t slot_count, uint64_t arena_bytes, KeyTableHeader& h) {
+  h.slots_offset = kKeyTableHeaderBytes;
+  return mul_add_fits(slot_count, sizeof(Slot), h.slots_offset, h.entries_offset) &&
+         mul_add_fits(max_ids, sizeof(uint64_t), h.entries_offset, h.arena_offset) &&
+         mul_add_fits(arena_bytes, 1, h.arena_offset, h.file_bytes) && h.file_bytes < (uint64_t(1) << 62);
+}
+
+// Every field of a header read from a file, before anything is computed from it.
+void verify_key_table_header(const KeyTableHeader& h, uint64_t size, const std::string& path) {
+  if (std::memcmp(h.magic, kKeyMagic, sizeof(kKeyMagic)) != 0)
+    throw std::runtime_error("'" + path + "' is not an emp_data key table (bad magic)");
+  if (h.endian_marker != kEndianMarker)
+    throw std::runtime_error("key table '" + path + "' was written on a machine of the other byte order");
+  if (h.version != kKeyTableVersion)
+    throw std::runtime_error("key table '" + path + "' has format version " + std::to_string(h.version) +
+                             ", this emp_data reads version " + std::to_string(kKeyTableVersion) +
+                             "; delete it to renumber");
+  if (h.header_checksum != key_table_header_checksum(h))
+    throw std::runtime_error("key table '" + path + "' has a corrupt header (checksum mismatch)");
+  KeyTableHeader want = h;
+  const bool sizes_ok = h.header_bytes == kKeyTableHeaderBytes && h.max_ids >= 1 && h.max_ids <= kMaxIds &&
+                        h.slot_count >= 2 * h.max_ids && (h.slot_count & (h.slot_count - 1)) == 0 &&
+                        h.arena_bytes <= h.max_ids * kMaxKeyBytes && h.hash_bits >= 1 && h.hash_bits <= 64 &&
+                        layout_of(h.max_ids, h.slot_count, h.arena_bytes, want);
+  if (!sizes_ok || want.slots_offset != h.slots_offset || want.entries_offset != h.entries_offset ||
+      want.arena_offset != h.arena_offset || want.file_bytes != h.file_bytes)
+    throw std::runtime_error("key table '" + path + "' has an inconsistent layout (corrupt or crafted header)");
+  if (h.file_bytes != size)
+    throw std::runtime_error("key table '" + path + "' is truncated or padded: " + std::to_string(size) +
+                             " bytes, header says " + std::to_string(h.file_bytes));
+}
 
 }  // namespace
 
@@ -70,9 +118,13 @@ uint64_t hash_bytes(const char* data, size_t len, uint64_t seed) {
 }
 
 KeyTable KeyTable::map_new(int fd, const std::string& path, uint64_t max_ids, uint64_t key_bytes, uint32_t hash_bits) {
-  if (max_ids == 0) throw std::invalid_argument("a key table needs max_ids > 0");
+  if (max_ids == 0 || max_ids > kMaxIds)
+    throw std::invalid_argument("a key table needs 1 <= max_ids <= " + std::to_string(kMaxIds) + ", got " +
+                                std::to_string(max_ids));
   if (hash_bits == 0 || hash_bits > 64) throw std::invalid_argument("hash_bits must be in 1..64");
-  if (key_bytes < 24) throw std::invalid_argument("key_bytes must be at least 24 per sample");
+  if (key_bytes < 24 || key_bytes > kMaxKeyBytes)
+    throw std::invalid_argument("key_bytes must be in 24.." + std::to_string(kMaxKeyBytes) + " per sample, got " +
+                                std::to_string(key_bytes));
   uint64_t slots = 2;
   while (slots < 2 * max_ids) slots <<= 1;
   KeyTableHeader h;
@@ -84,18 +136,20 @@ KeyTable KeyTable::map_new(int fd, const std::string& path, uint64_t max_ids, ui
   h.max_ids = max_ids;
   h.slot_count = slots;
   h.arena_bytes = align8(max_ids * key_bytes);
-  h.slots_offset = kKeyTableHeaderBytes;
-  h.entries_offset = h.slots_offset + slots * sizeof(Slot);
-  h.arena_offset = h.entries_offset + max_ids * sizeof(uint64_t);
-  h.file_bytes = h.arena_offset + h.arena_bytes;
+  if (!layout_of(max_ids, slots, h.arena_bytes, h))
+    throw std::invalid_argument("a key table of " + std::to_string(max_ids) + " ids does not fit in a file");
   h.hash_bits = hash_bits;
   h.header_checksum = key_table_header_checksum(h);
 
-  if (fd >= 0 && ::ftruncate(fd, static_cast<off_t>(h.file_bytes)) != 0)
-    throw std::runtime_error(errno_text("cannot size key table file", path));
+  if (fd >= 0) {
+    if (::ftruncate(fd, static_cast<off_t>(h.file_bytes)) != 0) throw IoError("cannot size key table file", path);
+    // Header, slots and entries get real blocks now (slots are written at random, so they fill up
+    // early anyway); the arena is reserved as it grows. A full disk is then an OSError, not SIGBUS.
+    reserve_file(fd, 0, h.arena_offset, path);
+  }
   const int flags = fd >= 0 ? MAP_SHARED : (MAP_SHARED | MAP_ANONYMOUS);
-  void* p = ::mmap(nullptr, h.file_bytes, PROT_READ | PROT_WRITE, flags, fd, 0);
-  if (p == MAP_FAILED) throw std::runtime_error(errno_text("cannot map key table", path.empty() ? "<memory>" : path));
+  void* p = ::mmap(nullptr, h.file_bytes, PROT_READ | PROT_WRITE, flags | MAP_NORESERVE, fd, 0);
+  if (p == MAP_FAILED) throw IoError("cannot map key table", path.empty() ? "<memory>" : path);
   KeyTable t;
   t.base_ = static_cast<unsigned char*>(p);
   t.mapped_bytes_ = h.file_bytes;
@@ -107,12 +161,13 @@ KeyTable KeyTable::map_new(int fd, const std::string& path, uint64_t max_ids, ui
 KeyTable KeyTable::create(const std::string& path, uint64_t max_ids, uint64_t key_bytes, uint32_t hash_bits) {
   const std::string tmp = temp_path_for(path);
   Fd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644));
-  if (fd.fd < 0) throw std::runtime_error(errno_text("cannot create key table file", tmp));
+  if (fd.fd < 0) throw IoError("cannot create key table file", tmp);
   try {
     KeyTable t = map_new(fd.fd, path, max_ids, key_bytes, hash_bits);
-    if (::msync(t.base_, kKeyTableHeaderBytes, MS_SYNC) != 0) throw std::runtime_error(errno_text("cannot sync", tmp));
+    if (::msync(t.base_, kKeyTableHeaderBytes, MS_SYNC) != 0) throw IoError("cannot sync", tmp);
+    t.fd_ = ::dup(fd.fd);
     if (::rename(tmp.c_str(), path.c_str()) != 0)
-      throw std::runtime_error(errno_text("cannot move key table file into place", path));
+      throw IoError("cannot move key table file into place", path);
     fsync_parent_dir(path);
     return t;
   } catch (...) {
@@ -127,37 +182,33 @@ KeyTable KeyTable::create_anonymous(uint64_t max_ids, uint64_t key_bytes, uint32
 
 KeyTable KeyTable::open(const std::string& path) {
   Fd fd(::open(path.c_str(), O_RDWR));
-  if (fd.fd < 0) throw std::runtime_error(errno_text("cannot open key table", path));
+  if (fd.fd < 0) throw IoError("cannot open key table", path);
   struct stat st;
-  if (::fstat(fd.fd, &st) != 0) throw std::runtime_error(errno_text("cannot stat key table", path));
+  if (::fstat(fd.fd, &st) != 0) throw IoError("cannot stat key table", path);
   const auto size = static_cast<uint64_t>(st.st_size);
   KeyTableHeader h;
   if (size < kKeyTableHeaderBytes || ::pread(fd.fd, &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h)))
     throw std::runtime_error("'" + path + "' is not an emp_data key table (too short)");
-  if (std::memcmp(h.magic, kKeyMagic, sizeof(kKeyMagic)) != 0)
-    throw std::runtime_error("'" + path + "' is not an emp_data key table (bad magic)");
-  if (h.endian_marker != kEndianMarker)
-    throw std::runtime_error("key table '" + path + "' was written on a machine of the other byte order");
-  if (h.version != kKeyTableVersion)
-    throw std::runtime_error("key table '" + path + "' has format version " + std::to_string(h.version) +
-                             ", this emp_data reads version " + std::to_string(kKeyTableVersion));
-  if (h.header_checksum != key_table_header_checksum(h))
-    throw std::runtime_error("key table '" + path + "' has a corrupt header (checksum mismatch)");
-  if (h.file_bytes != size)
-    throw std::runtime_error("key table '" + path + "' is truncated or padded: " + std::to_string(size) +
-                             " bytes, header says " + std::to_string(h.file_bytes));
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.fd, 0);
-  if (p == MAP_FAILED) throw std::runtime_error(errno_text("cannot map key table", path));
+  verify_key_table_header(h, size, path);
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd.fd, 0);
+  if (p == MAP_FAILED) throw IoError("cannot map key table", path);
   KeyTable t;
   t.base_ = static_cast<unsigned char*>(p);
   t.mapped_bytes_ = size;
   t.path_ = path;
+  t.fd_ = fd.fd;
+  fd.fd = -1;
+  // The live counters are outside the checksum: bound them before any use.
+  const uint64_t next = load_acquire(t.counter(0)), used = load_acquire(t.counter(1));
+  if (next > h.max_ids || used > h.arena_bytes)
+    throw std::runtime_error("key table '" + path + "' has corrupt counters (" + std::to_string(next) + " ids, " +
+                             std::to_string(used) + " arena bytes); delete it to renumber");
   return t;
 }
 
 KeyTable::KeyTable(KeyTable&& o) noexcept
     : base_(std::exchange(o.base_, nullptr)), mapped_bytes_(std::exchange(o.mapped_bytes_, 0)),
-      path_(std::move(o.path_)) {}
+      path_(std::move(o.path_)), fd_(std::exchange(o.fd_, -1)) {}
 
 KeyTable& KeyTable::operator=(KeyTable&& o) noexcept {
   if (this != &o) {
@@ -165,6 +216,7 @@ KeyTable& KeyTable::operator=(KeyTable&& o) noexcept {
     base_ = std::exchange(o.base_, nullptr);
     mapped_bytes_ = std::exchange(o.mapped_bytes_, 0);
     path_ = std::move(o.path_);
+    fd_ = std::exchange(o.fd_, -1);
   }
   return *this;
 }
@@ -174,6 +226,72 @@ KeyTable::~KeyTable() { release(); }
 void KeyTable::release() noexcept {
   if (base_ != nullptr) ::munmap(base_, mapped_bytes_);
   base_ = nullptr;
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+bool KeyTable::claim(size_t which, uint64_t amount, uint64_t limit, uint64_t& start) {
+  uint64_t* c = counter(which);
+  uint64_t cur = load_acquire(c);
+  do {
+    if (cur > limit || amount > limit - cur) return false;
+  } while (!__atomic_compare_exchange_n(c, &cur, cur + amount, true, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+  start = cur;
+  return true;
+}
+
+void KeyTable::reserve_arena(uint64_t end) {
+  if (fd_ < 0) return;
+  uint64_t* reserved = counter(4);
+  uint64_t have = load_acquire(reserved);
+  if (end <= have) return;
+  const uint64_t want = std::min(header()->arena_bytes, (end + kArenaReserveStep - 1) / kArenaReserveStep * kArenaReserveStep);
+  reserve_file(fd_, header()->arena_offset + have, want - have, path_);  // idempotent if two processes race
+  while (have < want && !__atomic_compare_exchange_n(reserved, &have, want, true, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+  }
+}
+
+void KeyTable::flush() {
+  if (fd_ < 0) return;
+  __atomic_store_n(counter(3), 1, __ATOMIC_RELEASE);
+  if (::msync(base_, mapped_bytes_, MS_SYNC) != 0) throw IoError("cannot sync key table", path_);
+}
+
+bool KeyTable::clean() const { return load_acquire(counter(3)) == 1; }
+
+uint64_t KeyTable::recover() {
+  const KeyTableHeader* h = header();
+  auto* slots = reinterpret_cast<Slot*>(base_ + h->slots_offset);
+  const auto* entries = reinterpret_cast<const uint64_t*>(base_ + h->entries_offset);
+  const uint64_t next = load_acquire(counter(0)), used = load_acquire(counter(1));
+  std::vector<bool> owned(next, false);
+  uint64_t repaired = 0;
+  auto broken = [&](const std::string& why) {
+    return std::runtime_error("key table '" + path_ + "' is inconsistent (" + why +
+                              "), e.g. after a power loss since its last flush; delete it to renumber");
+  };
+  for (uint64_t i = 0; i < h->slot_count; ++i) {
+    Slot& slot = slots[i];
+    if (load_acquire(&slot.hash) == 0) continue;
+    const uint64_t state = load_acquire(&slot.state);
+    if (state == kWriting) {
+      __atomic_store_n(&slot.state, kAbandoned, __ATOMIC_RELEASE);
+      ++repaired;
+      continue;
+    }
+    if (state == kAbandoned || state == kOverflow || state == kArenaFull) continue;
+    const uint64_t id = state - 1;
+    if (id >= next) throw broken("slot " + std::to_string(i) + " holds id " + std::to_string(id) + " of " + std::to_string(next));
+    if (owned[id]) throw broken("id " + std::to_string(id) + " is handed out twice");
+    owned[id] = true;
+    const uint64_t entry = entries[id];
+    RecordHead head;
+    if (entry == 0 || entry - 1 > used || used - (entry - 1) < sizeof(head)) throw broken("id " + std::to_string(id) + " has no key record");
+    std::memcpy(&head, base_ + h->arena_offset + entry - 1, sizeof(head));
+    if (head.key_len > used - (entry - 1) - sizeof(head)) throw broken("id " + std::to_string(id) + " has a cut key record");
+  }
+  if (repaired > 0) __atomic_store_n(counter(3), 0, __ATOMIC_RELEASE);
+  return repaired;
 }
 
 uint64_t* KeyTable::counter(size_t which) const {
@@ -189,7 +307,10 @@ uint64_t KeyTable::collisions() const { return load_acquire(counter(2)); }
 
 bool KeyTable::entry_matches(uint64_t id, uint64_t url_hash, const std::string& key) const {
   const KeyTableHeader* h = header();
-  const uint64_t offset = reinterpret_cast<const uint64_t*>(base_ + h->entries_offset)[id];
+  if (id >= h->max_ids) return false;
+  const uint64_t entry = __atomic_load_n(reinterpret_cast<const uint64_t*>(base_ + h->entries_offset) + id, __ATOMIC_ACQUIRE);
+  if (entry == 0 || entry - 1 + sizeof(RecordHead) + key.size() > h->arena_bytes) return false;
+  const uint64_t offset = entry - 1;
   RecordHead head;
   std::memcpy(&head, base_ + h->arena_offset + offset, sizeof(head));
   return head.url_hash == url_hash && head.key_len == key.size() &&
@@ -200,9 +321,15 @@ std::string KeyTable::key_of(uint64_t id) const {
   if (id >= size()) throw std::out_of_range("id " + std::to_string(id) + " is not in the key table (" +
                                             std::to_string(size()) + " keys)");
   const KeyTableHeader* h = header();
-  const uint64_t offset = reinterpret_cast<const uint64_t*>(base_ + h->entries_offset)[id];
+  const uint64_t entry = __atomic_load_n(reinterpret_cast<const uint64_t*>(base_ + h->entries_offset) + id, __ATOMIC_ACQUIRE);
+  if (entry == 0)
+    throw std::out_of_range("id " + std::to_string(id) + " was taken by an insert that never finished (a process "
+                            "died inserting it); it belongs to no key");
+  const uint64_t offset = entry - 1;
   RecordHead head;
   std::memcpy(&head, base_ + h->arena_offset + offset, sizeof(head));
+  if (offset + sizeof(head) > h->arena_bytes || head.key_len > h->arena_bytes - offset - sizeof(head))
+    throw std::runtime_error("key table '" + path_ + "' has a corrupt key record for id " + std::to_string(id));
   return std::string(reinterpret_cast<const char*>(base_ + h->arena_offset + offset + sizeof(head)), head.key_len);
 }
 
@@ -220,24 +347,32 @@ int64_t KeyTable::probe(uint64_t url_hash, const std::string& key, bool insert) 
     if (seen == 0) {
       if (!insert) return -1;
       if (__atomic_compare_exchange_n(&slot.hash, &seen, hash, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-        // Claimed: take an id and arena space, write the record, then publish the id.
-        const uint64_t id = __atomic_fetch_add(counter(0), 1, __ATOMIC_ACQ_REL);
-        if (id >= h->max_ids) {
-          __atomic_store_n(&slot.state, kOverflow, __ATOMIC_RELEASE);
-          throw std::length_error("the stream has more distinct samples than the pruner's " +
-                                  std::to_string(h->max_ids) + " (new key '" + key + "')");
-        }
+        // Claimed. Arena space first, then the id, each claimed without moving its counter past
+        // its limit: a failed insert takes nothing, so the id count only ever counts written keys
+        // and later short keys still fit. The entry is written before the id is published.
+        if (load_acquire(counter(3)) != 0) __atomic_store_n(counter(3), 0, __ATOMIC_RELEASE);  // no longer clean
         const uint64_t need = align8(sizeof(RecordHead) + key.size());
-        const uint64_t offset = __atomic_fetch_add(counter(1), need, __ATOMIC_ACQ_REL);
-        if (offset + need > h->arena_bytes) {
+        uint64_t offset = 0, id = 0;
+        if (!claim(1, need, h->arena_bytes, offset)) {
           __atomic_store_n(&slot.state, kArenaFull, __ATOMIC_RELEASE);
           throw std::runtime_error("key table arena is full (keys longer than key_bytes per sample on average); "
                                    "create the table with a larger key_bytes");
         }
+        try {
+          reserve_arena(offset + need);
+        } catch (...) {
+          __atomic_store_n(&slot.state, kArenaFull, __ATOMIC_RELEASE);
+          throw;
+        }
         const RecordHead head{url_hash, key.size()};
         std::memcpy(base_ + h->arena_offset + offset, &head, sizeof(head));
         std::memcpy(base_ + h->arena_offset + offset + sizeof(head), key.data(), key.size());
-        reinterpret_cast<uint64_t*>(base_ + h->entries_offset)[id] = offset;
+        if (!claim(0, 1, h->max_ids, id)) {
+          __atomic_store_n(&slot.state, kOverflow, __ATOMIC_RELEASE);
+          throw std::length_error("the stream has more distinct samples than the pruner's " +
+                                  std::to_string(h->max_ids) + " (new key '" + key + "')");
+        }
+        __atomic_store_n(reinterpret_cast<uint64_t*>(base_ + h->entries_offset) + id, offset + 1, __ATOMIC_RELEASE);
         if (passed_same_hash) __atomic_fetch_add(counter(2), 1, __ATOMIC_ACQ_REL);
         __atomic_store_n(&slot.state, id + 1, __ATOMIC_RELEASE);
         return static_cast<int64_t>(id);
@@ -259,6 +394,7 @@ int64_t KeyTable::probe(uint64_t url_hash, const std::string& key, bool insert) 
       throw std::length_error("the stream has more distinct samples than the pruner's " + std::to_string(h->max_ids));
     if (state == kArenaFull)
       throw std::runtime_error("key table arena is full; create the table with a larger key_bytes");
+    if (state == kAbandoned) continue;  // an insert that died: not this key's slot any more
     if (entry_matches(state - 1, url_hash, key)) return static_cast<int64_t>(state - 1);
     passed_same_hash = true;  // a different key with the same hash: keep probing, never merge
   }

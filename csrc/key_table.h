@@ -17,7 +17,8 @@
 
 namespace emp {
 
-constexpr uint32_t kKeyTableVersion = 1;
+// 2: entries hold offset + 1 (0 = not written), arena and ids are reserved without overshoot.
+constexpr uint32_t kKeyTableVersion = 2;
 
 struct KeyTableHeader {
   char magic[8];             // "EMPKEYTB"
@@ -58,6 +59,17 @@ class KeyTable {
   // The key stored for `id` (throws std::out_of_range for an id not handed out).
   std::string key_of(uint64_t id) const;
 
+  // Write the table's pages to its file (msync): what was inserted so far survives a power loss.
+  // It also marks the table clean, so that the next open can skip `recover`.
+  void flush();
+  // After a crash: a slot claimed by an insert that never finished is turned into a tombstone (its
+  // key gets a fresh id when it comes again; the id it may have taken stays unused), and every
+  // published id is checked (below the id count, written, handed out once). Throws
+  // std::runtime_error naming the first inconsistency; returns how many slots were repaired. Only
+  // while no other process uses the table (a job's main process, before its workers start).
+  uint64_t recover();
+  bool clean() const;           // flushed, and nothing inserted since
+
   uint64_t size() const;        // distinct keys so far
   uint64_t collisions() const;  // distinct keys that share their hash with an earlier key
   uint64_t max_ids() const { return header()->max_ids; }
@@ -68,7 +80,10 @@ class KeyTable {
   KeyTable() = default;
   static KeyTable map_new(int fd, const std::string& path, uint64_t max_ids, uint64_t key_bytes, uint32_t hash_bits);
   const KeyTableHeader* header() const { return reinterpret_cast<const KeyTableHeader*>(base_); }
-  uint64_t* counter(size_t which) const;  // 0: next id, 1: arena used, 2: collisions
+  uint64_t* counter(size_t which) const;  // 0: next id, 1: arena used, 2: collisions, 3: clean, 4: arena reserved
+  // Claims `amount` of the counter's `limit` without ever moving it past the limit; false if full.
+  bool claim(size_t which, uint64_t amount, uint64_t limit, uint64_t& start);
+  void reserve_arena(uint64_t end);
   int64_t probe(uint64_t url_hash, const std::string& key, bool insert);
   bool entry_matches(uint64_t id, uint64_t url_hash, const std::string& key) const;
   void release() noexcept;
@@ -76,6 +91,7 @@ class KeyTable {
   unsigned char* base_ = nullptr;
   size_t mapped_bytes_ = 0;
   std::string path_;
+  int fd_ = -1;  // kept open to reserve arena disk space as the arena grows (-1: anonymous)
 };
 
 // 64-bit hash of a byte string (word-wise multiply-xorshift, SplitMix finaliser).

@@ -5,7 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sched.h>
+
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -30,7 +33,7 @@ void write_all(int fd, const void* data, size_t len, const std::string& path) {
     const ssize_t w = ::write(fd, p, len > (size_t(1) << 30) ? (size_t(1) << 30) : len);
     if (w < 0) {
       if (errno == EINTR) continue;
-      throw std::runtime_error(errno_text("cannot write", path));
+      throw IoError("cannot write", path);
     }
     p += w;
     len -= static_cast<size_t>(w);
@@ -43,7 +46,7 @@ void read_all(int fd, void* data, size_t len, uint64_t offset, const std::string
     const ssize_t r = ::pread(fd, p, len > (size_t(1) << 30) ? (size_t(1) << 30) : len, static_cast<off_t>(offset));
     if (r < 0) {
       if (errno == EINTR) continue;
-      throw std::runtime_error(errno_text("cannot read", path));
+      throw IoError("cannot read", path);
     }
     if (r == 0) throw std::runtime_error("store file '" + path + "' is truncated");
     p += r;
@@ -69,10 +72,30 @@ void verify_header(const FileHeader& h, uint64_t file_size, const std::string& p
     throw std::runtime_error("store file '" + path + "' has a corrupt header (checksum mismatch)");
   if (h.header_bytes != kHeaderBytes || h.bytes_per_sample != kBytesPerSample)
     throw std::runtime_error("store file '" + path + "' has an unexpected layout");
-  if (h.metadata_offset < h.data_bytes || h.metadata_offset + h.metadata_bytes > file_size ||
-      h.data_bytes > file_size)
+  // Every size is checked before any arithmetic on it: a crafted N must not wrap the layout into
+  // a small valid-looking one.
+  if (h.num_samples == 0 || h.num_samples > kMaxSamples)
+    throw std::runtime_error("store file '" + path + "' has an invalid sample count " + std::to_string(h.num_samples) +
+                             " (1.." + std::to_string(kMaxSamples) + ")");
+  if (h.data_bytes > file_size || h.metadata_bytes > file_size || h.metadata_offset < h.data_bytes ||
+      h.metadata_offset > file_size - h.metadata_bytes)
     throw std::runtime_error("store file '" + path + "' is truncated: " + std::to_string(file_size) +
-                             " bytes, header says " + std::to_string(h.metadata_offset + h.metadata_bytes));
+                             " bytes, header says at least " + std::to_string(std::max(h.data_bytes, h.metadata_offset)));
+}
+
+uint64_t load_u64(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+
+// Waits while a weights write is in progress; the even sequence number seen.
+uint64_t wait_even(const LiveHeader* live, double timeout_s) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  uint64_t seq;
+  for (int spin = 0; ((seq = load_u64(&live->seq)) & 1) != 0; ++spin) {
+    if (spin > 64) ::sched_yield();
+    if ((spin & 1023) == 0 && std::chrono::steady_clock::now() > deadline)
+      throw std::runtime_error("the store's weights have been mid-write for " + std::to_string(timeout_s) +
+                               " s: the process selecting an epoch died or hangs");
+  }
+  return seq;
 }
 
 }  // namespace
@@ -97,6 +120,8 @@ uint64_t checksum_bytes(const unsigned char* data, size_t len) {
 }
 
 Store::Layout Store::layout_for(uint64_t n) {
+  if (n > kMaxSamples) throw std::length_error("num_samples " + std::to_string(n) + " is above the limit " +
+                                               std::to_string(kMaxSamples));
   Layout l;
   l.stats = kHeaderBytes;
   l.times = align_up(l.stats + n * sizeof(SampleStats), 64);
@@ -117,6 +142,8 @@ Store& Store::operator=(Store&& o) noexcept {
     mapped_bytes_ = o.mapped_bytes_;
     mapped_ = o.mapped_;
     readonly_ = o.readonly_;
+    file_dev_ = o.file_dev_;
+    file_ino_ = o.file_ino_;
     path_ = std::move(o.path_);
     metadata_ = std::move(o.metadata_);
     o.base_ = nullptr;
@@ -136,6 +163,7 @@ void Store::release() noexcept {
 }
 
 void Store::reset() {
+  begin_weights_write();
   SampleStats* s = stats();
   uint32_t* t = times_selected();
   float* w = weight();
@@ -147,6 +175,7 @@ void Store::reset() {
       w[i] = 1.0f;
     }
   });
+  end_weights_write(-1);
 }
 
 Store Store::create(uint64_t num_samples) {
@@ -162,18 +191,13 @@ Store Store::create(uint64_t num_samples) {
 Store Store::create_mapped(const std::string& path, uint64_t num_samples) {
   const Layout layout = layout_for(num_samples);
   const std::string tmp = temp_path_for(path);
-  {
-    Fd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644));
-    if (fd.fd < 0) throw std::runtime_error(errno_text("cannot create store file", tmp));
-    if (::ftruncate(fd.fd, static_cast<off_t>(layout.data_end)) != 0) {
-      ::unlink(tmp.c_str());
-      throw std::runtime_error(errno_text("cannot size store file", tmp));
-    }
+  Fd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644));
+  if (fd.fd < 0) throw IoError("cannot create store file", tmp);
+  try {
+    // Real blocks, not a sparse file: a full disk is an error now, not a SIGBUS mid-training.
+    reserve_file(fd.fd, 0, layout.data_end, tmp);
     void* p = ::mmap(nullptr, layout.data_end, PROT_READ | PROT_WRITE, MAP_SHARED, fd.fd, 0);
-    if (p == MAP_FAILED) {
-      ::unlink(tmp.c_str());
-      throw std::runtime_error(errno_text("cannot map store file", tmp));
-    }
+    if (p == MAP_FAILED) throw IoError("cannot map store file", tmp);
     Store s;
     s.n_ = num_samples;
     s.layout_ = layout;
@@ -181,16 +205,73 @@ Store Store::create_mapped(const std::string& path, uint64_t num_samples) {
     s.mapped_ = true;
     s.mapped_bytes_ = layout.data_end;
     s.path_ = path;
+    s.remember_file(fd.fd);
     s.reset();
     FileHeader h = s.make_header("", false);
     std::memcpy(s.base_, &h, sizeof(h));
-    if (::msync(s.base_, s.mapped_bytes_, MS_SYNC) != 0) throw std::runtime_error(errno_text("cannot sync", tmp));
-    if (::rename(tmp.c_str(), path.c_str()) != 0) {
-      ::unlink(tmp.c_str());
-      throw std::runtime_error(errno_text("cannot move store file into place", path));
-    }
+    if (::msync(s.base_, s.mapped_bytes_, MS_SYNC) != 0) throw IoError("cannot sync", tmp);
+    if (::rename(tmp.c_str(), path.c_str()) != 0) throw IoError("cannot move store file into place", path);
     fsync_parent_dir(path);
     return s;
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+}
+
+void Store::remember_file(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) throw IoError("cannot stat", path_);
+  file_dev_ = static_cast<uint64_t>(st.st_dev);
+  file_ino_ = static_cast<uint64_t>(st.st_ino);
+}
+
+bool Store::same_file_as(const std::string& path) const {
+  if (!mapped_) return false;
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return false;  // not there (yet): another file
+  return static_cast<uint64_t>(st.st_dev) == file_dev_ && static_cast<uint64_t>(st.st_ino) == file_ino_;
+}
+
+void Store::begin_weights_write() {
+  if (readonly_) throw std::runtime_error("this store was opened read-only");
+  LiveHeader* l = live();
+  uint64_t seq = load_u64(&l->seq);
+  if (seq & 1) ++seq;  // a writer died mid-write earlier: its stamp is void anyway
+  __atomic_store_n(&l->epoch_plus_one, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&l->seq, seq + 1, __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);  // readers see `seq` odd before any weight changes
+}
+
+void Store::end_weights_write(int64_t epoch) {
+  LiveHeader* l = live();
+  const uint64_t seq = load_u64(&l->seq);
+  __atomic_store_n(&l->epoch_plus_one, epoch < 0 ? 0 : static_cast<uint64_t>(epoch) + 1, __ATOMIC_RELAXED);
+  __atomic_store_n(&l->seq, (seq | 1) + 1, __ATOMIC_RELEASE);  // weights and stamp before the even seq
+}
+
+int64_t Store::stamped_epoch(double timeout_s) const {
+  const LiveHeader* l = live();
+  while (true) {
+    const uint64_t seq = wait_even(l, timeout_s);
+    const uint64_t stamp = __atomic_load_n(&l->epoch_plus_one, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (load_u64(&l->seq) == seq) return static_cast<int64_t>(stamp) - 1;
+  }
+}
+
+int64_t Store::read_weights(uint64_t lo, uint64_t hi, float* out, double timeout_s) const {
+  if (lo > hi || hi > n_) throw std::out_of_range("weight range [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                                                  ") is outside the store's " + std::to_string(n_) + " samples");
+  const LiveHeader* l = live();
+  while (true) {
+    const uint64_t seq = wait_even(l, timeout_s);
+    const uint64_t stamp = __atomic_load_n(&l->epoch_plus_one, __ATOMIC_RELAXED);
+    // Relaxed word loads, not memcpy: the writer may be changing these words right now.
+    const float* w = weight();
+    for (uint64_t i = lo; i < hi; ++i) __atomic_load(&w[i], &out[i - lo], __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (load_u64(&l->seq) == seq) return static_cast<int64_t>(stamp) - 1;
   }
 }
 
@@ -220,35 +301,41 @@ uint64_t Store::data_checksum() const {
 }
 
 void Store::save(const std::string& path, const std::string& metadata) const {
-  if (!path_.empty() && path == path_)
-    throw std::runtime_error("cannot save a mapped store onto its own file '" + path + "'; use flush()");
+  // By identity, not by spelling: './x', an absolute path or a symlink name the same live file, and
+  // renaming a snapshot over it would leave this process writing to an unlinked file.
+  if (mapped_ && (path == path_ || same_file_as(path)))
+    throw std::runtime_error("cannot save a mapped store onto its own file '" + path + "' (mapped as '" + path_ +
+                             "'); use flush()");
   const FileHeader h = make_header(metadata, true);
+  LiveHeader stamp{0, __atomic_load_n(&live()->epoch_plus_one, __ATOMIC_ACQUIRE)};
+  if (load_u64(&live()->seq) & 1) stamp.epoch_plus_one = 0;
   const std::string tmp = temp_path_for(path);
   try {
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
-    if (fd.fd < 0) throw std::runtime_error(errno_text("cannot create", tmp));
+    if (fd.fd < 0) throw IoError("cannot create", tmp);
     std::vector<unsigned char> header_block(kHeaderBytes, 0);
     std::memcpy(header_block.data(), &h, sizeof(h));
+    std::memcpy(header_block.data() + kLiveOffset, &stamp, sizeof(stamp));
     write_all(fd.fd, header_block.data(), header_block.size(), tmp);
     write_all(fd.fd, base_ + kHeaderBytes, layout_.data_end - kHeaderBytes, tmp);
     write_all(fd.fd, metadata.data(), metadata.size(), tmp);
-    if (::fsync(fd.fd) != 0) throw std::runtime_error(errno_text("cannot sync", tmp));
+    if (::fsync(fd.fd) != 0) throw IoError("cannot sync", tmp);
   } catch (...) {
     ::unlink(tmp.c_str());
     throw;
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     ::unlink(tmp.c_str());
-    throw std::runtime_error(errno_text("cannot move file into place", path));
+    throw IoError("cannot move file into place", path);
   }
   fsync_parent_dir(path);
 }
 
 Store Store::from_file(const std::string& path, bool readonly, bool map) {
   Fd fd(::open(path.c_str(), readonly ? O_RDONLY : O_RDWR));
-  if (fd.fd < 0) throw std::runtime_error(errno_text("cannot open store file", path));
+  if (fd.fd < 0) throw IoError("cannot open store file", path);
   struct stat st;
-  if (::fstat(fd.fd, &st) != 0) throw std::runtime_error(errno_text("cannot stat", path));
+  if (::fstat(fd.fd, &st) != 0) throw IoError("cannot stat", path);
   const uint64_t file_size = static_cast<uint64_t>(st.st_size);
   if (file_size < sizeof(FileHeader))
     throw std::runtime_error("store file '" + path + "' is truncated (" + std::to_string(file_size) + " bytes)");
@@ -269,15 +356,21 @@ Store Store::from_file(const std::string& path, bool readonly, bool map) {
   if (map) {
     const int prot = readonly ? PROT_READ : PROT_READ | PROT_WRITE;
     void* p = ::mmap(nullptr, layout.data_end, prot, MAP_SHARED, fd.fd, 0);
-    if (p == MAP_FAILED) throw std::runtime_error(errno_text("cannot map store file", path));
+    if (p == MAP_FAILED) throw IoError("cannot map store file", path);
     s.base_ = static_cast<unsigned char*>(p);
     s.mapped_ = true;
     s.mapped_bytes_ = layout.data_end;
     s.path_ = path;
+    s.remember_file(fd.fd);
   } else {
     s.owned_.resize(layout.data_end);
     s.base_ = s.owned_.data();
-    read_all(fd.fd, s.base_ + kHeaderBytes, layout.data_end - kHeaderBytes, kHeaderBytes, path);
+    read_all(fd.fd, s.base_, layout.data_end, 0, path);  // the header page too: its epoch stamp
+  }
+  if (!readonly && (load_u64(&s.live()->seq) & 1)) {
+    // A writer died mid-write: the weights are a mix of two epochs, so no epoch is stamped.
+    s.begin_weights_write();
+    s.end_weights_write(-1);
   }
   if ((h.flags & kFlagDataChecksum) && s.data_checksum() != h.data_checksum)
     throw std::runtime_error("store file '" + path + "' is corrupt (data checksum mismatch)");
@@ -297,12 +390,13 @@ Store Store::load(const std::string& path) { return from_file(path, false, false
 
 void Store::flush() {
   if (mapped_ && !readonly_ && ::msync(base_, mapped_bytes_, MS_SYNC) != 0)
-    throw std::runtime_error(errno_text("cannot sync store file", path_));
+    throw IoError("cannot sync store file", path_);
 }
 
 UpdateResult update(Store& store, const int64_t* ids, const float* loss, const float* memory, size_t count,
                     float ema_decay, bool skip_nonfinite) {
   UpdateResult result;
+  if (store.readonly()) throw std::runtime_error("this store was opened read-only");
   const int64_t n = static_cast<int64_t>(store.size());
   // Validation pass: one sequential read of the inputs.
   for (size_t j = 0; j < count; ++j) {
@@ -326,11 +420,14 @@ UpdateResult update(Store& store, const int64_t* ids, const float* loss, const f
 
   SampleStats* stats = store.stats();
   const float alpha = 1.0f - ema_decay;
-  auto apply = [&](size_t j) {
+  // `ids`, `loss` and `memory` are the caller's arrays, read without the GIL: another thread may
+  // change them after the validation pass. So each value is read once, here, and checked where it
+  // is used; a changed id can then only be skipped, never written out of bounds.
+  auto apply = [&](size_t j, int64_t id) {
     const float x = loss[j];
     const float m = memory != nullptr ? memory[j] : std::numeric_limits<float>::quiet_NaN();
     if (!std::isfinite(x) || (memory != nullptr && !std::isfinite(m))) return;  // skipped above
-    SampleStats& s = stats[ids[j]];
+    SampleStats& s = stats[id];
     if (std::isnan(s.loss_mean)) {
       s.loss_mean = x;
       s.loss_var = 0.0f;
@@ -347,8 +444,12 @@ UpdateResult update(Store& store, const int64_t* ids, const float* loss, const f
   const int threads = max_threads();
   if (threads <= 1 || count < 4096) {
     for (size_t j = 0; j < count; ++j) {
-      if (j + 16 < count) __builtin_prefetch(&stats[ids[j + 16]], 1);
-      apply(j);
+      if (j + 16 < count) {
+        const int64_t ahead = ids[j + 16];
+        if (ahead >= 0 && ahead < n) __builtin_prefetch(&stats[ahead], 1);
+      }
+      const int64_t id = ids[j];
+      if (id >= 0 && id < n) apply(j, id);
     }
     return result;
   }
@@ -369,7 +470,8 @@ UpdateResult update(Store& store, const int64_t* ids, const float* loss, const f
         const int64_t ahead = ids[j + 16];
         if (ahead >= lo && ahead < hi) __builtin_prefetch(&stats[ahead], 1);
       }
-      if (ids[j] >= lo && ids[j] < hi) apply(j);
+      const int64_t id = ids[j];
+      if (id >= lo && id < hi) apply(j, id);
     }
   }
   return result;

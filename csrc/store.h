@@ -22,6 +22,18 @@ static_assert(sizeof(SampleStats) == 16, "SampleStats must stay 16 bytes");
 constexpr uint32_t kFormatVersion = 1;
 constexpr size_t kHeaderBytes = 4096;
 constexpr size_t kBytesPerSample = sizeof(SampleStats) + sizeof(uint32_t) + sizeof(float);
+// Largest sample count (ids are int64 and every size product must fit in 64 bits with room).
+constexpr uint64_t kMaxSamples = uint64_t(1) << 48;
+
+// The live part of the header page, outside the header checksum: which epoch's weights the store
+// holds, behind a sequence lock. A writer of weights (select, a resume, the GPU store's host copy)
+// makes `seq` odd, writes, stamps the epoch and makes `seq` even again; a reader in another process
+// copies what it needs and retries when `seq` was odd or moved, so it sees one whole epoch or waits.
+constexpr size_t kLiveOffset = 2048;
+struct LiveHeader {
+  uint64_t seq;             // odd while weights are being written
+  uint64_t epoch_plus_one;  // 0: no epoch selected (or the last write did not finish)
+};
 
 // On-disk header at offset 0 (little-endian, as the machine writes it; the endian marker refuses
 // a file from a machine of the other byte order).
@@ -80,6 +92,16 @@ class Store {
 
   // Bring every sample back to "never seen", weight 1, never selected.
   void reset();
+
+  // Weights writers bracket their writes (see LiveHeader); `epoch` < 0 stamps "no epoch".
+  void begin_weights_write();
+  void end_weights_write(int64_t epoch);
+  // The stamped epoch (-1: none) once no write is in progress; waits up to `timeout_s` for one.
+  int64_t stamped_epoch(double timeout_s) const;
+  // A consistent copy of weight[lo, hi) and the epoch it belongs to (waits out a write in progress).
+  int64_t read_weights(uint64_t lo, uint64_t hi, float* out, double timeout_s) const;
+  // Ids and weights may change: the file's identity, to refuse saving a snapshot over it.
+  bool same_file_as(const std::string& path) const;
   // Flush a mapped store to its file (msync).
   void flush();
 
@@ -92,6 +114,8 @@ class Store {
   FileHeader make_header(const std::string& metadata, bool with_checksum) const;
   uint64_t data_checksum() const;
   void release() noexcept;
+  LiveHeader* live() const { return reinterpret_cast<LiveHeader*>(base_ + kLiveOffset); }
+  void remember_file(int fd);
 
   Store() = default;
   uint64_t n_ = 0;
@@ -101,6 +125,7 @@ class Store {
   size_t mapped_bytes_ = 0;
   bool mapped_ = false;
   bool readonly_ = false;
+  uint64_t file_dev_ = 0, file_ino_ = 0;  // identity of the mapped file
   std::string path_;
   std::string metadata_;
 };

@@ -14,10 +14,14 @@ namespace {
 
 constexpr uint64_t kBlockSize = 512;
 constexpr uint64_t kChunk = uint64_t(1) << 20;   // buffered read size
+// A GNU long name or a pax record block larger than this is refused (names are short; the bound
+// keeps a crafted size from allocating gigabytes).
+constexpr uint64_t kMaxExtendedHeader = uint64_t(1) << 20;
 
 // Numeric header field: octal text, or base-256 (GNU) when the top bit of the first byte is set.
 bool parse_number(const unsigned char* field, size_t len, uint64_t& out) {
   if (field[0] & 0x80) {
+    if (field[0] & 0x40) return false;  // base-256 negative: no size or checksum is negative
     uint64_t v = field[0] & 0x7F;
     for (size_t i = 1; i < len; ++i) {
       if (v >> 56) return false;
@@ -58,20 +62,53 @@ std::string field_string(const unsigned char* f, size_t len) {
   return std::string(reinterpret_cast<const char*>(f), n);
 }
 
-// "path" from pax records "<len> key=value\n".
-std::string pax_path(const std::string& records) {
-  size_t pos = 0;
+// The records of a pax extended header, "<len> <key>=<value>\n" each, as POSIX defines them;
+// false for a malformed block (a length that is not a plain decimal, runs past the block, or a
+// record without '=' or the closing newline). Only the keys that change how members are read are
+// kept: path, size, and whether GNU sparse records are present.
+struct PaxRecords {
   std::string path;
-  while (pos < records.size()) {
-    const size_t space = records.find(' ', pos);
-    if (space == std::string::npos) break;
-    const uint64_t len = std::strtoull(records.c_str() + pos, nullptr, 10);
-    if (len == 0 || pos + len > records.size()) break;
-    const std::string kv = records.substr(space + 1, pos + len - space - 2);  // without '\n'
-    if (kv.compare(0, 5, "path=") == 0) path = kv.substr(5);
-    pos += len;
+  bool has_size = false;
+  uint64_t size = 0;
+  bool sparse = false;
+};
+
+bool parse_pax(const unsigned char* data, uint64_t len, PaxRecords& out) {
+  uint64_t pos = 0;
+  while (pos < len) {
+    if (data[pos] == 0) break;  // zero padding after the last record
+    uint64_t rec_len = 0, i = pos;
+    for (; i < len && data[i] >= '0' && data[i] <= '9'; ++i) {
+      if (rec_len > (len / 10) + 1) return false;  // longer than the block: stop before it wraps
+      rec_len = rec_len * 10 + (data[i] - '0');
+    }
+    if (i == pos || i >= len || data[i] != ' ') return false;
+    if (rec_len > len - pos || rec_len < (i - pos) + 3) return false;  // digits, ' ', 'k=', '\n' at least
+    const uint64_t end = pos + rec_len;  // one past the record's '\n'
+    if (data[end - 1] != '\n') return false;
+    const char* kv = reinterpret_cast<const char*>(data + i + 1);
+    const size_t kv_len = static_cast<size_t>(end - 1 - (i + 1));
+    const void* eq = std::memchr(kv, '=', kv_len);
+    if (eq == nullptr) return false;
+    const std::string key(kv, static_cast<const char*>(eq) - kv);
+    const std::string value(static_cast<const char*>(eq) + 1, kv + kv_len);
+    if (key == "path") {
+      out.path = value;
+    } else if (key == "size") {
+      if (value.empty() || value.size() > 19) return false;
+      uint64_t v = 0;
+      for (char c : value) {
+        if (c < '0' || c > '9') return false;
+        v = v * 10 + static_cast<uint64_t>(c - '0');
+      }
+      out.has_size = true;
+      out.size = v;
+    } else if (key.compare(0, 11, "GNU.sparse.") == 0) {
+      out.sparse = true;
+    }
+    pos = end;
   }
-  return path;
+  return true;
 }
 
 // Buffered reader over a file: reads in 1 MiB chunks; far jumps become a fresh read at the target.
@@ -123,49 +160,80 @@ TarScan scan_tar(const std::string& path) {
   Reader reader(fd, scan.file_size);
   uint64_t pos = 0;
   std::string long_name;  // from a GNU 'L' entry or a pax 'x' record, for the next member
+  bool pax_size = false;  // a pax 'x' record gave the next member's size (over 8 GiB: ustar holds 0)
+  uint64_t pax_size_value = 0;
+  auto fail = [&](const char* what) {
+    scan.error = what;
+    scan.error_offset = pos;
+  };
   while (true) {
     const unsigned char* h = reader.at(pos, kBlockSize);
     if (h == nullptr) {
       // Writers (tarfile, webdataset's TarWriter) always end with zero blocks: a file that stops
       // before them was cut short, even if the last member's data is complete.
-      scan.error = pos >= scan.file_size ? "truncated tar file (no end-of-archive marker)"
-                                         : "truncated tar header (file ends inside it)";
-      scan.error_offset = pos;
+      fail(pos >= scan.file_size ? "truncated tar file (no end-of-archive marker)"
+                                 : "truncated tar header (file ends inside it)");
       break;
     }
     bool zero = true;
     for (size_t i = 0; i < kBlockSize && zero; ++i) zero = h[i] == 0;
     if (zero) break;  // end-of-archive block
     if (!checksum_ok(h)) {
-      scan.error = "corrupt tar header (checksum mismatch)";
-      scan.error_offset = pos;
+      fail("corrupt tar header (checksum mismatch)");
       break;
     }
     uint64_t size = 0;
     if (!parse_number(h + 124, 12, size)) {
-      scan.error = "corrupt tar header (bad size field)";
-      scan.error_offset = pos;
+      fail("corrupt tar header (bad size field)");
       break;
     }
     const char type = static_cast<char>(h[156]);
-    const uint64_t data = pos + kBlockSize;
-    const uint64_t next = data + (size + kBlockSize - 1) / kBlockSize * kBlockSize;
-    if (data + size > scan.file_size) {
-      scan.error = "truncated tar member (data runs past the end of the file)";
-      scan.error_offset = pos;
+    const bool is_file = type == '0' || type == '\0' || type == '7';
+    if (is_file && pax_size) size = pax_size_value;
+    const uint64_t data = pos + kBlockSize;  // <= file_size: the header block was read
+    // Checked before any arithmetic with `size`, so a size near 2^64 cannot wrap the next offset.
+    if (size > scan.file_size - data) {
+      fail("truncated tar member (data runs past the end of the file)");
       break;
     }
-    if (type == 'L' || type == 'x') {
-      const unsigned char* payload = reader.at(data, size);
-      if (payload == nullptr) {
-        scan.error = "truncated tar member";
-        scan.error_offset = pos;
+    const uint64_t next = data + (size + kBlockSize - 1) / kBlockSize * kBlockSize;
+    if (type == 'L' || type == 'K' || type == 'x' || type == 'g') {
+      if (size > kMaxExtendedHeader) {
+        fail("tar extended header too large (over 1 MiB of long name or pax records)");
         break;
       }
-      const std::string text(reinterpret_cast<const char*>(payload), size);
-      long_name = type == 'L' ? field_string(reinterpret_cast<const unsigned char*>(text.data()), text.size())
-                              : pax_path(text);
-    } else if (type == '0' || type == '\0' || type == '7') {
+      const unsigned char* payload = reader.at(data, size);
+      if (payload == nullptr) {
+        fail("truncated tar member");
+        break;
+      }
+      if (type == 'L') {
+        long_name = field_string(payload, size);
+      } else if (type == 'x') {
+        PaxRecords pax;
+        if (!parse_pax(payload, size, pax)) {
+          fail("corrupt pax extended header (malformed record)");
+          break;
+        }
+        if (pax.sparse) {
+          fail("GNU sparse tar member (pax GNU.sparse records) is not supported");
+          break;
+        }
+        if (!pax.path.empty()) long_name = pax.path;
+        pax_size = pax.has_size;
+        pax_size_value = pax.size;
+      } else if (type == 'g') {
+        PaxRecords pax;  // global records: checked, not applied (they name no member)
+        if (!parse_pax(payload, size, pax)) {
+          fail("corrupt pax global header (malformed record)");
+          break;
+        }
+      }
+      // 'K' (GNU long link target) names a link's target: links are not samples.
+    } else if (type == 'S') {
+      fail("GNU sparse tar member is not supported");
+      break;
+    } else if (is_file) {
       TarMember m;
       if (!long_name.empty()) {
         m.name = long_name;
@@ -178,8 +246,10 @@ TarScan scan_tar(const std::string& path) {
       m.size = size;
       scan.members.push_back(std::move(m));
       long_name.clear();
+      pax_size = false;
     } else {
-      long_name.clear();  // directories, links, pax globals: not samples
+      long_name.clear();  // directories, links: not samples
+      pax_size = false;
     }
     // A next header beyond the buffered chunk is read fresh at its offset: large payloads are
     // jumped over, never read.

@@ -46,6 +46,13 @@ def _stream(device) -> int:
     return torch.cuda.current_stream(device).cuda_stream
 
 
+def batch_in_id_order(ids, loss, memory=None):
+    """The batch stably sorted by id, and each entry's position in the caller's batch: the update
+    kernel applies each run of equal ids in one thread, in call order (device ops, no host sync)."""
+    ids_sorted, order = torch.sort(ids, stable=True)
+    return ids_sorted, loss[order], None if memory is None else memory[order], order
+
+
 class CudaScoreStore:
     """Per-sample pruning state on a GPU. Field properties (``loss``, ``weight``, ...) return host
     numpy copies for inspection; the device tensors are ``stats``, ``times``, ``weights``."""
@@ -109,13 +116,14 @@ class CudaScoreStore:
         mem_t = None if memory is None else self._on_device(memory, "memory", torch.float32)
         if mem_t is not None and mem_t.shape[0] != ids_t.shape[0]:
             raise ValueError(f"memory has {mem_t.shape[0]} entries but ids has {ids_t.shape[0]}")
+        ids_t, loss_t, mem_t, order = batch_in_id_order(ids_t, loss_t, mem_t)
         with torch.cuda.device(self.device):
             self._ext.update(ids_t.data_ptr(), loss_t.data_ptr(), 0 if mem_t is None else mem_t.data_ptr(),
-                             ids_t.shape[0], self.stats.data_ptr(), self.num_samples, decay,
+                             order.data_ptr(), ids_t.shape[0], self.stats.data_ptr(), self.num_samples, decay,
                              nonfinite == "skip", self._error.data_ptr(), self._skipped.data_ptr(),
                              _stream(self.device))
         # The kernel reads these tensors later on the stream: keep them alive until it has.
-        for t in (ids_t, loss_t, mem_t):
+        for t in (ids_t, loss_t, mem_t, order):
             if t is not None:
                 t.record_stream(torch.cuda.current_stream(self.device))
 
@@ -224,17 +232,21 @@ class CudaScoreStore:
         else:
             raise KeyError(name)
 
-    def copy_to(self, host) -> None:
+    def copy_to(self, host, epoch: int | None = None) -> None:
         """Write this state into a CPU ScoreStore of the same size (e.g. the memory-mapped file
-        DataLoader workers read): one device-to-host copy per array. Synchronises."""
+        DataLoader workers read): one device-to-host copy per array, then one write of the host
+        arrays under the store's epoch stamp (`epoch`), so a reader never sees a mix. Synchronises."""
         if len(host) != self.num_samples:
             raise ValueError(f"host store has {len(host)} samples, this one {self.num_samples}")
         self.check()
         stats = self.stats.cpu().numpy()
-        for name, column in _FIELDS.items():
-            getattr(host, name)[:] = stats[:, column]
-        host.times_selected[:] = self.times.cpu().numpy().view(np.uint32)
-        host.weight[:] = self.weights.cpu().numpy()
+        times = self.times.cpu().numpy().view(np.uint32)
+        weights = self.weights.cpu().numpy()
+        with host.writing_weights(epoch):
+            for name, column in _FIELDS.items():
+                getattr(host, name)[:] = stats[:, column]
+            host.times_selected[:] = times
+            host.weight[:] = weights
 
     def to_host(self):
         """A CPU ScoreStore holding a copy of this state."""

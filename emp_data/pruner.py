@@ -80,7 +80,7 @@ class Pruner:
                 store = CudaScoreStore(self.num_samples, self.device)
             if store_path is not None:
                 self._mirror = ScoreStore(self.num_samples, path=store_path)
-                store.copy_to(self._mirror)
+                store.copy_to(self._mirror, None)
         elif self.device is not None and self.device.type != "cpu":
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         if store is None:
@@ -139,7 +139,7 @@ class Pruner:
             ids_t, weights_t, info = self.store.select(self._config(epoch), self.seed, epoch, count)
             ids, weights = ids_t.cpu().numpy(), weights_t.cpu().numpy()   # one copy per epoch, for samplers
             if self._mirror is not None:
-                self.store.copy_to(self._mirror)                          # what DataLoader workers read
+                self.store.copy_to(self._mirror, epoch)                   # what DataLoader workers read
         else:
             ids, weights, info = self.store._core.select(self._config(epoch), self.seed, epoch, count)
         if count:
@@ -367,13 +367,15 @@ class Pruner:
             if src.shape != (self.num_samples,):
                 raise ValueError(f"state store array {name!r} has shape {src.shape}")
         self._apply_meta(state)
-        for name in _STORE_FIELDS:
-            if self.on_gpu:
+        if self.on_gpu:
+            for name in _STORE_FIELDS:
                 self.store.set_field(name, np.asarray(arrays[name]))
-            else:
-                getattr(self.store, name)[:] = np.asarray(arrays[name])
+        else:
+            with self.store.writing_weights(self.epoch):     # stream workers see the old state or this one
+                for name in _STORE_FIELDS:
+                    getattr(self.store, name)[:] = np.asarray(arrays[name])
         if self._mirror is not None:
-            self.store.copy_to(self._mirror)
+            self.store.copy_to(self._mirror, self.epoch)
 
     def _apply_meta(self, meta: dict) -> None:
         self.policy = make_policy(meta["policy"], **meta["policy_options"])
@@ -391,7 +393,13 @@ class Pruner:
             self._gpu_skipped_base = meta["nonfinite_skipped"] - self.store.skipped
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write config, bookkeeping and the store to one checksummed file, atomically."""
+        """Write config, bookkeeping and the store to one checksummed file, atomically. Refuses the
+        live file that DataLoader workers read (`store_path`, under any name): replacing it would
+        cut the workers and this process off from each other."""
+        live = self._mirror if self._mirror is not None else self.store
+        if getattr(live, "path", None) is not None and live.is_file(path):
+            raise ValueError(f"cannot save the Pruner onto its live store file '{os.fspath(path)}' (store_path "
+                             f"{live.path!r}); save checkpoints to another path")
         self.store.save(path, metadata=json.dumps(self._meta()).encode())
 
     @classmethod

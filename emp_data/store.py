@@ -1,6 +1,7 @@
 """ScoreStore: the per-sample state of dynamic pruning, 24 bytes a sample, owned or memory-mapped."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -10,6 +11,9 @@ from ._validate import as_count, as_ema_decay, as_ids, as_nonfinite_mode, as_val
 
 # Largest supported sample count; well above 2**32 - 1 (ids are int64 everywhere).
 MAX_SAMPLES = 2**48
+assert MAX_SAMPLES == _C.MAX_SAMPLES
+# How long a reader waits for a weights write (a select) in another process before calling it dead.
+WRITE_TIMEOUT_S = 120.0
 
 _ERRORS = {1: "id out of range", 2: "non-finite loss", 3: "non-finite memory value"}
 
@@ -48,10 +52,39 @@ class ScoreStore:
         return cls(0, _core=_wrap_io(_C.Store.load, os.fspath(path)))
 
     def save(self, path: str | os.PathLike, metadata: bytes = b"") -> None:
-        """Write a checksummed snapshot to `path` atomically (temp file, fsync, rename)."""
+        """Write a checksummed snapshot to `path` atomically (temp file, fsync, rename). Refuses the
+        store's own memory-mapped file under any name (compared by device and inode)."""
         if not isinstance(metadata, (bytes, bytearray)):
             raise TypeError("metadata must be bytes")
         _wrap_io(self._core.save, os.fspath(path), bytes(metadata))
+
+    def is_file(self, path: str | os.PathLike) -> bool:
+        """True when `path` (any spelling, a symlink) is the file this store is mapped from."""
+        return self._core.same_file_as(os.fspath(path))
+
+    # --- the epoch stamp: which epoch's weights the store holds, read consistently across processes
+    @contextlib.contextmanager
+    def writing_weights(self, epoch: int | None):
+        """Bracket a write of the weights (a resume, a host copy): readers in other processes wait
+        until it is done, then see `epoch` stamped (None: no epoch)."""
+        self._core.begin_weights_write()
+        done = False
+        try:
+            yield
+            done = True
+        finally:
+            self._core.end_weights_write(-1 if (epoch is None or not done) else int(epoch))
+
+    def epoch_stamp(self, timeout: float = WRITE_TIMEOUT_S) -> int | None:
+        """The epoch whose weights the store holds (None: none selected), once no write is under way."""
+        epoch = _wrap_io(self._core.stamped_epoch, float(timeout))
+        return None if epoch < 0 else epoch
+
+    def read_weights(self, lo: int, hi: int, timeout: float = WRITE_TIMEOUT_S):
+        """(epoch or None, a copy of weight[lo:hi]) from one consistent epoch: a select running in
+        another process is waited out, never seen half-written."""
+        epoch, weights = _wrap_io(self._core.read_weights, int(lo), int(hi), float(timeout))
+        return (None if epoch < 0 else epoch), weights
 
     @property
     def metadata(self) -> bytes:
@@ -134,7 +167,8 @@ class ScoreStore:
 
 
 def _wrap_io(fn, *args):
-    """C++ file errors arrive as RuntimeError; they are the caller's bad input, so ValueError."""
+    """A bad file (foreign, corrupt, truncated, another version) arrives from C++ as RuntimeError: the
+    caller's bad input, so ValueError. I/O failures (missing file, disk full) stay OSError."""
     try:
         return fn(*args)
     except RuntimeError as exc:

@@ -16,6 +16,7 @@ the first dot of the basename form one sample; the rest of the name, lower-cased
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,7 +32,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from . import _C
 from .pruner import Pruner
-from .store import ScoreStore
+from ._validate import as_count
+from .store import MAX_SAMPLES, ScoreStore
 from .wids_index import WidsIndex, looks_like_json
 
 INDEX_FORMAT = "emp_data.shard_index"
@@ -83,7 +85,7 @@ class ShardIndex:
 
     def sample_key(self, sample_id: int) -> str:
         ko = self._a["key_offsets"]
-        return bytes(self._a["keys"][ko[sample_id]:ko[sample_id + 1]]).decode()
+        return _decode_name(bytes(self._a["keys"][ko[sample_id]:ko[sample_id + 1]]))
 
     def sample_members(self, sample_id: int):
         """[(field, offset, size), ...] of one sample."""
@@ -92,7 +94,7 @@ class ShardIndex:
         exts = self._a["exts"]
         out = []
         for m in range(int(fm[sample_id]), int(fm[sample_id + 1])):
-            out.append((bytes(exts[eo[m]:eo[m + 1]]).decode(), int(self._a["member_offset"][m]),
+            out.append((_decode_name(bytes(exts[eo[m]:eo[m + 1]])), int(self._a["member_offset"][m]),
                         int(self._a["member_size"][m])))
         return out
 
@@ -100,12 +102,8 @@ class ShardIndex:
     def save(self, path) -> None:
         path = os.fspath(path)
         meta = dict(self.meta, checksum=_arrays_checksum(self._a))
-        tmp = f"{path}.tmp.{os.getpid()}"
-        with open(tmp, "wb") as f:
-            np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **self._a)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _write_atomically(path, lambda f: np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                                                   **self._a))
 
     @classmethod
     def load(cls, path, check_shards: bool = True) -> "ShardIndex":
@@ -138,6 +136,37 @@ class ShardIndex:
             if st.st_size != shard["size"] or st.st_mtime_ns != shard["mtime_ns"]:
                 raise ValueError(f"shard '{shard['url']}' changed since the index was built (size {st.st_size} vs "
                                  f"{shard['size']}, mtime {st.st_mtime_ns} vs {shard['mtime_ns']}); rebuild the index")
+
+
+def _decode_name(raw: bytes) -> str:
+    """A member name as Python's tarfile (and so webdataset) gives it: UTF-8, undecodable bytes kept
+    as surrogate escapes, so a non-UTF-8 name is a sample like any other, never a TypeError."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _encode_name(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _write_atomically(path: str, write) -> None:
+    """`write(file)` into a temp file beside `path`, fsync, rename over `path`, fsync the folder.
+    On any failure (a full disk) the temp file is removed and `path` is left as it was."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _arrays_checksum(arrays: dict) -> str:
@@ -247,31 +276,52 @@ class KeyTable:
     """
 
     def __init__(self, max_samples: int, path=None, *, key_bytes: int = 128, _hash_bits: int = 64):
-        max_samples = int(max_samples)
-        if max_samples <= 0:
-            raise ValueError(f"max_samples must be positive, got {max_samples}")
+        max_samples = as_count(max_samples, "max_samples", minimum=1, maximum=MAX_SAMPLES)
+        key_bytes = as_count(key_bytes, "key_bytes", minimum=24, maximum=65536)
         self.path = None if path is None else os.fspath(path)
-        if self.path is None:
-            self._table = _C.KeyTable.create_anonymous(max_samples, int(key_bytes), int(_hash_bits))
-        elif os.path.exists(self.path):
-            self._table = _C.KeyTable.open(self.path)
-            if self._table.max_ids != max_samples:
-                raise ValueError(f"key table '{self.path}' numbers {self._table.max_ids} samples, not {max_samples}; "
-                                 "delete it to renumber for this pruner")
-        else:
-            self._table = _C.KeyTable.create(self.path, max_samples, int(key_bytes), int(_hash_bits))
+        self.existed = self.path is not None and os.path.exists(self.path)
+        try:
+            if self.path is None:
+                self._table = _C.KeyTable.create_anonymous(max_samples, key_bytes, int(_hash_bits))
+            elif self.existed:
+                self._table = _C.KeyTable.open(self.path)
+            else:
+                self._table = _C.KeyTable.create(self.path, max_samples, key_bytes, int(_hash_bits))
+        except RuntimeError as exc:      # a foreign, corrupt or crafted file: the caller's bad input
+            raise ValueError(str(exc)) from None
+        if self._table.max_ids != max_samples:
+            raise ValueError(f"key table '{self.path}' numbers {self._table.max_ids} samples, not {max_samples}; "
+                             "delete it to renumber for this pruner")
 
     def id_of(self, url: str, key: str) -> int:
         """The id of (url, key), numbering it if new. ValueError once more distinct samples appear
         than `max_samples` (the pruner's size)."""
-        return self._table.id_of(url, key)
+        return self._table.id_of(_encode_name(url), _encode_name(key))
 
     def find(self, url: str, key: str) -> int:
         """The id of (url, key), or -1 if it has not been seen."""
-        return self._table.find(url, key)
+        return self._table.find(_encode_name(url), _encode_name(key))
+
+    def flush(self) -> None:
+        """Write the table to its file (msync): the ids handed out so far survive a power loss."""
+        self._table.flush()
+
+    @property
+    def clean(self) -> bool:
+        """True when the table was flushed and nothing was inserted since."""
+        return self._table.clean
+
+    def recover(self) -> int:
+        """After a crash: turn inserts that never finished into tombstones (their keys get fresh ids)
+        and check every id; ValueError if the table is inconsistent (delete it to renumber). Call
+        it only while no other process uses the table. Returns the number of slots repaired."""
+        try:
+            return self._table.recover()
+        except RuntimeError as exc:
+            raise ValueError(str(exc)) from None
 
     def key_of(self, sample_id: int) -> str:
-        return self._table.key_of(int(sample_id))
+        return _decode_name(self._table.key_of(int(sample_id)))
 
     def __len__(self) -> int:
         return len(self._table)
@@ -293,6 +343,7 @@ class KeyTable:
 
     def __setstate__(self, state):
         self.path = state["path"]
+        self.existed = True
         self._table = _C.KeyTable.open(self.path)
 
 
@@ -371,9 +422,17 @@ class PrunedIterableDataset(IterableDataset):
                 self.key_table = KeyTable(pruner.num_samples, key_table)
             if self.key_table.max_samples != pruner.num_samples:
                 raise ValueError(f"key table numbers {self.key_table.max_samples} samples, the pruner {pruner.num_samples}")
+            if self.key_table.existed and not self.key_table.clean:
+                # Reopened after a crash (not flushed since its last insert): finish or void what a
+                # killed process left half-done, and check every id, before any worker starts.
+                repaired = self.key_table.recover()
+                if repaired:
+                    warnings.warn(f"key table '{self.key_table.path}': {repaired} insert(s) cut short by a crash "
+                                  "were voided; those keys get fresh ids", stacklevel=2)
         self.epoch = 0
         self._start = (0, 0)        # (shard position, sample offset) to resume from
         self._position = (0, 0)
+        self._finished = None        # the last epoch this copy of the stream read to its end
         self.skipped_shards = 0
         self.duplicate_keys = 0      # samples whose (url, key) already appeared in the same shard pass
         self._pass_url, self._pass_ids = None, set()
@@ -409,18 +468,33 @@ class PrunedIterableDataset(IterableDataset):
         self._start = (int(state["shard"]), int(state["sample"]))
 
     # --- iteration
-    def _weights(self) -> np.ndarray:
+    def _weights(self) -> "_EpochWeights":
+        """This epoch's weights. In the training process they are the pruner's (selected here if
+        needed). A DataLoader worker reads the pruner's memory-mapped store and takes the epoch from
+        its stamp, so persistent workers follow `set_epoch` and a resume made in the main process."""
         in_worker = get_worker_info() is not None
         if self.pruner is not None and not in_worker:
             if self.pruner.epoch != self.epoch:
                 self.pruner.select(self.epoch)
-            return self.pruner.store.weight
+            return _EpochWeights(self.epoch, array=self.pruner.store.weight)
         # A worker always reads the shared file: a forked copy of an in-memory store would be a
         # snapshot that silently goes stale (persistent workers).
         if self.store_path is None:
             raise ValueError("DataLoader workers cannot see an in-memory store: create the Pruner with "
                              "store_path= so its keep flags are shared through a memory-mapped file")
-        return ScoreStore.open(self.store_path, readonly=True).weight
+        store = ScoreStore.open(self.store_path, readonly=True)
+        stamp = store.epoch_stamp()
+        if stamp is None:
+            raise ValueError(f"no epoch is selected in the store '{self.store_path}': call stream.set_epoch(epoch) "
+                             "(or pruner.select(epoch)) in the training process before iterating")
+        if stamp != self.epoch:
+            # The trainer selected another epoch than this copy of the stream knows (persistent
+            # workers, or a resume): the store wins; a saved position only holds for its own epoch.
+            self.epoch, self._start = stamp, (0, 0)
+        elif self._finished == stamp and self._start == (0, 0):
+            warnings.warn(f"epoch {stamp} is read a second time by this worker: the store still holds its "
+                          "selection. Call stream.set_epoch(epoch) before each epoch", stacklevel=3)
+        return _EpochWeights(stamp, store=store)
 
     def _my_shards(self) -> list[int]:
         order = np.arange(len(self.urls))
@@ -462,6 +536,9 @@ class PrunedIterableDataset(IterableDataset):
         self._end_epoch()
 
     def _end_epoch(self):
+        self._finished = self.epoch
+        if self.key_table is not None:
+            self.key_table.flush()   # the ids of this pass survive a power loss
         if self.pruner is not None and get_worker_info() is None:
             self.epoch += 1
 
@@ -487,13 +564,14 @@ class PrunedIterableDataset(IterableDataset):
     def _indexed_shard(self, pos, shard, first, weights):
         url = self.urls[shard]
         lo, hi = self._index.shard_range(shard)
-        kept = np.flatnonzero(weights[lo + first:hi] > 0) + first
+        shard_weights = weights.slice(lo, hi)
+        kept = np.flatnonzero(shard_weights[first:] > 0) + first
         fd = os.open(url, os.O_RDONLY)
         try:
             for j in kept.tolist():
                 sid = lo + j
                 sample = {"__key__": self._index.sample_key(sid), "__url__": url, "__id__": sid,
-                          "__weight__": np.float32(weights[sid])}
+                          "__weight__": np.float32(shard_weights[j])}
                 for ext, off, size in self._index.sample_members(sid):
                     data = os.pread(fd, size, off)
                     if len(data) != size:
@@ -561,9 +639,10 @@ class PrunedIterableDataset(IterableDataset):
         index; otherwise it comes from the key table."""
         if sid is None:
             sid = self._key_table_id(url, key)
-        if not weights[sid] > 0:
+        w = weights.at(sid)
+        if not w > 0:
             return None
-        return {"__key__": key, "__url__": url, "__id__": sid, "__weight__": np.float32(weights[sid])}
+        return {"__key__": key, "__url__": url, "__id__": sid, "__weight__": np.float32(w)}
 
     def _key_table_id(self, url, key) -> int:
         try:
@@ -593,6 +672,31 @@ class PrunedIterableDataset(IterableDataset):
     def key_collisions(self) -> int:
         """Distinct keys whose 64-bit hash collided with an earlier key (kept apart; 0 with an index)."""
         return self.key_table.collisions if self.key_table is not None else 0
+
+
+class _EpochWeights:
+    """One epoch's loss weights as a stream reads them: the training process's own array, or the
+    shared store file, read under its epoch stamp so that a select in another process is waited out
+    (never seen half-written) and a change of epoch mid-read is an error, not a silent mix."""
+
+    def __init__(self, epoch: int, *, array: np.ndarray | None = None, store: ScoreStore | None = None):
+        self.epoch, self._array, self._store = epoch, array, store
+
+    def slice(self, lo: int, hi: int) -> np.ndarray:
+        if self._array is not None:
+            return self._array[lo:hi]
+        epoch, weights = self._store.read_weights(lo, hi)
+        self._check(epoch)
+        return weights
+
+    def at(self, sample_id: int) -> float:
+        return float(self.slice(sample_id, sample_id + 1)[0])
+
+    def _check(self, epoch):
+        if epoch != self.epoch:
+            raise RuntimeError(f"the store now holds epoch {epoch}'s selection while this DataLoader worker is still "
+                               f"reading epoch {self.epoch}: call stream.set_epoch (or pruner.select) only between "
+                               "epochs, after the loader has been read to its end")
 
 
 def _members_with_data(tar):

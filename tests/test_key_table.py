@@ -55,13 +55,13 @@ def test_file_table_persists_and_refuses_bad_files(tmp_path):
     raw = bytearray(path.read_bytes())
     raw[40] ^= 0xFF
     (tmp_path / "corrupt.keys").write_bytes(bytes(raw))
-    with pytest.raises(RuntimeError, match="corrupt header"):
+    with pytest.raises(ValueError, match="corrupt header"):
         KeyTable(100, tmp_path / "corrupt.keys")
     (tmp_path / "short.keys").write_bytes(bytes(raw[:5000]))
-    with pytest.raises(RuntimeError, match="corrupt header|truncated"):
+    with pytest.raises(ValueError, match="corrupt header|truncated"):
         KeyTable(100, tmp_path / "short.keys")
     (tmp_path / "foreign.keys").write_bytes(b"\0" * 8192)
-    with pytest.raises(RuntimeError, match="not an emp_data key table"):
+    with pytest.raises(ValueError, match="not an emp_data key table"):
         KeyTable(100, tmp_path / "foreign.keys")
     with pytest.raises(ValueError, match="cannot be sent to another process"):
         import pickle

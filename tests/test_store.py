@@ -167,7 +167,7 @@ def test_wrong_or_damaged_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match="data checksum mismatch"):
         ScoreStore.load(data)
 
-    with pytest.raises(ValueError, match="cannot open"):
+    with pytest.raises(FileNotFoundError, match="cannot open"):   # I/O trouble is OSError, with its errno
         ScoreStore.open(tmp_path / "missing.emp")
 
 

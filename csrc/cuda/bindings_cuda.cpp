@@ -42,10 +42,12 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def("reset", [](uintptr_t stats, uintptr_t times, uintptr_t weight, int64_t n, uintptr_t stream) {
     reset(ptr<float>(stats), ptr<int32_t>(times), ptr<float>(weight), n, stream);
   });
-  m.def("update", [](uintptr_t ids, uintptr_t loss, uintptr_t memory, int64_t count, uintptr_t stats, int64_t n,
-                     float ema_decay, bool skip_nonfinite, uintptr_t error, uintptr_t skipped, uintptr_t stream) {
-    update(ptr<const int64_t>(ids), ptr<const float>(loss), ptr<const float>(memory), count, ptr<float>(stats), n,
-           ema_decay, skip_nonfinite, ptr<unsigned long long>(error), ptr<unsigned long long>(skipped), stream);
+  m.def("update", [](uintptr_t ids, uintptr_t loss, uintptr_t memory, uintptr_t order, int64_t count, uintptr_t stats,
+                     int64_t n, float ema_decay, bool skip_nonfinite, uintptr_t error, uintptr_t skipped,
+                     uintptr_t stream) {
+    update(ptr<const int64_t>(ids), ptr<const float>(loss), ptr<const float>(memory), ptr<const int64_t>(order), count,
+           ptr<float>(stats), n, ema_decay, skip_nonfinite, ptr<unsigned long long>(error),
+           ptr<unsigned long long>(skipped), stream);
   });
   m.def("gather_weights", [](uintptr_t weight, int64_t n, uintptr_t ids, int64_t count, uintptr_t out,
                              uintptr_t stream) {

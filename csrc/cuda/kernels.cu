@@ -103,44 +103,53 @@ __device__ inline float score_of(const float* stats, int64_t i, ScoreParams p) {
 __global__ void reset_kernel(float* stats, int32_t* times, float* weight, int64_t n) {
   const float nan = __int_as_float(0x7fc00000);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    stats[4 * i] = stats[4 * i + 1] = stats[4 * i + 2] = stats[4 * i + 3] = nan;
+    stats[4 * i] = stats[4 * i + 1] = stats[4 * i + 2] = nan;
+    stats[4 * i + 3] = 0.0f;  // loss_var: 0 as on the CPU (store.cpp reset)
     times[i] = 0;
     weight[i] = 1.0f;
   }
 }
 
-__global__ void update_kernel(const int64_t* ids, const float* loss, const float* memory, int64_t count, float* stats,
-                              int64_t n, float ema_decay, bool skip_nonfinite, unsigned long long* error,
-                              unsigned long long* skipped) {
+// The batch arrives sorted by id (stable, so equal ids keep their call order) with `order` holding
+// each entry's position in the caller's batch. The thread at the start of a run of equal ids applies
+// the whole run in order: no two threads ever touch one sample, and duplicates (normal with padding
+// plus all-gather) are applied exactly as on the CPU, every value seen, the last write winning.
+__global__ void update_kernel(const int64_t* ids, const float* loss, const float* memory, const int64_t* order,
+                              int64_t count, float* stats, int64_t n, float ema_decay, bool skip_nonfinite,
+                              unsigned long long* error, unsigned long long* skipped) {
   const float alpha = __fsub_rn(1.0f, ema_decay);
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < count; j += int64_t(gridDim.x) * blockDim.x) {
     const int64_t id = ids[j];
-    if (id < 0 || id >= n) {
-      atomicMin(error, (static_cast<unsigned long long>(j) << 2) | 1ull);
-      continue;
+    if (j > 0 && ids[j - 1] == id) continue;  // inside a run: its first thread applies it
+    for (int64_t k = j; k < count && ids[k] == id; ++k) {
+      const unsigned long long where = static_cast<unsigned long long>(order[k]);
+      if (id < 0 || id >= n) {
+        atomicMin(error, (where << 2) | 1ull);
+        continue;
+      }
+      const float x = loss[k];
+      const float m = memory != nullptr ? memory[k] : __int_as_float(0x7fc00000);
+      const bool bad_loss = !isfinite(x), bad_mem = memory != nullptr && !isfinite(m);
+      if (bad_loss || bad_mem) {
+        if (skip_nonfinite)
+          atomicAdd(skipped, 1ull);
+        else
+          atomicMin(error, (where << 2) | (bad_loss ? 2ull : 3ull));
+        continue;
+      }
+      float* s = stats + 4 * id;
+      if (isnan(s[2])) {
+        s[2] = x;
+        s[3] = 0.0f;
+      } else {
+        // Same EMA as the CPU (store.cpp), one rounding per operation.
+        const float d = __fsub_rn(x, s[2]);
+        s[2] = __fadd_rn(s[2], __fmul_rn(alpha, d));
+        s[3] = __fmul_rn(ema_decay, __fadd_rn(s[3], __fmul_rn(__fmul_rn(alpha, d), d)));
+      }
+      s[0] = x;
+      if (memory != nullptr) s[1] = m;
     }
-    const float x = loss[j];
-    const float m = memory != nullptr ? memory[j] : __int_as_float(0x7fc00000);
-    const bool bad_loss = !isfinite(x), bad_mem = memory != nullptr && !isfinite(m);
-    if (bad_loss || bad_mem) {
-      if (skip_nonfinite)
-        atomicAdd(skipped, 1ull);
-      else
-        atomicMin(error, (static_cast<unsigned long long>(j) << 2) | (bad_loss ? 2ull : 3ull));
-      continue;
-    }
-    float* s = stats + 4 * id;
-    if (isnan(s[2])) {
-      s[2] = x;
-      s[3] = 0.0f;
-    } else {
-      // Same EMA as the CPU (store.cpp), one rounding per operation.
-      const float d = __fsub_rn(x, s[2]);
-      s[2] = __fadd_rn(s[2], __fmul_rn(alpha, d));
-      s[3] = __fmul_rn(ema_decay, __fadd_rn(s[3], __fmul_rn(__fmul_rn(alpha, d), d)));
-    }
-    s[0] = x;
-    if (memory != nullptr) s[1] = m;
   }
 }
 
@@ -471,7 +480,8 @@ __global__ void finish_gather_kernel(const int64_t* ids, int64_t count, const fl
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < count; j += int64_t(gridDim.x) * blockDim.x) {
     const int64_t id = ids[j];
     weights_out[j] = weight[id];
-    if (times != nullptr) times[id] += 1;  // ids are distinct: no race
+    // ids are distinct: no race. Saturating at UINT32_MAX (the bits the CPU's uint32 counter stops at).
+    if (times != nullptr && static_cast<uint32_t>(times[id]) != 0xFFFFFFFFu) times[id] += 1;
   }
 }
 
@@ -487,12 +497,12 @@ void reset(float* stats, int32_t* times, float* weight, int64_t n, uintptr_t str
   check(cudaGetLastError(), "reset");
 }
 
-void update(const int64_t* ids, const float* loss, const float* memory, int64_t count, float* stats, int64_t n,
-            float ema_decay, bool skip_nonfinite, unsigned long long* error, unsigned long long* skipped,
-            uintptr_t stream) {
+void update(const int64_t* ids, const float* loss, const float* memory, const int64_t* order, int64_t count,
+            float* stats, int64_t n, float ema_decay, bool skip_nonfinite, unsigned long long* error,
+            unsigned long long* skipped, uintptr_t stream) {
   if (count == 0) return;
-  update_kernel<<<grid_for(count), kThreads, 0, as_stream(stream)>>>(ids, loss, memory, count, stats, n, ema_decay,
-                                                                     skip_nonfinite, error, skipped);
+  update_kernel<<<grid_for(count), kThreads, 0, as_stream(stream)>>>(ids, loss, memory, order, count, stats, n,
+                                                                     ema_decay, skip_nonfinite, error, skipped);
   check(cudaGetLastError(), "update");
 }
 

@@ -21,7 +21,7 @@ struct ScoreParams {
   float c = 1.0f;     // Ucb
 };
 
-// Fills stats with NaN, times with 0, weight with 1.
+// Fills loss, memory and loss_mean with NaN, loss_var with 0 (as the CPU), times with 0, weight with 1.
 void reset(float* stats, int32_t* times, float* weight, int64_t n, uintptr_t stream);
 
 // Writes the batch into stats with the same arithmetic as the CPU update (no fused multiply-add),
@@ -30,10 +30,12 @@ void reset(float* stats, int32_t* times, float* weight, int64_t n, uintptr_t str
 // smallest position winning (atomicMin); code 1 id out of range, 2 non-finite loss, 3 non-finite
 // memory. *error must hold UINT64_MAX when nothing is wrong; the host reads it at the next
 // synchronising call. Skipped entries (skip_nonfinite) are counted in *skipped.
-// Duplicate ids inside one call are applied in an unspecified order (the CPU applies call order).
-void update(const int64_t* ids, const float* loss, const float* memory, int64_t count, float* stats, int64_t n,
-            float ema_decay, bool skip_nonfinite, unsigned long long* error, unsigned long long* skipped,
-            uintptr_t stream);
+// The batch must be sorted by id, stably (equal ids in call order), with `order` the caller's
+// position of each entry (for error positions): duplicate ids are then applied in call order, as on
+// the CPU, by one thread per run of equal ids.
+void update(const int64_t* ids, const float* loss, const float* memory, const int64_t* order, int64_t count,
+            float* stats, int64_t n, float ema_decay, bool skip_nonfinite, unsigned long long* error,
+            unsigned long long* skipped, uintptr_t stream);
 
 // Gathers weight[ids] into out (1 where the id is out of range or pruned): the loss weights of a batch.
 void gather_weights(const float* weight, int64_t n, const int64_t* ids, int64_t count, float* out, uintptr_t stream);
