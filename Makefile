@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo test bench sanitize cuda cuda-sanitize clean
+.PHONY: install demo test bench sanitize fuzz cuda cuda-sanitize clean
 
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*) $(wildcard emp_data/*.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,35 @@ sanitize: install
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(PY) -m pytest -q -p no:cacheprovider tests
 	rm -f emp_data/_C*.so
+
+# Coverage-guided fuzzing of every parser of untrusted bytes, FUZZ_SECONDS per target: the C++ tar
+# scanner, store file and key-table file (libFuzzer through clang, with ASan+UBSan), and the Python
+# shard-index and wids JSON readers (atheris). New inputs are merged, minimised, into fuzz/corpus/,
+# which every test run replays (tests/test_fuzz_corpus.py); crashes land in build/fuzz/crashes/.
+FUZZ_SECONDS ?= 600
+FUZZ_CXX ?= $(shell command -v clang++ || command -v clang++-14)
+FUZZ_FLAGS := -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+  -DEMP_KEY_TABLE_PUBLISH_TIMEOUT_MS=0 -Icsrc
+fuzz: install
+	@test -n "$(FUZZ_CXX)" || { echo "make fuzz needs clang (apt-get install clang libfuzzer-14-dev)"; exit 1; }
+	$(PIP) install -q atheris
+	mkdir -p build/fuzz/crashes
+	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_tar.cpp csrc/tar_index.cpp -o build/fuzz/fuzz_tar
+	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_store.cpp csrc/store.cpp -o build/fuzz/fuzz_store
+	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_key_table.cpp csrc/key_table.cpp -o build/fuzz/fuzz_key_table
+	$(PY) fuzz/make_seeds.py build/fuzz/seeds
+	for t in tar store key_table; do \
+	  mkdir -p build/fuzz/work/$$t fuzz/corpus/$$t && \
+	  build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096 \
+	    -artifact_prefix=build/fuzz/crashes/$$t- build/fuzz/work/$$t fuzz/corpus/$$t build/fuzz/seeds/$$t && \
+	  build/fuzz/fuzz_$$t -merge=1 fuzz/corpus/$$t build/fuzz/work/$$t build/fuzz/seeds/$$t || exit 1; \
+	done
+	for t in shard_index wids_json; do \
+	  mkdir -p build/fuzz/work/$$t fuzz/corpus/$$t && \
+	  $(PY) fuzz/fuzz_python.py $$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	    -artifact_prefix=build/fuzz/crashes/$$t- build/fuzz/work/$$t fuzz/corpus/$$t build/fuzz/seeds/$$t && \
+	  $(PY) fuzz/fuzz_python.py $$t -merge=1 fuzz/corpus/$$t build/fuzz/work/$$t build/fuzz/seeds/$$t || exit 1; \
+	done
 
 # The optional CUDA kernels (needs nvcc and a GPU machine with a CUDA torch), built in place with
 # the current python, then the GPU tests and the GPU benchmark.

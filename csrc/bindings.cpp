@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -237,6 +238,20 @@ PYBIND11_MODULE(_C, m) {
         "The k-th best (key, id) of `keys` (larger key first, then smaller id; key 0 not eligible), by the "
         "radix selection every top-k uses; digit_bits / gather_limit override its plan (0 = default). For tests.");
 
+
+  // Checksums as the file formats compute them: tests craft headers that only the size checks
+  // can refuse.
+  m.def("checksum_bytes", [](const py::bytes& data) {
+    const std::string s = data;
+    return checksum_bytes(reinterpret_cast<const unsigned char*>(s.data()), s.size());
+  });
+  m.def("key_table_header_checksum", [](const py::bytes& data) {
+    const std::string s = data;
+    if (s.size() < sizeof(KeyTableHeader)) throw py::value_error("need the whole header");
+    KeyTableHeader h;
+    std::memcpy(&h, s.data(), sizeof(h));
+    return key_table_header_checksum(h);
+  });
 
   m.def("scan_tar",
         [](const std::string& path) {

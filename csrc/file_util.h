@@ -1,7 +1,9 @@
 // Small POSIX file helpers shared by the store and the key table: error text with errno, a
 // descriptor closed on scope exit, and the pieces of an atomic create (temp file + rename).
 #pragma once
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -53,6 +55,31 @@ struct Fd {
 
 // Unique temp name beside the target so rename() stays on one file system.
 inline std::string temp_path_for(const std::string& path) { return path + ".tmp." + std::to_string(::getpid()); }
+
+// Temp files `<path>.tmp.<pid>` left by writers that were killed (SIGKILL, power loss) are removed
+// when a later write of `path` succeeds; a temp file of a live process is left alone.
+inline void remove_stale_temps(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  const std::string prefix = (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp.";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.compare(0, prefix.size(), prefix) != 0 || name.size() == prefix.size() || name.size() > prefix.size() + 9)
+      continue;
+    long pid = 0;
+    bool digits = true;
+    for (size_t i = prefix.size(); i < name.size(); ++i) {
+      digits = digits && name[i] >= '0' && name[i] <= '9';
+      pid = pid * 10 + (name[i] - '0');
+    }
+    if (!digits || pid == ::getpid()) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // its writer may be alive
+    ::unlink((dir + "/" + name).c_str());
+  }
+  ::closedir(d);
+}
 
 inline void fsync_parent_dir(const std::string& path) {
   const auto slash = path.find_last_of('/');

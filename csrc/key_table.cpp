@@ -34,8 +34,12 @@ constexpr uint64_t kMaxIds = uint64_t(1) << 48;
 constexpr uint64_t kMaxKeyBytes = uint64_t(1) << 16;
 // Arena disk is reserved in steps of this size as keys arrive (the arena is the sparse part).
 constexpr uint64_t kArenaReserveStep = uint64_t(1) << 20;
-// How long a reader waits for a half-written entry before calling it abandoned.
-constexpr auto kPublishTimeout = std::chrono::seconds(10);
+// How long a reader waits for a half-written entry before calling it abandoned (the fuzz build
+// sets 0: a crafted table's half-written slots must not stall it).
+#ifndef EMP_KEY_TABLE_PUBLISH_TIMEOUT_MS
+#define EMP_KEY_TABLE_PUBLISH_TIMEOUT_MS 10000
+#endif
+constexpr auto kPublishTimeout = std::chrono::milliseconds(EMP_KEY_TABLE_PUBLISH_TIMEOUT_MS);
 
 struct Slot {
   uint64_t hash;   // 0 = empty; claimed by compare-and-swap
@@ -51,21 +55,13 @@ struct RecordHead {
 
 uint64_t align8(uint64_t x) { return (x + 7) & ~uint64_t(7); }
 
+// A record {head, key_len bytes} at `offset` lies inside an arena of `limit` bytes (no wrapping).
+bool record_fits(uint64_t offset, uint64_t key_len, uint64_t limit) {
+  return offset <= limit && sizeof(RecordHead) <= limit - offset && key_len <= limit - offset - sizeof(RecordHead);
+}
+
 uint64_t load_acquire(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 
-uint64_t key_table_header_checksum(const KeyTableHeader& h) {
-  // Word by word through memcpy: reading the struct through a uint64_t pointer breaks strict
-  // aliasing, and at -O3 the compiler then sums the header before its uint32 fields are written.
-  unsigned char bytes[offsetof(KeyTableHeader, header_checksum)];
-  std::memcpy(bytes, &h, sizeof(bytes));
-  uint64_t sum = 0;
-  for (size_t i = 0; i < sizeof(bytes) / 8; ++i) {
-    uint64_t word;
-    std::memcpy(&word, bytes + 8 * i, 8);
-    sum = splitmix64(sum ^ word);
-  }
-  return sum;
-}
 
 uint64_t url_hash_of(const std::string& url) { return hash_bytes(url.data(), url.size(), 0x75726CULL); }
 
@@ -103,6 +99,20 @@ void verify_key_table_header(const KeyTableHeader& h, uint64_t size, const std::
 }
 
 }  // namespace
+
+uint64_t key_table_header_checksum(const KeyTableHeader& h) {
+  // Word by word through memcpy: reading the struct through a uint64_t pointer breaks strict
+  // aliasing, and at -O3 the compiler then sums the header before its uint32 fields are written.
+  unsigned char bytes[offsetof(KeyTableHeader, header_checksum)];
+  std::memcpy(bytes, &h, sizeof(bytes));
+  uint64_t sum = 0;
+  for (size_t i = 0; i < sizeof(bytes) / 8; ++i) {
+    uint64_t word;
+    std::memcpy(&word, bytes + 8 * i, 8);
+    sum = splitmix64(sum ^ word);
+  }
+  return sum;
+}
 
 uint64_t hash_bytes(const char* data, size_t len, uint64_t seed) {
   uint64_t h = splitmix64(seed ^ (len * 0x9E3779B97F4A7C15ull));
@@ -286,9 +296,9 @@ uint64_t KeyTable::recover() {
     owned[id] = true;
     const uint64_t entry = entries[id];
     RecordHead head;
-    if (entry == 0 || entry - 1 > used || used - (entry - 1) < sizeof(head)) throw broken("id " + std::to_string(id) + " has no key record");
+    if (entry == 0 || !record_fits(entry - 1, 0, used)) throw broken("id " + std::to_string(id) + " has no key record");
     std::memcpy(&head, base_ + h->arena_offset + entry - 1, sizeof(head));
-    if (head.key_len > used - (entry - 1) - sizeof(head)) throw broken("id " + std::to_string(id) + " has a cut key record");
+    if (!record_fits(entry - 1, head.key_len, used)) throw broken("id " + std::to_string(id) + " has a cut key record");
   }
   if (repaired > 0) __atomic_store_n(counter(3), 0, __ATOMIC_RELEASE);
   return repaired;
@@ -309,7 +319,7 @@ bool KeyTable::entry_matches(uint64_t id, uint64_t url_hash, const std::string& 
   const KeyTableHeader* h = header();
   if (id >= h->max_ids) return false;
   const uint64_t entry = __atomic_load_n(reinterpret_cast<const uint64_t*>(base_ + h->entries_offset) + id, __ATOMIC_ACQUIRE);
-  if (entry == 0 || entry - 1 + sizeof(RecordHead) + key.size() > h->arena_bytes) return false;
+  if (entry == 0 || !record_fits(entry - 1, key.size(), h->arena_bytes)) return false;
   const uint64_t offset = entry - 1;
   RecordHead head;
   std::memcpy(&head, base_ + h->arena_offset + offset, sizeof(head));
@@ -326,10 +336,11 @@ std::string KeyTable::key_of(uint64_t id) const {
     throw std::out_of_range("id " + std::to_string(id) + " was taken by an insert that never finished (a process "
                             "died inserting it); it belongs to no key");
   const uint64_t offset = entry - 1;
+  const std::string corrupt = "key table '" + path_ + "' has a corrupt key record for id " + std::to_string(id);
+  if (!record_fits(offset, 0, h->arena_bytes)) throw std::runtime_error(corrupt);
   RecordHead head;
   std::memcpy(&head, base_ + h->arena_offset + offset, sizeof(head));
-  if (offset + sizeof(head) > h->arena_bytes || head.key_len > h->arena_bytes - offset - sizeof(head))
-    throw std::runtime_error("key table '" + path_ + "' has a corrupt key record for id " + std::to_string(id));
+  if (!record_fits(offset, head.key_len, h->arena_bytes)) throw std::runtime_error(corrupt);
   return std::string(reinterpret_cast<const char*>(base_ + h->arena_offset + offset + sizeof(head)), head.key_len);
 }
 

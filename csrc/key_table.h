@@ -94,6 +94,9 @@ class KeyTable {
   int fd_ = -1;  // kept open to reserve arena disk space as the arena grows (-1: anonymous)
 };
 
+// Checksum of a header's fields (every byte above header_checksum).
+uint64_t key_table_header_checksum(const KeyTableHeader& h);
+
 // 64-bit hash of a byte string (word-wise multiply-xorshift, SplitMix finaliser).
 uint64_t hash_bytes(const char* data, size_t len, uint64_t seed);
 

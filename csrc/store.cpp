@@ -85,6 +85,11 @@ void verify_header(const FileHeader& h, uint64_t file_size, const std::string& p
 
 uint64_t load_u64(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 
+// The epoch a stamp names, -1 for none (0, or a value no epoch can have: a damaged file).
+int64_t epoch_of_stamp(uint64_t stamp) {
+  return stamp == 0 || stamp > uint64_t(INT64_MAX) ? -1 : static_cast<int64_t>(stamp - 1);
+}
+
 // Waits while a weights write is in progress; the even sequence number seen.
 uint64_t wait_even(const LiveHeader* live, double timeout_s) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
@@ -256,7 +261,7 @@ int64_t Store::stamped_epoch(double timeout_s) const {
     const uint64_t seq = wait_even(l, timeout_s);
     const uint64_t stamp = __atomic_load_n(&l->epoch_plus_one, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (load_u64(&l->seq) == seq) return static_cast<int64_t>(stamp) - 1;
+    if (load_u64(&l->seq) == seq) return epoch_of_stamp(stamp);
   }
 }
 
@@ -271,7 +276,7 @@ int64_t Store::read_weights(uint64_t lo, uint64_t hi, float* out, double timeout
     const float* w = weight();
     for (uint64_t i = lo; i < hi; ++i) __atomic_load(&w[i], &out[i - lo], __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (load_u64(&l->seq) == seq) return static_cast<int64_t>(stamp) - 1;
+    if (load_u64(&l->seq) == seq) return epoch_of_stamp(stamp);
   }
 }
 
@@ -329,6 +334,7 @@ void Store::save(const std::string& path, const std::string& metadata) const {
     throw IoError("cannot move file into place", path);
   }
   fsync_parent_dir(path);
+  remove_stale_temps(path);
 }
 
 Store Store::from_file(const std::string& path, bool readonly, bool map) {

@@ -76,12 +76,22 @@ def as_ratio(value, name: str, *, upper_inclusive: bool = False) -> float:
     return value
 
 
-def as_finite(value, name: str, minimum: float | None = None) -> float:
+# Policy coefficients enter float32 score arithmetic (loss + beta * memory, mean + c * std): a
+# coefficient past this bound would turn scores into inf, and then NaN. 1e6 weights a [0, 1] term
+# a million times the loss and still leaves float32 headroom for memory terms up to ~1e32.
+MAX_COEFFICIENT = 1e6
+# Sampling weights are score ** alpha in float64: past 64 even a score of 1e5 overflows.
+MAX_ALPHA = 64.0
+
+
+def as_finite(value, name: str, minimum: float | None = None, maximum: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(float(value)):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     value = float(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum:g}, got {value:g}")
     return value
 
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 from . import _C
-from ._validate import as_finite, as_ratio
+from ._validate import MAX_ALPHA, MAX_COEFFICIENT, as_finite, as_ratio
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class UCB(Policy):
     c: float = 1.0
 
     def __post_init__(self):
-        as_finite(self.c, "c", minimum=0.0)
+        as_finite(self.c, "c", minimum=0.0, maximum=MAX_COEFFICIENT)
 
     def config(self, prune_ratio):
         cfg = self._base(_C.Rule.TOPK, _C.ScoreKind.UCB, prune_ratio)
@@ -122,7 +122,7 @@ class EMP(Policy):
     normalize_entropy: bool = True
 
     def __post_init__(self):
-        as_finite(self.beta, "beta", minimum=0.0)
+        as_finite(self.beta, "beta", minimum=0.0, maximum=MAX_COEFFICIENT)
         if self.mode not in ("soft", "topk"):
             raise ValueError(f"mode must be 'soft' or 'topk', got {self.mode!r}")
         as_ratio(self.epsilon, "epsilon", upper_inclusive=True)
@@ -159,9 +159,9 @@ class Weighted(Policy):
         return self.score == "emp" and self.beta > 0
 
     def __post_init__(self):
-        as_finite(self.alpha, "alpha", minimum=0.0)
-        as_finite(self.beta, "beta", minimum=0.0)
-        as_finite(self.c, "c", minimum=0.0)
+        as_finite(self.alpha, "alpha", minimum=0.0, maximum=MAX_ALPHA)
+        as_finite(self.beta, "beta", minimum=0.0, maximum=MAX_COEFFICIENT)
+        as_finite(self.c, "c", minimum=0.0, maximum=MAX_COEFFICIENT)
         if self.score not in _SCORES:
             raise ValueError(f"score must be one of {sorted(_SCORES)}, got {self.score!r}")
 

@@ -112,15 +112,19 @@ class ShardIndex:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
                 arrays = {k: z[k] for k in z.files if k != "meta"}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - numpy, zipfile and json raise many types on a damaged
+            # file (EOFError, BadZipFile, KeyError, ...); each one means "unreadable"
             raise ValueError(f"'{path}' is not a readable emp_data shard index (corrupt or foreign): {exc}") from None
-        if meta.get("format") != INDEX_FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
             raise ValueError(f"'{path}' is not an emp_data shard index")
         if meta.get("version") != INDEX_VERSION:
             raise ValueError(f"'{path}' is shard index version {meta.get('version')}, this emp_data reads "
                              f"{INDEX_VERSION}; rebuild it with emp_data.build_index")
         if meta.get("checksum") != _arrays_checksum(arrays):
             raise ValueError(f"shard index '{path}' is corrupt (checksum mismatch); rebuild it")
+        problem = _index_problem(meta, arrays)
+        if problem:
+            raise ValueError(f"shard index '{path}' is inconsistent ({problem}); rebuild it")
         index = cls(meta, arrays)
         if check_shards:
             index.check_shards()
@@ -167,6 +171,50 @@ def _write_atomically(path: str, write) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_INDEX_ARRAYS = ("keys", "key_offsets", "exts", "ext_offsets", "member_offset", "member_size",
+                 "sample_first_member", "shard_first_sample")
+
+
+def _index_problem(meta: dict, a: dict) -> str | None:
+    """What makes an index's arrays unusable, or None. The checksum catches bit rot; this catches a
+    file that was written wrong or crafted, before any lookup indexes with its numbers."""
+    shards, n = meta.get("shards"), meta.get("num_samples")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        return f"num_samples {n!r}"
+    if not isinstance(shards, list) or not all(
+            isinstance(sh, dict) and isinstance(sh.get("url"), str) and
+            all(isinstance(sh.get(k), int) and sh.get(k) >= 0 for k in ("size", "num_samples")) for sh in shards):
+        return "the shard list is malformed"
+    for name in _INDEX_ARRAYS:
+        if name not in a or a[name].ndim != 1 or a[name].dtype.kind not in "iu":
+            return f"array {name!r} is missing or not 1-D integers"
+
+    def offsets_ok(name, count, end):
+        o = a[name].astype(np.int64, copy=False)
+        return len(o) == count + 1 and o[0] == 0 and o[-1] == end and bool(np.all(o[1:] >= o[:-1]))
+
+    members = len(a["member_offset"])
+    counts = [sh["num_samples"] for sh in shards]
+    if not offsets_ok("shard_first_sample", len(shards), n) or \
+            not np.array_equal(np.diff(a["shard_first_sample"].astype(np.int64)), np.asarray(counts, np.int64)):
+        return "shard_first_sample disagrees with the shard list"
+    if not offsets_ok("key_offsets", n, len(a["keys"])):
+        return "key_offsets"
+    if not offsets_ok("sample_first_member", n, members) or len(a["member_size"]) != members:
+        return "sample_first_member / member arrays"
+    if not offsets_ok("ext_offsets", members, len(a["exts"])):
+        return "ext_offsets"
+    if members:
+        # Every member inside its shard: the shard of member m is that of its sample.
+        sample_of = np.repeat(np.arange(n), np.diff(a["sample_first_member"].astype(np.int64)))
+        shard_of = np.repeat(np.arange(len(shards)), counts)[sample_of]
+        size = np.asarray([sh["size"] for sh in shards], np.uint64)[shard_of]
+        off, length = a["member_offset"].astype(np.uint64), a["member_size"].astype(np.uint64)
+        if np.any(off > size) or np.any(length > size - np.minimum(off, size)):
+            return "a member lies outside its shard"
+    return None
 
 
 def _arrays_checksum(arrays: dict) -> str:

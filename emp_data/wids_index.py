@@ -46,7 +46,7 @@ class WidsIndex:
         try:
             with open(path, "rb") as f:
                 spec = json.load(f)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:   # RecursionError: deep nesting
             raise ValueError(f"'{path}' is not a wids shard index (not JSON: {exc})") from None
         if not isinstance(spec, dict):
             raise ValueError(f"'{path}' is not a wids shard index (a JSON object is expected)")
@@ -57,12 +57,19 @@ class WidsIndex:
             raise ValueError(f"'{path}' has wids_version {spec.get('wids_version')!r}; this emp_data reads version 1")
         folder = os.path.dirname(os.path.abspath(path))
         entries = [(e, folder) for e in _shardlist(spec.get("shardlist", []), path, "shardlist")]
-        for c, component in enumerate(spec.get("datasets", [])):
-            if not isinstance(component, dict) or "source_url" in component:
+        datasets = spec.get("datasets", [])
+        if not isinstance(datasets, list):
+            raise ValueError(f"'{path}': datasets must be a list, got {type(datasets).__name__}")
+        for c, component in enumerate(datasets):
+            if not isinstance(component, dict):
+                raise ValueError(f"'{path}': datasets[{c}] must be an object, got {type(component).__name__}")
+            if "source_url" in component:
                 raise ValueError(f"'{path}': datasets[{c}] refers to another description (source_url); only "
                                  "inline shardlists are read")
             base = component.get("base")
-            base = folder if base is None else os.path.join(folder, os.fspath(base))
+            if base is not None and (not isinstance(base, str) or "\0" in base):
+                raise ValueError(f"'{path}': datasets[{c}].base must be a folder name, got {base!r}")
+            base = folder if base is None else os.path.join(folder, base)
             shards = _shardlist(component.get("shardlist", []), path, f"datasets[{c}].shardlist")
             entries += [(e, base) for e in shards]
         if not entries:
@@ -70,11 +77,11 @@ class WidsIndex:
         urls, counts = [], []
         for s, (entry, base) in enumerate(entries):
             url, count = entry.get("url"), entry.get("nsamples")
-            if not isinstance(url, str) or not url:
-                raise ValueError(f"'{path}': shard {s} has no url")
+            if not isinstance(url, str) or not url or "\0" in url:
+                raise ValueError(f"'{path}': shard {s} has no url (or not a string path)")
             if "://" in url and not url.startswith("file://"):
                 raise ValueError(f"'{path}': shard {s} is remote ({url}); PrunedIterableDataset reads local shards")
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < 2**48:
                 raise ValueError(f"'{path}': shard {s} ({url}) needs an integer nsamples >= 0, got {count!r}")
             url = url[len("file://"):] if url.startswith("file://") else url
             urls.append(os.path.normpath(os.path.join(base, url)))

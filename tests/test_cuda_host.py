@@ -2,6 +2,8 @@
 fields, persistence) over CPU tensors, with only its kernel calls replaced by the CPU core. This
 checks the Pruner's device="cuda" branches (loss, select, stats, save/load, state dicts) and the
 memory-mapped host copy that feeds DataLoader workers; tests/test_cuda.py checks the kernels."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -137,3 +139,38 @@ def test_resumed_gpu_pruner_refreshes_its_host_copy(kernels_on_cpu, tmp_path):
     dst.load_state_dict(state)
     assert np.array_equal(ScoreStore.open(tmp_path / "w.emp").weight, src.store.weight)
     assert (src.store.weight == 0).sum() == 250
+
+
+def test_gpu_pruner_refuses_to_save_over_its_host_copy_and_stamps_it(kernels_on_cpu, tmp_path):
+    """Pruner.save(pruner.store_path) would rename a snapshot over the file workers have mapped;
+    every select stamps the host copy with its epoch (what workers read)."""
+    pruner = Pruner(300, policy="random", prune_ratio=0.5, seed=2, device="cuda", store_path=tmp_path / "w.emp")
+    assert ScoreStore.open(tmp_path / "w.emp").epoch_stamp() is None
+    pruner.select(4)
+    assert ScoreStore.open(tmp_path / "w.emp").epoch_stamp() == 4
+    os.symlink(tmp_path / "w.emp", tmp_path / "alias.emp")
+    for name in (pruner.store_path, tmp_path / "alias.emp"):
+        with pytest.raises(ValueError, match="live store file"):
+            pruner.save(name)
+    pruner.save(tmp_path / "ckpt.emp")
+    assert Pruner.load(tmp_path / "ckpt.emp").epoch == 4
+
+
+def test_update_batches_reach_the_kernel_sorted_by_id_in_call_order():
+    """The GPU update applies each run of equal ids in one thread, in the order the runs hold: the
+    batch must arrive stably sorted, with each entry's caller position for error reports."""
+    ids = torch.tensor([5, 2, 5, 9, 2, 5])
+    loss = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    mem = loss * 10
+    s_ids, s_loss, s_mem, order = emp_cuda.batch_in_id_order(ids, loss, mem)
+    assert s_ids.tolist() == [2, 2, 5, 5, 5, 9]
+    assert order.tolist() == [1, 4, 0, 2, 5, 3]            # equal ids keep their call order
+    assert s_loss.tolist() == [1.0, 4.0, 0.0, 2.0, 5.0, 3.0] and torch.equal(s_mem, s_loss * 10)
+    # Applied run by run in that order, the result is the CPU store's (duplicates in call order).
+    ref, runs = ScoreStore(10), ScoreStore(10)
+    ref.update(ids.numpy(), loss.numpy(), mem.numpy())
+    for value in s_ids.unique().tolist():
+        at = (s_ids == value).nonzero().flatten()
+        runs.update(s_ids[at].numpy(), s_loss[at].numpy(), s_mem[at].numpy())
+    for field in ("loss", "memory", "loss_mean", "loss_var"):
+        assert np.array_equal(getattr(ref, field), getattr(runs, field), equal_nan=True), field
