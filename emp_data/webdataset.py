@@ -470,9 +470,10 @@ class PrunedIterableDataset(IterableDataset):
                 self.key_table = KeyTable(pruner.num_samples, key_table)
             if self.key_table.max_samples != pruner.num_samples:
                 raise ValueError(f"key table numbers {self.key_table.max_samples} samples, the pruner {pruner.num_samples}")
-            if self.key_table.existed and not self.key_table.clean:
-                # Reopened after a crash (not flushed since its last insert): finish or void what a
-                # killed process left half-done, and check every id, before any worker starts.
+            if self.key_table.existed:
+                # Reopened (a restart, maybe after a crash or a power loss): void what a killed
+                # process left half-done and check every id, before any worker starts. Not only when
+                # the clean flag is off: after a power loss that flag's page may be older than others.
                 repaired = self.key_table.recover()
                 if repaired:
                     warnings.warn(f"key table '{self.key_table.path}': {repaired} insert(s) cut short by a crash "
