@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <limits>
@@ -32,6 +33,7 @@ constexpr uint64_t kAbandoned = std::numeric_limits<uint64_t>::max() - 2;
 // Limits of a table: ids as the store's, keys of at most 64 KiB each on average.
 constexpr uint64_t kMaxIds = uint64_t(1) << 48;
 constexpr uint64_t kMaxKeyBytes = uint64_t(1) << 16;
+constexpr uint64_t kMinArenaBytes = uint64_t(1) << 16;
 // Arena disk is reserved in steps of this size as keys arrive (the arena is the sparse part).
 constexpr uint64_t kArenaReserveStep = uint64_t(1) << 20;
 // How long a reader waits for a half-written entry before calling it abandoned (the fuzz build
@@ -145,7 +147,9 @@ KeyTable KeyTable::map_new(int fd, const std::string& path, uint64_t max_ids, ui
   h.header_bytes = kKeyTableHeaderBytes;
   h.max_ids = max_ids;
   h.slot_count = slots;
-  h.arena_bytes = align8(max_ids * key_bytes);
+  // At least 64 KiB, so a small table still takes a few long keys (the arena file space is
+  // reserved as it fills, so the floor costs nothing until used).
+  h.arena_bytes = std::max(align8(max_ids * key_bytes), kMinArenaBytes);
   if (!layout_of(max_ids, slots, h.arena_bytes, h))
     throw std::invalid_argument("a key table of " + std::to_string(max_ids) + " ids does not fit in a file");
   h.hash_bits = hash_bits;

@@ -164,10 +164,10 @@ def test_sparse_members_are_refused_clearly(tmp_path):
 
 # ------------------------------------------------------------------- 4. key table: failed inserts
 def test_a_failed_insert_takes_no_id_and_no_space(tmp_path):
-    table = KeyTable(10, tmp_path / "t.keys", key_bytes=24)   # 240 arena bytes
+    table = KeyTable(10, tmp_path / "t.keys", key_bytes=24)   # the 64 KiB arena floor
     assert table.id_of("u", "a" * 8) == 0
     with pytest.raises(RuntimeError, match="arena is full"):
-        table.id_of("u", "b" * 400)
+        table.id_of("u", "b" * 70_000)
     assert len(table) == 1                                      # no id for the failed key
     assert [table.id_of("u", k) for k in ("c", "d")] == [1, 2]  # short keys still fit
     assert table.key_of(1) == "c" and table.key_of(2) == "d"
