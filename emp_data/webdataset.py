@@ -1,398 +1,41 @@
-"""Dynamic pruning of WebDataset tar shards: stable sample ids from a header index, and a stream
-that drops pruned samples before any decoder runs (and, with an index, before their bytes are read).
+"""Dynamic pruning of WebDataset tar shards: a stream that drops pruned samples before any decoder
+runs (and, with an index, before their bytes are read).
 
-    index = emp_data.build_index("data/shard-{000000..000099}.tar", out="data/index.empidx")
-    pruner = emp_data.Pruner(index.num_samples, policy="emp", prune_ratio=0.7, epochs=E,
-                             store_path="data/scores.emp")           # shared with loader workers
-    ds = emp_data.PrunedIterableDataset("data/shard-{000000..000099}.tar", pruner, index="data/index.empidx")
-    pipeline = ds.decode() ... or wds.DataPipeline(ds, wds.decode(...), wds.to_tuple(...))
+    import webdataset as wds
+    from emp_data import Pruner
+    from emp_data.webdataset import PrunedIterableDataset, build_index
+
+    index = build_index("data/shard-{000000..000099}.tar", out="data/index.empidx")
+    pruner = Pruner(index.num_samples, policy="emp", prune_ratio=0.7, epochs=E,
+                    store_path="data/scores.emp")                    # shared with loader workers
+    stream = PrunedIterableDataset("data/shard-{000000..000099}.tar", pruner, index="data/index.empidx")
+    pipeline = wds.DataPipeline(stream, wds.decode(), wds.to_tuple("__id__", "npy", "cls"))
     for epoch in range(E):
-        ds.set_epoch(epoch)                                          # selects the epoch's samples
-        for batch in DataLoader(pipeline, batch_size=..., num_workers=...):
-            ...pruner.loss(per_sample, batch["__id__"], logits=logits)
+        stream.set_epoch(epoch)                                      # selects the epoch's samples
+        for ids, x, y in DataLoader(pipeline, batch_size=..., num_workers=...):
+            ...pruner.loss(per_sample, ids, logits=logits)
 
-Sample ids and grouping follow webdataset: consecutive members whose names share the part before
-the first dot of the basename form one sample; the rest of the name, lower-cased, is the field.
+The index (`shard_index`) and the key table (`key_table`) live in their own modules; their public
+names are importable from here too.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
-import re
 import tarfile
 import warnings
-import zipfile
 from typing import Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from . import _C
+from .key_table import KeyTable
 from .pruner import Pruner
-from ._validate import as_count
-from .store import MAX_SAMPLES, ScoreStore
+from .shard_index import ShardIndex, _is_url_list, _split_name, build_index, expand_urls
+from .store import ScoreStore
 from .wids_index import WidsIndex, looks_like_json
 
-INDEX_FORMAT = "emp_data.shard_index"
-INDEX_VERSION = 1
-_KEY_RE = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
-
-
-def expand_urls(urls) -> list[str]:
-    """A list of shard paths from a list, or a brace pattern like 'shard-{000..009}.tar'."""
-    if isinstance(urls, (str, os.PathLike)):
-        from braceexpand import braceexpand
-
-        out = list(braceexpand(os.fspath(urls)))
-    else:
-        out = [os.fspath(u) for u in urls]
-    if not out:
-        raise ValueError("no shard urls given")
-    return out
-
-
-def _is_url_list(source) -> bool:
-    if isinstance(source, (str, os.PathLike)):
-        return True
-    return isinstance(source, (list, tuple)) and all(isinstance(u, (str, os.PathLike)) for u in source)
-
-
-def _split_name(name: str):
-    match = _KEY_RE.match(name)
-    if not match:
-        return None, None
-    return match.group(1), match.group(2).lower()
-
-
-class ShardIndex:
-    """Per-shard sample keys and member offsets/sizes, with global dense ids in shard order."""
-
-    def __init__(self, meta: dict, arrays: dict):
-        self.meta = meta
-        self.shards = meta["shards"]
-        self.num_samples = int(meta["num_samples"])
-        self.duplicate_keys = int(meta.get("duplicate_keys", 0))
-        self._a = arrays
-
-    # --- lookup
-    def shard_range(self, shard: int) -> tuple[int, int]:
-        """Global ids [first, last) of the samples in shard number `shard`."""
-        sfs = self._a["shard_first_sample"]
-        return int(sfs[shard]), int(sfs[shard + 1])
-
-    def sample_key(self, sample_id: int) -> str:
-        ko = self._a["key_offsets"]
-        return _decode_name(bytes(self._a["keys"][ko[sample_id]:ko[sample_id + 1]]))
-
-    def sample_members(self, sample_id: int):
-        """[(field, offset, size), ...] of one sample."""
-        fm = self._a["sample_first_member"]
-        eo = self._a["ext_offsets"]
-        exts = self._a["exts"]
-        out = []
-        for m in range(int(fm[sample_id]), int(fm[sample_id + 1])):
-            out.append((_decode_name(bytes(exts[eo[m]:eo[m + 1]])), int(self._a["member_offset"][m]),
-                        int(self._a["member_size"][m])))
-        return out
-
-    # --- persistence
-    def save(self, path) -> None:
-        path = os.fspath(path)
-        meta = dict(self.meta, checksum=_arrays_checksum(self._a))
-        _write_atomically(path, lambda f: np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                                                   **self._a))
-
-    @classmethod
-    def load(cls, path, check_shards: bool = True) -> "ShardIndex":
-        path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(bytes(z["meta"]).decode())
-                arrays = {k: z[k] for k in z.files if k != "meta"}
-        except Exception as exc:  # noqa: BLE001 - numpy, zipfile and json raise many types on a damaged
-            # file (EOFError, BadZipFile, KeyError, ...); each one means "unreadable"
-            raise ValueError(f"'{path}' is not a readable emp_data shard index (corrupt or foreign): {exc}") from None
-        if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
-            raise ValueError(f"'{path}' is not an emp_data shard index")
-        if meta.get("version") != INDEX_VERSION:
-            raise ValueError(f"'{path}' is shard index version {meta.get('version')}, this emp_data reads "
-                             f"{INDEX_VERSION}; rebuild it with emp_data.build_index")
-        if meta.get("checksum") != _arrays_checksum(arrays):
-            raise ValueError(f"shard index '{path}' is corrupt (checksum mismatch); rebuild it")
-        problem = _index_problem(meta, arrays)
-        if problem:
-            raise ValueError(f"shard index '{path}' is inconsistent ({problem}); rebuild it")
-        index = cls(meta, arrays)
-        if check_shards:
-            index.check_shards()
-        return index
-
-    def check_shards(self) -> None:
-        """Refuse an index whose shards changed since it was built (size or mtime)."""
-        for shard in self.shards:
-            try:
-                st = os.stat(shard["url"])
-            except OSError as exc:
-                raise ValueError(f"shard '{shard['url']}' of the index cannot be read: {exc}") from None
-            if st.st_size != shard["size"] or st.st_mtime_ns != shard["mtime_ns"]:
-                raise ValueError(f"shard '{shard['url']}' changed since the index was built (size {st.st_size} vs "
-                                 f"{shard['size']}, mtime {st.st_mtime_ns} vs {shard['mtime_ns']}); rebuild the index")
-
-
-def _decode_name(raw: bytes) -> str:
-    """A member name as Python's tarfile (and so webdataset) gives it: UTF-8, undecodable bytes kept
-    as surrogate escapes, so a non-UTF-8 name is a sample like any other, never a TypeError."""
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def _encode_name(name: str) -> bytes:
-    return name.encode("utf-8", "surrogateescape")
-
-
-def _write_atomically(path: str, write) -> None:
-    """`write(file)` into a temp file beside `path`, fsync, rename over `path`, fsync the folder.
-    On any failure (a full disk) the temp file is removed and `path` is left as it was."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-_INDEX_ARRAYS = ("keys", "key_offsets", "exts", "ext_offsets", "member_offset", "member_size",
-                 "sample_first_member", "shard_first_sample")
-
-
-def _index_problem(meta: dict, a: dict) -> str | None:
-    """What makes an index's arrays unusable, or None. The checksum catches bit rot; this catches a
-    file that was written wrong or crafted, before any lookup indexes with its numbers."""
-    shards, n = meta.get("shards"), meta.get("num_samples")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        return f"num_samples {n!r}"
-    if not isinstance(shards, list) or not all(
-            isinstance(sh, dict) and isinstance(sh.get("url"), str) and
-            all(isinstance(sh.get(k), int) and sh.get(k) >= 0 for k in ("size", "num_samples")) for sh in shards):
-        return "the shard list is malformed"
-    for name in _INDEX_ARRAYS:
-        if name not in a or a[name].ndim != 1 or a[name].dtype.kind not in "iu":
-            return f"array {name!r} is missing or not 1-D integers"
-
-    def offsets_ok(name, count, end):
-        o = a[name].astype(np.int64, copy=False)
-        return len(o) == count + 1 and o[0] == 0 and o[-1] == end and bool(np.all(o[1:] >= o[:-1]))
-
-    members = len(a["member_offset"])
-    counts = [sh["num_samples"] for sh in shards]
-    if not offsets_ok("shard_first_sample", len(shards), n) or \
-            not np.array_equal(np.diff(a["shard_first_sample"].astype(np.int64)), np.asarray(counts, np.int64)):
-        return "shard_first_sample disagrees with the shard list"
-    if not offsets_ok("key_offsets", n, len(a["keys"])):
-        return "key_offsets"
-    if not offsets_ok("sample_first_member", n, members) or len(a["member_size"]) != members:
-        return "sample_first_member / member arrays"
-    if not offsets_ok("ext_offsets", members, len(a["exts"])):
-        return "ext_offsets"
-    if members:
-        # Every member inside its shard: the shard of member m is that of its sample.
-        sample_of = np.repeat(np.arange(n), np.diff(a["sample_first_member"].astype(np.int64)))
-        shard_of = np.repeat(np.arange(len(shards)), counts)[sample_of]
-        size = np.asarray([sh["size"] for sh in shards], np.uint64)[shard_of]
-        off, length = a["member_offset"].astype(np.uint64), a["member_size"].astype(np.uint64)
-        if np.any(off > size) or np.any(length > size - np.minimum(off, size)):
-            return "a member lies outside its shard"
-    return None
-
-
-def _arrays_checksum(arrays: dict) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(name.encode())
-        h.update(str(a.dtype).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def _concat_shards(parts: list[dict], shard_first_sample: list[int]) -> dict:
-    """One set of flat index arrays from per-shard ones (offsets shifted, leading zeros dropped)."""
-    def chain(data_key, offsets_key):
-        data = np.concatenate([p[data_key] for p in parts]) if parts else np.zeros(0, np.uint8)
-        offsets, base = [np.zeros(1, np.int64)], 0
-        for p in parts:
-            offsets.append(p[offsets_key][1:] + base)
-            base += len(p[data_key])
-        return data, np.concatenate(offsets)
-
-    keys, key_offsets = chain("keys", "key_offsets")
-    exts, ext_offsets = chain("exts", "ext_offsets")
-    first_member, base = [np.zeros(1, np.int64)], 0
-    for p in parts:
-        first_member.append(p["sample_first_member"][1:] + base)
-        base += len(p["member_offset"])
-
-    def cat(key, dtype):
-        return np.concatenate([p[key] for p in parts]).astype(dtype) if parts else np.zeros(0, dtype)
-
-    return {"keys": keys, "key_offsets": key_offsets, "exts": exts, "ext_offsets": ext_offsets,
-            "member_offset": cat("member_offset", np.uint64), "member_size": cat("member_size", np.uint64),
-            "sample_first_member": np.concatenate(first_member),
-            "shard_first_sample": np.asarray(shard_first_sample, dtype=np.int64)}
-
-
-def _count_duplicate_keys(key_bytes: np.ndarray, key_offsets: np.ndarray, key_hash: np.ndarray) -> int:
-    """How many samples repeat a key seen earlier in the shard set: keys are grouped by their
-    64-bit hash (a sort of integers), and only keys sharing a hash are compared byte for byte, so a
-    hash collision is never counted as a duplicate."""
-    if len(key_hash) < 2:
-        return 0
-    order = np.argsort(key_hash, kind="stable")
-    sorted_hash = key_hash[order]
-    same = np.flatnonzero(sorted_hash[1:] == sorted_hash[:-1])
-    if same.size == 0:
-        return 0
-    duplicates = 0
-    for start in np.unique(np.searchsorted(sorted_hash, sorted_hash[same])):   # each group of equal hashes
-        group = order[start:np.searchsorted(sorted_hash, sorted_hash[start], side="right")]
-        keys = {bytes(key_bytes[key_offsets[i]:key_offsets[i + 1]]) for i in group}
-        duplicates += len(group) - len(keys)
-    return duplicates
-
-
-def build_index(urls, out=None, *, handler=None) -> ShardIndex:
-    """Scan every shard's tar headers and group members into samples (both in C++, no payload
-    reads), then write a sidecar index to `out` (atomically; format version and checksum inside).
-    Sample ids are dense, in shard order. A corrupt or truncated shard raises ValueError naming it
-    and the offset; with a `handler` (e.g. webdataset's warn_and_continue) that returns True, the
-    readable part of the shard is kept and the problem reported to it. Keys seen more than once in
-    the shard set are counted in `duplicate_keys` and warned about (ids are positional, so such
-    samples stay distinct)."""
-    shards_meta, parts, shard_first_sample = [], [], [0]
-    for url in expand_urls(urls):
-        arrays, _size, scan_error, error_offset, group_error = _C.index_shard(url)
-        if group_error:
-            raise ValueError(f"shard '{url}': {group_error}")
-        if scan_error:
-            exc = ValueError(f"shard '{url}': {scan_error} at byte offset {error_offset}")
-            if handler is None or not handler(exc):
-                raise exc
-        st = os.stat(url)
-        count = len(arrays["key_offsets"]) - 1
-        parts.append(arrays)
-        shards_meta.append({"url": os.path.abspath(url), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                            "num_samples": count})
-        shard_first_sample.append(shard_first_sample[-1] + count)
-    key_hash = np.concatenate([p.pop("key_hash") for p in parts]) if parts else np.zeros(0, np.uint64)
-    arrays = _concat_shards(parts, shard_first_sample)
-    duplicates = _count_duplicate_keys(arrays["keys"], arrays["key_offsets"], key_hash)
-    if duplicates:
-        warnings.warn(f"{duplicates} sample keys occur more than once in the shard set", stacklevel=2)
-    meta = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "num_samples": shard_first_sample[-1],
-            "shards": shards_meta, "duplicate_keys": duplicates}
-    index = ShardIndex(meta, arrays)
-    if out is not None:
-        index.save(out)
-    return index
-
-
-class KeyTable:
-    """Sample key -> dense id for streams read without an index, in C++: ids in order of first
-    appearance, stable for the life of the table.
-
-    The table is a lock-free hash table in a memory-mapped file, so DataLoader workers and a
-    restarted job share it and agree on every id. Keys are (url, key) as webdataset names samples,
-    hashed to 64 bits; the full key is stored too, so two keys with the same hash get different ids
-    (never merged) and are counted in `collisions`.
-
-        KeyTable(max_samples)                       # anonymous memory: this process (and forks)
-        KeyTable(max_samples, path="scores.keys")   # opens the file if it exists, else creates it
-    ``key_bytes`` is the per-sample budget for stored keys (16 bytes of bookkeeping + the key); the
-    file is sparse, so unused budget costs address space, not disk or memory.
-    """
-
-    def __init__(self, max_samples: int, path=None, *, key_bytes: int = 128, _hash_bits: int = 64):
-        max_samples = as_count(max_samples, "max_samples", minimum=1, maximum=MAX_SAMPLES)
-        key_bytes = as_count(key_bytes, "key_bytes", minimum=24, maximum=65536)
-        self.path = None if path is None else os.fspath(path)
-        self.existed = self.path is not None and os.path.exists(self.path)
-        try:
-            if self.path is None:
-                self._table = _C.KeyTable.create_anonymous(max_samples, key_bytes, int(_hash_bits))
-            elif self.existed:
-                self._table = _C.KeyTable.open(self.path)
-            else:
-                self._table = _C.KeyTable.create(self.path, max_samples, key_bytes, int(_hash_bits))
-        except RuntimeError as exc:      # a foreign, corrupt or crafted file: the caller's bad input
-            raise ValueError(str(exc)) from None
-        if self._table.max_ids != max_samples:
-            raise ValueError(f"key table '{self.path}' numbers {self._table.max_ids} samples, not {max_samples}; "
-                             "delete it to renumber for this pruner")
-
-    def id_of(self, url: str, key: str) -> int:
-        """The id of (url, key), numbering it if new. ValueError once more distinct samples appear
-        than `max_samples` (the pruner's size)."""
-        return self._table.id_of(_encode_name(url), _encode_name(key))
-
-    def find(self, url: str, key: str) -> int:
-        """The id of (url, key), or -1 if it has not been seen."""
-        return self._table.find(_encode_name(url), _encode_name(key))
-
-    def flush(self) -> None:
-        """Write the table to its file (msync): the ids handed out so far survive a power loss."""
-        self._table.flush()
-
-    @property
-    def clean(self) -> bool:
-        """True when the table was flushed and nothing was inserted since."""
-        return self._table.clean
-
-    def recover(self) -> int:
-        """After a crash: turn inserts that never finished into tombstones (their keys get fresh ids)
-        and check every id; ValueError if the table is inconsistent (delete it to renumber). Call
-        it only while no other process uses the table. Returns the number of slots repaired."""
-        try:
-            return self._table.recover()
-        except RuntimeError as exc:
-            raise ValueError(str(exc)) from None
-
-    def key_of(self, sample_id: int) -> str:
-        return _decode_name(self._table.key_of(int(sample_id)))
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-    @property
-    def max_samples(self) -> int:
-        return self._table.max_ids
-
-    @property
-    def collisions(self) -> int:
-        """Distinct keys whose 64-bit hash equals an earlier key's (kept apart, never merged)."""
-        return self._table.collisions
-
-    # Workers and pickles carry the path; each process maps the file itself.
-    def __getstate__(self):
-        if self.path is None:
-            raise ValueError("an in-memory KeyTable cannot be sent to another process; give it a path")
-        return {"path": self.path}
-
-    def __setstate__(self, state):
-        self.path = state["path"]
-        self.existed = True
-        self._table = _C.KeyTable.open(self.path)
+__all__ = ["KeyTable", "PrunedIterableDataset", "ShardIndex", "WidsIndex", "build_index", "expand_urls"]
 
 
 class PrunedIterableDataset(IterableDataset):

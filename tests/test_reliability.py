@@ -13,11 +13,10 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from torch.utils.data import DataLoader
 
 from emp_data import Pruner, ScoreStore
-from emp_data.webdataset import KeyTable, PrunedIterableDataset, ShardIndex, build_index
+from emp_data.webdataset import KeyTable, PrunedIterableDataset, build_index
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _fault_jobs as faults  # noqa: E402

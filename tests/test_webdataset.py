@@ -320,7 +320,7 @@ def test_pretrain_example_runs_end_to_end(tmp_path, capsys, mode):
 
 
 def test_duplicate_key_count_compares_keys_not_just_hashes():
-    from emp_data.webdataset import _count_duplicate_keys
+    from emp_data.shard_index import _count_duplicate_keys
 
     keys = np.frombuffer(b"aabab", dtype=np.uint8)           # "a", "a", "b", "ab"
     offsets = np.array([0, 1, 2, 3, 5])

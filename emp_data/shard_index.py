@@ -1,0 +1,293 @@
+"""Shard indexes for WebDataset tar shards: each sample's key and its members' offsets and sizes,
+from the tar headers alone (scanned and grouped in C++), with dense ids in shard order. Also the
+naming rules both stream modes share: urls, webdataset's key/field split, member-name decoding.
+
+    index = build_index("data/train-{00000..00099}.tar", out="data/index.empidx")
+    index.num_samples, index.shard_range(0), index.sample_members(0)
+
+Sample ids and grouping follow webdataset: consecutive members whose names share the part before
+the first dot of the basename form one sample; the rest of the name, lower-cased, is the field.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import warnings
+
+import numpy as np
+
+from . import _C
+
+INDEX_FORMAT = "emp_data.shard_index"
+INDEX_VERSION = 1
+_KEY_RE = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
+
+
+def expand_urls(urls) -> list[str]:
+    """A list of shard paths from a list, or a brace pattern like 'shard-{000..009}.tar'."""
+    if isinstance(urls, (str, os.PathLike)):
+        from braceexpand import braceexpand
+
+        out = list(braceexpand(os.fspath(urls)))
+    else:
+        out = [os.fspath(u) for u in urls]
+    if not out:
+        raise ValueError("no shard urls given")
+    return out
+
+
+def _is_url_list(source) -> bool:
+    if isinstance(source, (str, os.PathLike)):
+        return True
+    return isinstance(source, (list, tuple)) and all(isinstance(u, (str, os.PathLike)) for u in source)
+
+
+def _split_name(name: str):
+    match = _KEY_RE.match(name)
+    if not match:
+        return None, None
+    return match.group(1), match.group(2).lower()
+
+
+class ShardIndex:
+    """Per-shard sample keys and member offsets/sizes, with global dense ids in shard order."""
+
+    def __init__(self, meta: dict, arrays: dict):
+        self.meta = meta
+        self.shards = meta["shards"]
+        self.num_samples = int(meta["num_samples"])
+        self.duplicate_keys = int(meta.get("duplicate_keys", 0))
+        self._a = arrays
+
+    # --- lookup
+    def shard_range(self, shard: int) -> tuple[int, int]:
+        """Global ids [first, last) of the samples in shard number `shard`."""
+        sfs = self._a["shard_first_sample"]
+        return int(sfs[shard]), int(sfs[shard + 1])
+
+    def sample_key(self, sample_id: int) -> str:
+        ko = self._a["key_offsets"]
+        return _decode_name(bytes(self._a["keys"][ko[sample_id]:ko[sample_id + 1]]))
+
+    def sample_members(self, sample_id: int):
+        """[(field, offset, size), ...] of one sample."""
+        fm = self._a["sample_first_member"]
+        eo = self._a["ext_offsets"]
+        exts = self._a["exts"]
+        out = []
+        for m in range(int(fm[sample_id]), int(fm[sample_id + 1])):
+            out.append((_decode_name(bytes(exts[eo[m]:eo[m + 1]])), int(self._a["member_offset"][m]),
+                        int(self._a["member_size"][m])))
+        return out
+
+    # --- persistence
+    def save(self, path) -> None:
+        path = os.fspath(path)
+        meta = dict(self.meta, checksum=_arrays_checksum(self._a))
+        _write_atomically(path, lambda f: np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                                                   **self._a))
+
+    @classmethod
+    def load(cls, path, check_shards: bool = True) -> "ShardIndex":
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(bytes(z["meta"]).decode())
+                arrays = {k: z[k] for k in z.files if k != "meta"}
+        except Exception as exc:  # noqa: BLE001 - numpy, zipfile and json raise many types on a damaged
+            # file (EOFError, BadZipFile, KeyError, ...); each one means "unreadable"
+            raise ValueError(f"'{path}' is not a readable emp_data shard index (corrupt or foreign): {exc}") from None
+        if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
+            raise ValueError(f"'{path}' is not an emp_data shard index")
+        if meta.get("version") != INDEX_VERSION:
+            raise ValueError(f"'{path}' is shard index version {meta.get('version')}, this emp_data reads "
+                             f"{INDEX_VERSION}; rebuild it with emp_data.build_index")
+        if meta.get("checksum") != _arrays_checksum(arrays):
+            raise ValueError(f"shard index '{path}' is corrupt (checksum mismatch); rebuild it")
+        problem = _index_problem(meta, arrays)
+        if problem:
+            raise ValueError(f"shard index '{path}' is inconsistent ({problem}); rebuild it")
+        index = cls(meta, arrays)
+        if check_shards:
+            index.check_shards()
+        return index
+
+    def check_shards(self) -> None:
+        """Refuse an index whose shards changed since it was built (size or mtime)."""
+        for shard in self.shards:
+            try:
+                st = os.stat(shard["url"])
+            except OSError as exc:
+                raise ValueError(f"shard '{shard['url']}' of the index cannot be read: {exc}") from None
+            if st.st_size != shard["size"] or st.st_mtime_ns != shard["mtime_ns"]:
+                raise ValueError(f"shard '{shard['url']}' changed since the index was built (size {st.st_size} vs "
+                                 f"{shard['size']}, mtime {st.st_mtime_ns} vs {shard['mtime_ns']}); rebuild the index")
+
+
+def _decode_name(raw: bytes) -> str:
+    """A member name as Python's tarfile (and so webdataset) gives it: UTF-8, undecodable bytes kept
+    as surrogate escapes, so a non-UTF-8 name is a sample like any other, never a TypeError."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _encode_name(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _write_atomically(path: str, write) -> None:
+    """`write(file)` into a temp file beside `path`, fsync, rename over `path`, fsync the folder.
+    On any failure (a full disk) the temp file is removed and `path` is left as it was."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_INDEX_ARRAYS = ("keys", "key_offsets", "exts", "ext_offsets", "member_offset", "member_size",
+                 "sample_first_member", "shard_first_sample")
+
+
+def _index_problem(meta: dict, a: dict) -> str | None:
+    """What makes an index's arrays unusable, or None. The checksum catches bit rot; this catches a
+    file that was written wrong or crafted, before any lookup indexes with its numbers."""
+    shards, n = meta.get("shards"), meta.get("num_samples")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        return f"num_samples {n!r}"
+    if not isinstance(shards, list) or not all(
+            isinstance(sh, dict) and isinstance(sh.get("url"), str) and
+            all(isinstance(sh.get(k), int) and sh.get(k) >= 0 for k in ("size", "num_samples")) for sh in shards):
+        return "the shard list is malformed"
+    for name in _INDEX_ARRAYS:
+        if name not in a or a[name].ndim != 1 or a[name].dtype.kind not in "iu":
+            return f"array {name!r} is missing or not 1-D integers"
+
+    def offsets_ok(name, count, end):
+        o = a[name].astype(np.int64, copy=False)
+        return len(o) == count + 1 and o[0] == 0 and o[-1] == end and bool(np.all(o[1:] >= o[:-1]))
+
+    members = len(a["member_offset"])
+    counts = [sh["num_samples"] for sh in shards]
+    if not offsets_ok("shard_first_sample", len(shards), n) or \
+            not np.array_equal(np.diff(a["shard_first_sample"].astype(np.int64)), np.asarray(counts, np.int64)):
+        return "shard_first_sample disagrees with the shard list"
+    if not offsets_ok("key_offsets", n, len(a["keys"])):
+        return "key_offsets"
+    if not offsets_ok("sample_first_member", n, members) or len(a["member_size"]) != members:
+        return "sample_first_member / member arrays"
+    if not offsets_ok("ext_offsets", members, len(a["exts"])):
+        return "ext_offsets"
+    if members:
+        # Every member inside its shard: the shard of member m is that of its sample.
+        sample_of = np.repeat(np.arange(n), np.diff(a["sample_first_member"].astype(np.int64)))
+        shard_of = np.repeat(np.arange(len(shards)), counts)[sample_of]
+        size = np.asarray([sh["size"] for sh in shards], np.uint64)[shard_of]
+        off, length = a["member_offset"].astype(np.uint64), a["member_size"].astype(np.uint64)
+        if np.any(off > size) or np.any(length > size - np.minimum(off, size)):
+            return "a member lies outside its shard"
+    return None
+
+
+def _arrays_checksum(arrays: dict) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _concat_shards(parts: list[dict], shard_first_sample: list[int]) -> dict:
+    """One set of flat index arrays from per-shard ones (offsets shifted, leading zeros dropped)."""
+    def chain(data_key, offsets_key):
+        data = np.concatenate([p[data_key] for p in parts]) if parts else np.zeros(0, np.uint8)
+        offsets, base = [np.zeros(1, np.int64)], 0
+        for p in parts:
+            offsets.append(p[offsets_key][1:] + base)
+            base += len(p[data_key])
+        return data, np.concatenate(offsets)
+
+    keys, key_offsets = chain("keys", "key_offsets")
+    exts, ext_offsets = chain("exts", "ext_offsets")
+    first_member, base = [np.zeros(1, np.int64)], 0
+    for p in parts:
+        first_member.append(p["sample_first_member"][1:] + base)
+        base += len(p["member_offset"])
+
+    def cat(key, dtype):
+        return np.concatenate([p[key] for p in parts]).astype(dtype) if parts else np.zeros(0, dtype)
+
+    return {"keys": keys, "key_offsets": key_offsets, "exts": exts, "ext_offsets": ext_offsets,
+            "member_offset": cat("member_offset", np.uint64), "member_size": cat("member_size", np.uint64),
+            "sample_first_member": np.concatenate(first_member),
+            "shard_first_sample": np.asarray(shard_first_sample, dtype=np.int64)}
+
+
+def _count_duplicate_keys(key_bytes: np.ndarray, key_offsets: np.ndarray, key_hash: np.ndarray) -> int:
+    """How many samples repeat a key seen earlier in the shard set: keys are grouped by their
+    64-bit hash (a sort of integers), and only keys sharing a hash are compared byte for byte, so a
+    hash collision is never counted as a duplicate."""
+    if len(key_hash) < 2:
+        return 0
+    order = np.argsort(key_hash, kind="stable")
+    sorted_hash = key_hash[order]
+    same = np.flatnonzero(sorted_hash[1:] == sorted_hash[:-1])
+    if same.size == 0:
+        return 0
+    duplicates = 0
+    for start in np.unique(np.searchsorted(sorted_hash, sorted_hash[same])):   # each group of equal hashes
+        group = order[start:np.searchsorted(sorted_hash, sorted_hash[start], side="right")]
+        keys = {bytes(key_bytes[key_offsets[i]:key_offsets[i + 1]]) for i in group}
+        duplicates += len(group) - len(keys)
+    return duplicates
+
+
+def build_index(urls, out=None, *, handler=None) -> ShardIndex:
+    """Scan every shard's tar headers and group members into samples (both in C++, no payload
+    reads), then write a sidecar index to `out` (atomically; format version and checksum inside).
+    Sample ids are dense, in shard order. A corrupt or truncated shard raises ValueError naming it
+    and the offset; with a `handler` (e.g. webdataset's warn_and_continue) that returns True, the
+    readable part of the shard is kept and the problem reported to it. Keys seen more than once in
+    the shard set are counted in `duplicate_keys` and warned about (ids are positional, so such
+    samples stay distinct)."""
+    shards_meta, parts, shard_first_sample = [], [], [0]
+    for url in expand_urls(urls):
+        arrays, _size, scan_error, error_offset, group_error = _C.index_shard(url)
+        if group_error:
+            raise ValueError(f"shard '{url}': {group_error}")
+        if scan_error:
+            exc = ValueError(f"shard '{url}': {scan_error} at byte offset {error_offset}")
+            if handler is None or not handler(exc):
+                raise exc
+        st = os.stat(url)
+        count = len(arrays["key_offsets"]) - 1
+        parts.append(arrays)
+        shards_meta.append({"url": os.path.abspath(url), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                            "num_samples": count})
+        shard_first_sample.append(shard_first_sample[-1] + count)
+    key_hash = np.concatenate([p.pop("key_hash") for p in parts]) if parts else np.zeros(0, np.uint64)
+    arrays = _concat_shards(parts, shard_first_sample)
+    duplicates = _count_duplicate_keys(arrays["keys"], arrays["key_offsets"], key_hash)
+    if duplicates:
+        warnings.warn(f"{duplicates} sample keys occur more than once in the shard set", stacklevel=2)
+    meta = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "num_samples": shard_first_sample[-1],
+            "shards": shards_meta, "duplicate_keys": duplicates}
+    index = ShardIndex(meta, arrays)
+    if out is not None:
+        index.save(out)
+    return index
