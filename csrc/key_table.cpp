@@ -90,7 +90,7 @@ void verify_key_table_header(const KeyTableHeader& h, uint64_t size, const std::
   KeyTableHeader want = h;
   const bool sizes_ok = h.header_bytes == kKeyTableHeaderBytes && h.max_ids >= 1 && h.max_ids <= kMaxIds &&
                         h.slot_count >= 2 * h.max_ids && (h.slot_count & (h.slot_count - 1)) == 0 &&
-                        h.arena_bytes <= h.max_ids * kMaxKeyBytes && h.hash_bits >= 1 && h.hash_bits <= 64 &&
+                        h.arena_bytes / kMaxKeyBytes <= h.max_ids && h.hash_bits >= 1 && h.hash_bits <= 64 &&
                         layout_of(h.max_ids, h.slot_count, h.arena_bytes, want);
   if (!sizes_ok || want.slots_offset != h.slots_offset || want.entries_offset != h.entries_offset ||
       want.arena_offset != h.arena_offset || want.file_bytes != h.file_bytes)
@@ -149,8 +149,10 @@ KeyTable KeyTable::map_new(int fd, const std::string& path, uint64_t max_ids, ui
   h.slot_count = slots;
   // At least 64 KiB, so a small table still takes a few long keys (the arena file space is
   // reserved as it fills, so the floor costs nothing until used).
-  h.arena_bytes = std::max(align8(max_ids * key_bytes), kMinArenaBytes);
-  if (!layout_of(max_ids, slots, h.arena_bytes, h))
+  uint64_t arena = 0;
+  const bool fits = mul_add_fits(max_ids, key_bytes, 0, arena) && arena <= (uint64_t(1) << 62);
+  h.arena_bytes = fits ? std::max(align8(arena), kMinArenaBytes) : 0;
+  if (!fits || !layout_of(max_ids, slots, h.arena_bytes, h))
     throw std::invalid_argument("a key table of " + std::to_string(max_ids) + " ids does not fit in a file");
   h.hash_bits = hash_bits;
   h.header_checksum = key_table_header_checksum(h);
@@ -214,7 +216,7 @@ KeyTable KeyTable::open(const std::string& path) {
   fd.fd = -1;
   // The live counters are outside the checksum: bound them before any use.
   const uint64_t next = load_acquire(t.counter(0)), used = load_acquire(t.counter(1));
-  if (next > h.max_ids || used > h.arena_bytes)
+  if (next > h.max_ids || used > h.arena_bytes || load_acquire(t.counter(4)) > h.arena_bytes)
     throw std::runtime_error("key table '" + path + "' has corrupt counters (" + std::to_string(next) + " ids, " +
                              std::to_string(used) + " arena bytes); delete it to renumber");
   return t;
