@@ -232,7 +232,10 @@ class PrunedIterableDataset(IterableDataset):
         if self.key_table is not None:
             self.key_table.flush()   # the ids of this pass survive a power loss
         if self.pruner is not None and get_worker_info() is None:
+            # The training process moves on by itself: a checkpoint taken now resumes at the start
+            # of the next epoch, not at the end of this one (which would yield nothing).
             self.epoch += 1
+            self._position = (0, 0)
 
     def _pipeline_samples(self, first, weights):
         """Samples of a user's pipeline, numbered by the key table; the first `first` are skipped
