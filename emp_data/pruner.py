@@ -45,6 +45,9 @@ class Pruner:
             one in memory, or a new memory-mapped file when `store_path` is given. With
             device="cuda" the store is in GPU memory and `store_path` names a memory-mapped host
             copy of it, refreshed by every `select`, for DataLoader workers (`Pruner.store_path`).
+        overwrite: with `store_path`, replace a file that is already there. Without it an existing
+            file is refused, since a new store would wipe every score in it: to continue from a
+            checkpoint use ``Pruner.load(checkpoint, store_path=...)``.
         ema_decay: decay of the running loss mean/variance (ucb, epsilon_greedy).
         nonfinite: "raise" (default) or "skip" NaN/inf losses in `loss()`.
         distributed: all-gather each batch's (ids, values) in `loss()` so that every rank's store
@@ -56,7 +59,7 @@ class Pruner:
     def __init__(self, num_samples: int, policy="emp", prune_ratio: float = 0.5, epochs: int | None = None,
                  anneal: float = 0.875, seed: int = 0, *, store: ScoreStore | None = None,
                  store_path: str | os.PathLike | None = None, ema_decay: float = 0.8, nonfinite: str = "raise",
-                 distributed: bool | None = None, device=None, **policy_options):
+                 distributed: bool | None = None, device=None, overwrite: bool = False, **policy_options):
         self.num_samples = as_count(num_samples, "num_samples", minimum=1)
         self.policy: Policy = make_policy(policy, **policy_options)
         self.prune_ratio = as_ratio(prune_ratio, "prune_ratio")
@@ -68,6 +71,8 @@ class Pruner:
         self.distributed = distributed
         if store is not None and store_path is not None:
             raise ValueError("give either store= or store_path=, not both")
+        if store_path is not None and not overwrite:
+            _refuse_existing_store(store_path, self.num_samples)
         self.device = torch.device(device) if (device is not None and torch is not None) else None
         self.on_gpu = self.device is not None and self.device.type == "cuda"
         # device="cuda" with store_path: a memory-mapped host copy of the GPU store, refreshed by every
@@ -403,8 +408,10 @@ class Pruner:
         self.store.save(path, metadata=json.dumps(self._meta()).encode())
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device=None) -> "Pruner":
-        """A Pruner from a file written by `save` (its store in memory, or on `device`)."""
+    def load(cls, path: str | os.PathLike, device=None, store_path: str | os.PathLike | None = None) -> "Pruner":
+        """A Pruner from a file written by `save`: its store in memory, or on `device`, or, with
+        `store_path`, in a memory-mapped file there that stream workers read (replacing the file a
+        previous run left there: this is the restore step of a job that uses workers)."""
         store = ScoreStore.load(path)
         try:
             meta = json.loads(store.metadata.decode())
@@ -413,6 +420,14 @@ class Pruner:
         if meta.get("state_version") != STATE_VERSION:
             raise ValueError(f"'{os.fspath(path)}' holds Pruner state version {meta.get('state_version')}, "
                              f"this emp_data reads {STATE_VERSION}")
+        if store_path is not None:
+            if os.path.exists(store_path) and os.path.samefile(path, store_path):
+                raise ValueError(f"store_path '{os.fspath(store_path)}' is the checkpoint itself; give the live "
+                                 "store another file")
+            pruner = cls(meta["num_samples"], policy=meta["policy"], prune_ratio=meta["prune_ratio"], device=device,
+                         store_path=store_path, overwrite=True, **meta["policy_options"])
+            pruner.load_state_dict(dict(meta, store={name: getattr(store, name) for name in _STORE_FIELDS}))
+            return pruner
         on_gpu = device is not None and torch is not None and torch.device(device).type == "cuda"
         pruner = cls(meta["num_samples"], policy=meta["policy"], prune_ratio=meta["prune_ratio"],
                      store=None if on_gpu else store, device=device, **meta["policy_options"])
@@ -428,3 +443,16 @@ class Pruner:
 
 
 _STORE_FIELDS = ("loss", "memory", "loss_mean", "loss_var", "times_selected", "weight")
+
+
+def _refuse_existing_store(store_path, num_samples: int) -> None:
+    """A new Pruner(store_path=p) would replace p, and every score in it, without a word."""
+    if not os.path.exists(store_path):
+        return
+    try:
+        what = f"a score store of {ScoreStore.open(store_path).num_samples} samples"
+    except (ValueError, OSError):
+        what = "a file that is not a score store"
+    raise ValueError(f"'{os.fspath(store_path)}' already holds {what} (this Pruner has {num_samples}); a new store "
+                     "there would replace it. To continue a run, use Pruner.load(checkpoint, store_path=...); to "
+                     "start over, pass overwrite=True")

@@ -113,7 +113,7 @@ def main(argv=None):
         print(f"{len(urls)} shards, {index.num_samples} samples; index built in {time.perf_counter() - t0:.2f} s")
 
         pruner = Pruner(index.num_samples, policy="emp", prune_ratio=args.prune_ratio, epochs=args.epochs,
-                        beta=args.beta, seed=0, store_path=os.path.join(folder, "scores.emp"))
+                        beta=args.beta, seed=0, store_path=os.path.join(folder, "scores.emp"), overwrite=True)
         stream = PrunedIterableDataset(urls, pruner, index=os.path.join(folder, "index.empidx"))
         pipeline = wds.DataPipeline(stream, wds.decode(), wds.to_tuple("__id__", "npy", "cls"))
         loader = torch.utils.data.DataLoader(pipeline, batch_size=args.batch_size, num_workers=args.workers)

@@ -111,10 +111,11 @@ def stream_resume_without_index(phase, folder, urls, stop_after=33):
 
     from emp_data.webdataset import PrunedIterableDataset
 
-    pruner = Pruner(200, policy="random", prune_ratio=0.4, seed=6, store_path=os.path.join(folder, "scores.emp"))
     ckpt = os.path.join(folder, "stream_ckpt")
-    if phase == "second":
-        pruner.load_state_dict(Pruner.load(ckpt + ".emp").state_dict())
+    if phase == "second":     # the README's restore step: the checkpoint into the live file workers read
+        pruner = Pruner.load(ckpt + ".emp", store_path=os.path.join(folder, "scores.emp"))
+    else:
+        pruner = Pruner(200, policy="random", prune_ratio=0.4, seed=6, store_path=os.path.join(folder, "scores.emp"))
     ds = PrunedIterableDataset(urls, pruner, key_table=os.path.join(folder, "stream.keys"))
     ds.set_epoch(0)
     loader = StatefulDataLoader(ds, batch_size=None, num_workers=2)

@@ -1,0 +1,73 @@
+"""One resume check for every stream mode (indexed, streamed with a key table, wids index, a
+webdataset pipeline source): a stream is cut at the start of an epoch, after one sample, mid-epoch,
+before its last sample and at its end; a new stream restored from the state yields exactly what
+the uninterrupted stream yields from there on, through the next epoch."""
+import json
+import os
+
+import pytest
+import webdataset as wds
+
+from emp_data import Pruner
+from emp_data.webdataset import PrunedIterableDataset, build_index
+
+from test_webdataset import PER_SHARD, SHARDS, write_shards
+
+N = SHARDS * PER_SHARD
+CUTS = ("start", "first", "mid", "last", "end")
+
+
+def _make(mode, folder, urls):
+    pruner = Pruner(N, policy="random", prune_ratio=0.4, seed=5, store_path=os.path.join(folder, f"{mode}.emp"))
+    if mode == "index":
+        index = build_index(urls)
+        return lambda: PrunedIterableDataset(urls, pruner, index=index)
+    if mode == "key_table":
+        return lambda: PrunedIterableDataset(urls, pruner, key_table=os.path.join(folder, "k.keys"))
+    if mode == "wids":
+        path = os.path.join(folder, "w.json")
+        with open(path, "w") as f:
+            json.dump({"wids_version": 1, "shardlist": [{"url": u, "nsamples": PER_SHARD} for u in urls]}, f)
+        return lambda: PrunedIterableDataset(None, pruner, index=path)
+    return lambda: PrunedIterableDataset(wds.WebDataset(urls, shardshuffle=False), pruner,
+                                         key_table=os.path.join(folder, "p.keys"))
+
+
+def _two_epochs(stream, first_epoch):
+    stream.set_epoch(first_epoch)
+    out = [(stream.epoch, int(s["__id__"])) for s in stream]
+    out += [(stream.epoch, int(s["__id__"])) for s in stream]   # advances by itself in this process
+    return out
+
+
+def check_resume(make, cuts=CUTS, epoch=1):
+    """`make()` gives a fresh stream over the same pruner. For each cut: read up to it, take the
+    state, restore it into a new stream and read on; the result must be the uninterrupted run's."""
+    reference = _two_epochs(make(), epoch)
+    per_epoch = sum(1 for e, _ in reference if e == epoch)
+    positions = {"start": 0, "first": 1, "mid": per_epoch // 2, "last": per_epoch - 1, "end": per_epoch}
+    for cut in cuts:
+        stream = make()
+        stream.set_epoch(epoch)
+        it = iter(stream)
+        head = [int(next(it)["__id__"]) for _ in range(positions[cut])]
+        if cut == "end":
+            assert list(it) == []                    # the epoch is over: the stream moved on
+        state = stream.state_dict()
+        resumed = make()
+        resumed.load_state_dict(state)
+        tail = [(resumed.epoch, int(s["__id__"])) for s in resumed]
+        if cut == "end":
+            assert state["epoch"] == epoch + 1, state
+            tail += []                                # already the next epoch
+        else:
+            tail += [(resumed.epoch, int(s["__id__"])) for s in resumed]
+        expected = reference[positions[cut]:]
+        assert [i for _, i in reference[:positions[cut]]] == head, cut
+        assert tail == expected, (cut, len(tail), len(expected))
+
+
+@pytest.mark.parametrize("mode", ["index", "key_table", "wids", "pipeline"])
+def test_every_stream_mode_resumes_at_every_cut(tmp_path, mode):
+    urls = write_shards(str(tmp_path))
+    check_resume(_make(mode, str(tmp_path), urls))
