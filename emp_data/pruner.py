@@ -155,7 +155,7 @@ class Pruner:
         return ids, weights
 
     def kept_count(self, epoch: int | None = None) -> int:
-        """Kept samples in `epoch` (default: the current one); selects it if not yet selected."""
+        """Kept samples in `epoch` (default: the current one). ValueError for an epoch not selected yet."""
         if epoch is None:
             if self.epoch is None:
                 raise ValueError("no epoch selected yet; call select(epoch) first")

@@ -44,9 +44,17 @@ def test_inspect_command_prints_a_summary(tmp_path, capsys):
     assert cli.main(["inspect", str(tmp_path / "ckpt.emp")]) == 0
     out = capsys.readouterr().out
     assert "100 samples" in out and "50 seen" in out and "'policy': 'emp'" in out
-    with pytest.raises(ValueError, match="not an emp_data store file"):
-        (tmp_path / "junk").write_bytes(b"\0" * 5000)
-        cli.main(["inspect", str(tmp_path / "junk")])
+    assert "stored epoch: 0" in out and "kept per epoch: epoch 0:" in out and "effective prune ratio:" in out
+    # Not a store (an index, a key table, a missing path): one clear line on stderr, exit 2.
+    from emp_data.webdataset import KeyTable
+
+    (tmp_path / "junk").write_bytes(b"\0" * 5000)
+    KeyTable(10, tmp_path / "t.keys")
+    for path, why in (("junk", "not an emp_data store file"), ("t.keys", "not an emp_data store file"),
+                      ("missing.emp", "No such file")):
+        assert cli.main(["inspect", str(tmp_path / path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and why in err and "cannot read" in err
 
 
 @pytest.mark.parametrize("policy", ["full", "emp"])
