@@ -15,7 +15,8 @@ class PrunedSamplerNode(BaseNode[int]):
 
         node = PrunedSamplerNode(pruner)
         node = Mapper(node, lambda i: (i, dataset[i]))
-        loader = Loader(Batcher(node, batch_size=256))   # each iteration of loader: one epoch
+        # Batcher drops a last partial batch by default: drop_last=False trains every kept sample.
+        loader = Loader(Batcher(node, batch_size=256, drop_last=False))   # each iteration: one epoch
     """
 
     EPOCH_KEY = "epoch"
