@@ -462,3 +462,42 @@ def test_a_new_pruner_refuses_an_existing_store_file_and_load_restores_into_one(
     assert mapped.epoch_stamp() == 0 and np.array_equal(mapped.weight, first.store.weight)
     with pytest.raises(ValueError, match="the checkpoint itself"):
         Pruner.load(tmp_path / "ckpt.emp", store_path=tmp_path / "ckpt.emp")
+
+
+@pytest.mark.parametrize("persistent,shuffle", [(False, False), (True, False), (True, True)])
+def test_the_readme_pipeline_resumes_exactly_under_stateful_dataloader(tmp_path, persistent, shuffle):
+    """The README recipe: the stream inside wds.DataPipeline (so torchdata cannot reach its state and
+    fast-forwards the pipeline instead), StatefulDataLoader with 2 workers. Stopped mid-epoch 1 and
+    resumed by a new loader, the run reads exactly what an uninterrupted run reads, because workers
+    take the epoch from the store (before, persistent workers replayed their own stale epoch). A
+    shuffle stage must be seeded for a replay to repeat it."""
+    import webdataset as wds
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    urls = _shards(str(tmp_path))
+    index = build_index(urls)
+
+    def make(name):
+        pruner = Pruner(120, policy="random", prune_ratio=0.4, seed=6, store_path=tmp_path / name)
+        stream = PrunedIterableDataset(urls, pruner, index=index)
+        stages = [stream] + ([wds.shuffle(20, seed=0)] if shuffle else []) + [wds.to_tuple("__id__", "cls")]
+        loader = StatefulDataLoader(wds.DataPipeline(*stages), batch_size=None, num_workers=2,
+                                    persistent_workers=persistent)
+        return stream, loader
+
+    def run(stream, loader, epochs, stop=None):
+        out = []
+        for epoch in epochs:
+            stream.set_epoch(epoch)
+            for i, (sid, _) in enumerate(loader):
+                out.append((epoch, int(sid)))
+                if stop == (epoch, i + 1):
+                    return out, loader.state_dict()
+        return out, None
+
+    reference, _ = run(*make("a.emp"), range(3))
+    head, state = run(*make("b.emp"), range(3), stop=(1, 23))
+    stream, loader = make("c.emp")
+    loader.load_state_dict(state)
+    tail, _ = run(stream, loader, [1, 2])
+    assert head + tail == reference
