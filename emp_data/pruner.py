@@ -99,6 +99,7 @@ class Pruner:
         self._counted_through = -1       # times_selected has been counted for epochs <= this
         self._kept: dict[int, int] = {}  # epoch -> kept count
         self._last_info: dict = {}
+        self._step = 0                   # loss() calls since the current epoch was selected (DDP stamp)
         self.nonfinite_skipped = 0
         self._gpu_skipped_base = 0       # GPU store: skips counted before it was created (resume)
 
@@ -150,6 +151,7 @@ class Pruner:
         if count:
             self._counted_through = epoch
         self.epoch = epoch
+        self._step = 0
         self._kept[epoch] = int(len(ids))
         self._last_info = dict(info)
         return ids, weights
@@ -203,7 +205,7 @@ class Pruner:
             values = detached[:, None]
         record_ids = ids_arr
         if self._distributed():
-            record_ids, values = self._gather(ids_arr, values)
+            record_ids, values = self._gather(ids_arr, values, self._stamp())
         values_np = values.cpu().numpy()  # one device-to-host copy for everything recorded
         loss_np = np.ascontiguousarray(values_np[:, 0])
         mem_np = np.ascontiguousarray(values_np[:, 1]) if values_np.shape[1] > 1 else None
@@ -249,9 +251,10 @@ class Pruner:
 
             # One gather of the row counts for all three (the step's one host synchronisation).
             if memory is None:
-                record_ids, loss_values = all_gather_varlen(ids, loss_values)
+                record_ids, loss_values = all_gather_varlen(ids, loss_values, stamp=self._stamp())
             else:
-                record_ids, loss_values, mem_values = all_gather_varlen(ids, loss_values, memory.to(self.store.device))
+                record_ids, loss_values, mem_values = all_gather_varlen(ids, loss_values, memory.to(self.store.device),
+                                                                        stamp=self._stamp())
         self.store.update(record_ids, loss_values, mem_values, nonfinite=self.nonfinite, ema_decay=self.ema_decay)
         weights = self.store.gather_weights(ids).to(per_sample_loss.device, per_sample_loss.dtype)
         return (per_sample_loss * weights).mean()
@@ -261,15 +264,20 @@ class Pruner:
 
         return is_distributed() if self.distributed is None else bool(self.distributed)
 
+    def _stamp(self) -> tuple[int, int]:
+        """(epoch, step) of this loss call, checked against every rank's in the gather."""
+        self._step += 1
+        return (-1 if self.epoch is None else self.epoch, self._step)
+
     @staticmethod
-    def _gather(ids_arr: np.ndarray, values: "torch.Tensor"):
+    def _gather(ids_arr: np.ndarray, values: "torch.Tensor", stamp):
         """Every rank's (ids, values), in rank order, so all stores see the same updates."""
         import torch.distributed as dist
 
         from .distributed import all_gather_varlen
 
         device = values.device if dist.get_backend() == "nccl" else torch.device("cpu")
-        ids_all, values_all = all_gather_varlen(torch.from_numpy(ids_arr).to(device), values.to(device))
+        ids_all, values_all = all_gather_varlen(torch.from_numpy(ids_arr).to(device), values.to(device), stamp=stamp)
         return ids_all.cpu().numpy(), values_all
 
     # ------------------------------------------------------------------------------------ stats

@@ -125,6 +125,7 @@ class PrunedIterableDataset(IterableDataset):
         self._start = (0, 0)        # (shard position, sample offset) to resume from
         self._position = (0, 0)
         self._finished = None        # the last epoch this copy of the stream read to its end
+        self._dist = None            # (rank, world) of the training process, for workers (see _rank_world)
         self.skipped_shards = 0
         self.duplicate_keys = 0      # samples whose (url, key) already appeared in the same shard pass
         self._pass_url, self._pass_ids = None, set()
@@ -133,6 +134,7 @@ class PrunedIterableDataset(IterableDataset):
     def __getstate__(self):
         state = dict(self.__dict__)
         state["pruner"] = None
+        state["_dist"] = self._rank_world()      # pickled in the training process: its rank
         if self.index_path is not None:
             state["_index"] = None
         if self.key_table is not None and self.key_table.path is None:
@@ -143,6 +145,7 @@ class PrunedIterableDataset(IterableDataset):
         """Make `epoch` current: selects it in the pruner (main process) and re-shuffles shards."""
         self.epoch = int(epoch)
         self._start = (0, 0)
+        self._dist = self._rank_world()          # forked workers copy it from here
         if self.pruner is not None:
             self.pruner.select(self.epoch)
 
@@ -188,18 +191,42 @@ class PrunedIterableDataset(IterableDataset):
                           "selection. Call stream.set_epoch(epoch) before each epoch", stacklevel=3)
         return _EpochWeights(stamp, store=store)
 
-    def _my_shards(self) -> list[int]:
-        order = np.arange(len(self.urls))
-        if self.shuffle_shards:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.urls))
-        rank, world = 0, 1
+    def _rank_world(self) -> tuple[int, int]:
+        """This process's (rank, world size). A DataLoader worker started by spawn or forkserver has
+        no process group: it uses the training process's, recorded when the stream was sent to it
+        (without this, every rank's workers would read every shard)."""
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        order = order[rank::world]
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        if get_worker_info() is not None and self._dist is not None:
+            return self._dist
+        return 0, 1
+
+    def _shard_order(self) -> np.ndarray:
+        if self.shuffle_shards:
+            return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.urls))
+        return np.arange(len(self.urls))
+
+    def _my_shards(self) -> list[int]:
+        rank, world = self._rank_world()
         info = get_worker_info()
-        if info is not None:
-            order = order[info.id::info.num_workers]
-        return order.tolist()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        return self._shard_order()[rank::world][worker::workers].tolist()
+
+    def _kept_per_shard(self, weights) -> np.ndarray:
+        ranges = self._index or self._wids
+        return np.array([int(np.count_nonzero(weights.slice(*ranges.shard_range(s)) > 0))
+                         for s in range(len(self.urls))], dtype=np.int64)
+
+    def _equal_share(self, kept: np.ndarray) -> int:
+        """Samples every (rank, DataLoader worker) yields this epoch under torch.distributed: the most
+        any of them has kept, so every rank runs the same number of batches (the others repeat kept
+        samples of their own, as DistributedSampler pads). Every rank computes the same number from
+        the same store, shard order and worker count, with no collective."""
+        _, world = self._rank_world()
+        info = get_worker_info()
+        workers = 1 if info is None else info.num_workers
+        order = self._shard_order()
+        return max(int(kept[order[r::world][w::workers]].sum()) for r in range(world) for w in range(workers))
 
     def __iter__(self) -> Iterator[dict]:
         if self._index is None and self.index_path is not None:
@@ -216,16 +243,49 @@ class PrunedIterableDataset(IterableDataset):
             self._end_epoch()
             return
         shards = self._my_shards()
+        target = kept = None
+        if self._rank_world()[1] > 1:
+            if self._index is None and self._wids is None:
+                raise ValueError("under torch.distributed every rank must run the same number of batches per epoch, "
+                                 "and a stream without an index cannot know its count in advance: build an index "
+                                 "(build_index) or pass a wids index")
+            kept = self._kept_per_shard(weights)
+            target = self._equal_share(kept)
         for pos in range(start_shard, len(shards)):
             shard = shards[pos]
             first = start_sample if pos == start_shard else 0
             self._position = (pos, first)
-            if self._index is not None:
-                yield from self._indexed_shard(pos, shard, first, weights)
-            else:
-                yield from self._streamed_shard(pos, shard, first, weights)
+            yield from self._shard_samples(pos, shard, first, weights)
+        if target is not None:
+            mine = int(kept[shards].sum())
+            padded = start_sample if start_shard >= len(shards) else 0
+            yield from self._padding(shards, kept, target - mine, padded, weights)
         self._position = (len(shards), 0)
         self._end_epoch()
+
+    def _shard_samples(self, pos, shard, first, weights):
+        if self._index is not None:
+            return self._indexed_shard(pos, shard, first, weights)
+        return self._streamed_shard(pos, shard, first, weights)
+
+    def _padding(self, shards, kept, count, done, weights):
+        """`count` repeats of this worker's kept samples, in order and cycling (of every shard's, if
+        it kept none), the first `done` of them already yielded before a resume. The position is
+        (number of shards, repeats so far)."""
+        source = shards if int(kept[shards].sum()) > 0 else self._shard_order().tolist()
+        produced = 0
+        while produced < count:
+            cycle_start = produced
+            for shard in source:
+                for sample in self._shard_samples(len(shards), shard, 0, weights):
+                    produced += 1
+                    if produced > done:
+                        self._position = (len(shards), produced)
+                        yield sample
+                    if produced == count:
+                        return
+            if produced == cycle_start:
+                return      # nothing kept anywhere (cannot happen when count > 0): never spin
 
     def _end_epoch(self):
         self._finished = self.epoch

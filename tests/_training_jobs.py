@@ -144,3 +144,68 @@ def varlen_gather_worker(rank, world, init_file, out_dir):
         torch.save((ids_all, values_all), os.path.join(out_dir, f"gather{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+def _floats(raw):
+    return torch.from_numpy(np.frombuffer(raw, np.float32).copy())
+
+
+def ddp_stream_worker(rank, world, init_file, folder, out_dir):
+    """The README's WebDataset recipe under torch.distributed (gloo): 2 DataLoader workers per rank,
+    each rank its own store file. Records the batches run per epoch and the final store."""
+    import torch.distributed as dist
+    import webdataset as wds
+
+    from emp_data.webdataset import PrunedIterableDataset
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        pruner = Pruner(300, policy="emp", prune_ratio=0.7, epochs=4, seed=3,
+                        store_path=os.path.join(out_dir, f"scores{rank}.emp"))
+        stream = PrunedIterableDataset(os.path.join(folder, "d-{00..09}.tar"), pruner,
+                                       index=os.path.join(folder, "d.empidx"))
+        pipeline = wds.DataPipeline(stream, wds.to_tuple("__id__", "x", "cls"), wds.map_tuple(None, _floats, int))
+        loader = torch.utils.data.DataLoader(pipeline, batch_size=8, num_workers=2)
+        model = torch.nn.Linear(4, 3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        batches, first_epoch_ids = [], []
+        for epoch in range(4):
+            stream.set_epoch(epoch)
+            count = 0
+            for ids, x, y in loader:
+                if epoch == 0:
+                    first_epoch_ids += ids.tolist()
+                logits = model(x)
+                loss = pruner.loss(F.cross_entropy(logits, y, reduction="none"), ids, logits=logits)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                count += 1
+            batches.append(count)
+        np.savez(os.path.join(out_dir, f"stream{rank}.npz"), batches=np.array(batches), loss=pruner.store.loss,
+                 first_epoch_ids=np.array(first_epoch_ids),
+                 times=pruner.store.times_selected)
+    finally:
+        dist.destroy_process_group()
+
+
+def ddp_out_of_step_worker(rank, world, init_file, out_dir):
+    """Rank 1 is an epoch ahead of rank 0: the gather in pruner.loss must fail on both, clearly."""
+    import torch.distributed as dist
+
+    from emp_data.distributed import RanksOutOfStep
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        pruner = Pruner(50, policy="random", prune_ratio=0.5)
+        pruner.select(rank)
+        try:
+            pruner.loss(torch.ones(4), torch.arange(4))
+            outcome = "no error"
+        except RanksOutOfStep as exc:
+            outcome = str(exc)
+        with open(os.path.join(out_dir, f"outcome{rank}.txt"), "w") as f:
+            f.write(outcome)
+    finally:
+        dist.destroy_process_group()

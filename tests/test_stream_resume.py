@@ -71,3 +71,33 @@ def check_resume(make, cuts=CUTS, epoch=1):
 def test_every_stream_mode_resumes_at_every_cut(tmp_path, mode):
     urls = write_shards(str(tmp_path))
     check_resume(_make(mode, str(tmp_path), urls))
+
+
+@pytest.mark.parametrize("mode", ["index", "wids"])
+def test_ranks_get_equal_shares_and_padding_resumes(tmp_path, monkeypatch, mode):
+    """Rank r of 2 (simulated in one process): each rank yields the same number of samples, its own
+    kept ones first, then repeats of them; a resume cut inside the padding continues it exactly."""
+    urls = write_shards(str(tmp_path), shards=5)          # 5 shards: rank 0 reads 3, rank 1 reads 2
+    n = 5 * PER_SHARD
+    pruner = Pruner(n, policy="random", prune_ratio=0.4, seed=5, store_path=tmp_path / "s.emp")
+    if mode == "index":
+        index = build_index(urls)
+    else:
+        index = os.path.join(str(tmp_path), "w.json")
+        with open(index, "w") as f:
+            json.dump({"wids_version": 1, "shardlist": [{"url": u, "nsamples": PER_SHARD} for u in urls]}, f)
+    counts, owns = [], []
+    for rank in (0, 1):
+        monkeypatch.setattr(PrunedIterableDataset, "_rank_world", lambda self, r=rank: (r, 2))
+        make = lambda: PrunedIterableDataset(urls, pruner, index=index)  # noqa: E731
+        stream = make()
+        stream.set_epoch(1)
+        order = stream._shard_order()                     # before the pass: it moves to epoch 2
+        got = [int(s["__id__"]) for s in stream]
+        keep = pruner.select(1)[0]
+        own = [i for s in order[rank::2] for i in range(s * PER_SHARD, (s + 1) * PER_SHARD) if i in set(keep)]
+        assert got[:len(own)] == own and set(got[len(own):]) <= set(own)
+        counts.append(len(got))
+        owns.append(len(own))
+        check_resume(make, cuts=("mid", "last", "end"))
+    assert counts[0] == counts[1] == max(owns) and owns[0] != owns[1]

@@ -154,3 +154,51 @@ def test_planned_steps_round_half_like_the_selection():
     # 0.5 * 1001 = 500.5: the C++ budget rounds half away from zero (501), so must planned_steps
     pruner = Pruner(1001, policy="ucb", prune_ratio=0.5, epochs=1, anneal=1.0)
     assert pruner.planned_steps(1) == len(pruner.select(0)[0]) == 501
+
+
+def _stream_shards(folder, sizes=(10, 50, 20, 40, 30, 30, 15, 45, 25, 35)):
+    """10 shards of unequal sizes (300 samples): ranks and workers get unequal shares."""
+    import io
+    import tarfile
+
+    from emp_data.webdataset import build_index
+
+    rng = np.random.default_rng(0)
+    for s, per_shard in enumerate(sizes):
+        with tarfile.open(os.path.join(folder, f"d-{s:02d}.tar"), "w") as tar:
+            for i in range(per_shard):
+                x = rng.standard_normal(4).astype(np.float32)
+                for ext, data in (("x", x.tobytes()), ("cls", str(int(np.argmax(x[:3]))).encode())):
+                    info = tarfile.TarInfo(f"d{s:02d}_{i:03d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    build_index(os.path.join(folder, "d-{00..09}.tar"), out=os.path.join(folder, "d.empidx"))
+
+
+def test_ddp_stream_recipe_runs_equal_batches_and_identical_stores(tmp_path):
+    """2 gloo ranks x 2 DataLoader workers run the README stream recipe for 4 epochs at r = 0.7:
+    every rank runs the same number of batches each epoch (so pruner.loss's gathers stay paired),
+    both finish, and their stores are identical."""
+    world = 2
+    _stream_shards(str(tmp_path))
+    torch.multiprocessing.spawn(jobs.ddp_stream_worker,
+                                args=(world, str(tmp_path / "init"), str(tmp_path), str(tmp_path)),
+                                nprocs=world, join=True)
+    runs = [np.load(tmp_path / f"stream{r}.npz") for r in range(world)]
+    assert np.array_equal(runs[0]["batches"], runs[1]["batches"])
+    # Epoch 0 keeps everything: the ranks split the shards (covering all 300, repeating only padding).
+    first = [list(r["first_epoch_ids"]) for r in runs]
+    assert set(first[0]) | set(first[1]) == set(range(300))
+    assert len(first[0]) == len(first[1]) < 300 and len(set(first[0]) & set(first[1])) == 0
+    assert runs[0]["batches"][1] < runs[0]["batches"][0]          # pruning really happened
+    for key in ("loss", "times"):
+        assert np.array_equal(runs[0][key], runs[1][key], equal_nan=True), key
+
+
+def test_ranks_out_of_step_fail_clearly_instead_of_mixing(tmp_path):
+    world = 2
+    torch.multiprocessing.spawn(jobs.ddp_out_of_step_worker, args=(world, str(tmp_path / "init"), str(tmp_path)),
+                                nprocs=world, join=True)
+    for r in range(world):
+        text = (tmp_path / f"outcome{r}.txt").read_text()
+        assert "out of step" in text and "rank 0: epoch 0 step 1" in text and "rank 1: epoch 1 step 1" in text
