@@ -251,11 +251,16 @@ class PrunedIterableDataset(IterableDataset):
                                  "(build_index) or pass a wids index")
             kept = self._kept_per_shard(weights)
             target = self._equal_share(kept)
-        for pos in range(start_shard, len(shards)):
-            shard = shards[pos]
-            first = start_sample if pos == start_shard else 0
-            self._position = (pos, first)
-            yield from self._shard_samples(pos, shard, first, weights)
+        try:
+            for pos in range(start_shard, len(shards)):
+                shard = shards[pos]
+                first = start_sample if pos == start_shard else 0
+                self._position = (pos, first)
+                yield from self._shard_samples(pos, shard, first, weights)
+        except _StopPass:          # the handler said stop (webdataset's ignore_and_stop)
+            self._position = (len(shards), 0)
+            self._end_epoch()
+            return
         if target is not None:
             mine = int(kept[shards].sum())
             padded = start_sample if start_shard >= len(shards) else 0
@@ -357,22 +362,34 @@ class PrunedIterableDataset(IterableDataset):
                             if out is not None:
                                 yield out
                         current_key, current = key, {}
+                    if ext in current:   # as build_index and webdataset's group_by_keys: an error
+                        raise _DuplicateMember(f"duplicate file name in tar file: {name} (sample '{key}' already "
+                                               f"has .{ext}) in shard '{url}'")
                     current[ext] = data
                 if current is not None:
                     ordinal += 1
                     out = self._emit(url, current_key, current, ordinal, first, pos, weights, ids)
                     if out is not None:
                         yield out
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            err = ValueError(f"shard '{url}' is corrupt or truncated near sample {ordinal + 1}: {exc}")
-            if self.handler is None or not self.handler(err):
-                raise err from None
-            self.skipped_shards += 1
+        except (tarfile.TarError, EOFError, OSError, _DuplicateMember) as exc:
+            err = exc if isinstance(exc, _DuplicateMember) else \
+                ValueError(f"shard '{url}' is corrupt or truncated near sample {ordinal + 1}: {exc}")
+            self._handle(err)
             return
         if ids is not None and ordinal + 1 < ids[1] - ids[0]:
             # Ids stay unique (the shard's range is fixed), but the index no longer describes the shard.
             warnings.warn(f"shard '{url}' holds {ordinal + 1} samples, the wids index says {ids[1] - ids[0]}: "
                           "the index is stale; rebuild it", stacklevel=2)
+
+    def _handle(self, err: Exception) -> None:
+        """A bad shard, as webdataset's handlers mean it: no handler raises; a handler returning True
+        (warn_and_continue) skips the rest of the shard; False (ignore_and_stop) ends the pass
+        quietly; a handler may also raise (reraise_exception)."""
+        if self.handler is None:
+            raise err from None
+        if not self.handler(err):
+            raise _StopPass()
+        self.skipped_shards += 1
 
     def _emit(self, url, key, fields, ordinal, first, pos, weights, ids=None):
         self._position = (pos, ordinal + 1)
@@ -427,6 +444,14 @@ class PrunedIterableDataset(IterableDataset):
     def key_collisions(self) -> int:
         """Distinct keys whose 64-bit hash collided with an earlier key (kept apart; 0 with an index)."""
         return self.key_table.collisions if self.key_table is not None else 0
+
+
+class _DuplicateMember(ValueError):
+    """A member whose field the sample already has (an error, as in webdataset)."""
+
+
+class _StopPass(Exception):
+    """The handler returned False: end this pass quietly."""
 
 
 class _EpochWeights:

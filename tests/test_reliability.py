@@ -501,3 +501,28 @@ def test_the_readme_pipeline_resumes_exactly_under_stateful_dataloader(tmp_path,
     loader.load_state_dict(state)
     tail, _ = run(stream, loader, [1, 2])
     assert head + tail == reference
+
+
+# ------------------------------------------------------------------- semantics as webdataset's
+def test_a_repeated_member_is_an_error_in_both_modes_and_handlers_mean_what_webdataset_means(tmp_path):
+    import webdataset as wds
+
+    bad = tmp_path / "dup.tar"
+    bad.write_bytes(_tar([("a_1.txt", b"x"), ("a_1.cls", b"1"), ("a_1.txt", b"y"), ("b_2.txt", b"z")]))
+    good = _shards(str(tmp_path), count=1, per_shard=3)[0]
+    with pytest.raises(ValueError, match="duplicate file name in tar file"):
+        build_index([str(bad)])
+    pruner = Pruner(10, policy="full", store_path=tmp_path / "s.emp")
+
+    def stream(handler):
+        ds = PrunedIterableDataset([str(bad), good], pruner, key_table=tmp_path / "k.keys", handler=handler,
+                                   shuffle_shards=False)
+        ds.set_epoch(0)
+        return [s["__key__"] for s in ds]
+
+    with pytest.raises(ValueError, match="duplicate file name in tar file: a_1.txt"):
+        stream(None)
+    assert stream(wds.warn_and_continue) == ["r00_0000", "r00_0001", "r00_0002"]   # the bad shard skipped
+    assert stream(wds.ignore_and_stop) == []                                       # stop quietly
+    with pytest.raises(ValueError, match="duplicate"):
+        stream(wds.reraise_exception)
