@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .key_table import KeyTable
+from ._validate import as_count
 from .pruner import Pruner
 from .shard_index import ShardIndex, _is_url_list, _split_name, build_index, expand_urls
 from .store import ScoreStore
@@ -149,6 +150,36 @@ class PrunedIterableDataset(IterableDataset):
         if self.pruner is not None:
             self.pruner.select(self.epoch)
 
+    def steps_per_epoch(self, batch_size: int, num_workers: int = 0, drop_last: bool = False,
+                        epoch: int | None = None) -> int:
+        """Batches this rank's DataLoader yields in `epoch` (default: the current one), exactly: each
+        DataLoader worker batches its own share of the shards, so each ends with its own partial
+        batch, and under torch.distributed this is one rank's count (every rank's is the same; see
+        'Equal batches'). For LR schedulers and progress bars. Needs an index (counts known in
+        advance) and the training process's stream."""
+        batch_size = as_count(batch_size, "batch_size", minimum=1)
+        num_workers = as_count(num_workers, "num_workers", minimum=0)
+        if self._index is None and self._wids is None:
+            raise ValueError("steps_per_epoch needs an index (build_index or a wids index): without one the "
+                             "number of samples is not known before the pass")
+        if self.pruner is None:
+            raise ValueError("steps_per_epoch runs in the training process (it reads the pruner's selection)")
+        saved = self.epoch
+        self.epoch = self.epoch if epoch is None else as_count(epoch, "epoch")
+        try:
+            if self.pruner.epoch != self.epoch:
+                self.pruner.select(self.epoch)
+            kept = self._kept_per_shard(_EpochWeights(self.epoch, array=self.pruner.store.weight))
+            rank, world = self._rank_world()
+            order = self._shard_order()[rank::world]
+            workers = max(num_workers, 1)
+            counts = [int(kept[order[w::workers]].sum()) for w in range(workers)]
+            if world > 1:
+                counts = [self._equal_share(kept, workers)] * workers
+        finally:
+            self.epoch = saved
+        return sum(c // batch_size if drop_last else -(-c // batch_size) for c in counts)
+
     def __len__(self):
         if self.epoch_length is None:
             raise TypeError("PrunedIterableDataset has no length unless epoch_length= is given")
@@ -217,14 +248,15 @@ class PrunedIterableDataset(IterableDataset):
         return np.array([int(np.count_nonzero(weights.slice(*ranges.shard_range(s)) > 0))
                          for s in range(len(self.urls))], dtype=np.int64)
 
-    def _equal_share(self, kept: np.ndarray) -> int:
+    def _equal_share(self, kept: np.ndarray, workers: int | None = None) -> int:
         """Samples every (rank, DataLoader worker) yields this epoch under torch.distributed: the most
         any of them has kept, so every rank runs the same number of batches (the others repeat kept
         samples of their own, as DistributedSampler pads). Every rank computes the same number from
         the same store, shard order and worker count, with no collective."""
         _, world = self._rank_world()
-        info = get_worker_info()
-        workers = 1 if info is None else info.num_workers
+        if workers is None:
+            info = get_worker_info()
+            workers = 1 if info is None else info.num_workers
         order = self._shard_order()
         return max(int(kept[order[r::world][w::workers]].sum()) for r in range(world) for w in range(workers))
 

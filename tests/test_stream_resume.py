@@ -97,7 +97,24 @@ def test_ranks_get_equal_shares_and_padding_resumes(tmp_path, monkeypatch, mode)
         keep = pruner.select(1)[0]
         own = [i for s in order[rank::2] for i in range(s * PER_SHARD, (s + 1) * PER_SHARD) if i in set(keep)]
         assert got[:len(own)] == own and set(got[len(own):]) <= set(own)
+        assert stream.steps_per_epoch(1, epoch=1) == len(got)     # one rank's count, padding included
         counts.append(len(got))
         owns.append(len(own))
         check_resume(make, cuts=("mid", "last", "end"))
     assert counts[0] == counts[1] == max(owns) and owns[0] != owns[1]
+
+
+@pytest.mark.parametrize("workers", [0, 2, 3])
+def test_steps_per_epoch_counts_each_workers_partial_batch(tmp_path, workers):
+    import torch
+
+    urls = write_shards(str(tmp_path), shards=5)
+    n = 5 * PER_SHARD
+    pruner = Pruner(n, policy="random", prune_ratio=0.45, seed=2, store_path=tmp_path / "s.emp")
+    stream = PrunedIterableDataset(urls, pruner, index=build_index(urls))
+    stream.set_epoch(1)
+    predicted = stream.steps_per_epoch(16, num_workers=workers)
+    loader = torch.utils.data.DataLoader(stream, batch_size=16, num_workers=workers,
+                                         collate_fn=lambda batch: len(batch))
+    assert predicted == len(list(loader))
+    assert pruner.steps_per_epoch(16) <= predicted
