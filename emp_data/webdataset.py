@@ -20,6 +20,8 @@ names are importable from here too.
 """
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import tarfile
 import warnings
@@ -217,9 +219,10 @@ class PrunedIterableDataset(IterableDataset):
             # The trainer selected another epoch than this copy of the stream knows (persistent
             # workers, or a resume): the store wins; a saved position only holds for its own epoch.
             self.epoch, self._start = stamp, (0, 0)
-        elif self._finished == stamp and self._start == (0, 0):
-            warnings.warn(f"epoch {stamp} is read a second time by this worker: the store still holds its "
-                          "selection. Call stream.set_epoch(epoch) before each epoch", stacklevel=3)
+        elif self._start == (0, 0) and (self._finished == stamp or _passes_done(self.store_path, stamp) >=
+                                         get_worker_info().num_workers):
+            warnings.warn(f"epoch {stamp} is read a second time: the store still holds its selection. Call "
+                          "stream.set_epoch(epoch) before each epoch", stacklevel=3)
         return _EpochWeights(stamp, store=store)
 
     def _rank_world(self) -> tuple[int, int]:
@@ -326,6 +329,8 @@ class PrunedIterableDataset(IterableDataset):
 
     def _end_epoch(self):
         self._finished = self.epoch
+        if get_worker_info() is not None:
+            _pass_done(self.store_path, self.epoch)
         if self.key_table is not None:
             self.key_table.flush()   # the ids of this pass survive a power loss
         if self.pruner is not None and get_worker_info() is None:
@@ -476,6 +481,39 @@ class PrunedIterableDataset(IterableDataset):
     def key_collisions(self) -> int:
         """Distinct keys whose 64-bit hash collided with an earlier key (kept apart; 0 with an index)."""
         return self.key_table.collisions if self.key_table is not None else 0
+
+
+# Full passes that DataLoader workers have read of each selection, in a small file beside the store:
+# workers of a new epoch that was never selected (a forgotten set_epoch, non-persistent workers)
+# find the passes of the last one there and warn. A selection is named by the store file's identity
+# and its epoch stamp, so a new store file (a new job) starts afresh.
+def _selection_name(store_path: str, epoch: int) -> str:
+    st = os.stat(store_path)
+    return f"{st.st_dev}:{st.st_ino}:{epoch}"
+
+
+def _passes_done(store_path: str, epoch: int) -> int:
+    try:
+        with open(store_path + ".passes") as f:
+            return int(json.load(f).get(_selection_name(store_path, epoch), 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def _pass_done(store_path: str, epoch: int) -> None:
+    try:
+        with open(store_path + ".passes", "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)          # workers finish at the same time
+            f.seek(0)
+            text = f.read()
+            counts = json.loads(text) if text else {}
+            name = _selection_name(store_path, epoch)
+            counts = {name: int(counts.get(name, 0)) + 1}   # only the latest selection matters
+            f.seek(0)
+            f.truncate()
+            json.dump(counts, f)
+    except (OSError, ValueError):
+        pass                                        # a hint only: never fail a pass over it
 
 
 class _DuplicateMember(ValueError):

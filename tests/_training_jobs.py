@@ -209,3 +209,59 @@ def ddp_out_of_step_worker(rank, world, init_file, out_dir):
             f.write(outcome)
     finally:
         dist.destroy_process_group()
+
+
+def ddp_stream_resume_worker(rank, world, init_file, folder, out_dir, phase, stop_batch=5):
+    """The stream recipe under torch.distributed with StatefulDataLoader, in three phases: 'full'
+    runs 4 epochs; 'first' stops in epoch 1 after `stop_batch` batches and checkpoints (pruner,
+    loader, model, optimizer), as a job killed after a checkpoint; 'second' (new processes) restores
+    it and finishes. Records every batch's ids and the final store."""
+    import torch.distributed as dist
+    import webdataset as wds
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    from emp_data.webdataset import PrunedIterableDataset
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        live = os.path.join(out_dir, f"{phase}-scores{rank}.emp")
+        ckpt = os.path.join(out_dir, f"ckpt{rank}")
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        if phase == "second":
+            pruner = Pruner.load(ckpt + ".emp", store_path=live)
+        else:
+            pruner = Pruner(300, policy="emp", prune_ratio=0.7, epochs=4, seed=3, store_path=live)
+        stream = PrunedIterableDataset(os.path.join(folder, "d-{00..09}.tar"), pruner,
+                                       index=os.path.join(folder, "d.empidx"))
+        pipeline = wds.DataPipeline(stream, wds.to_tuple("__id__", "x", "cls"), wds.map_tuple(None, _floats, int))
+        loader = StatefulDataLoader(pipeline, batch_size=8, num_workers=2)
+        first_epoch = 0
+        if phase == "second":
+            state = torch.load(ckpt + ".pt", weights_only=False)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            loader.load_state_dict(state["loader"])
+            first_epoch = state["epoch"]
+        seen = []
+        for epoch in range(first_epoch, 4):
+            stream.set_epoch(epoch)
+            for step, (ids, x, y) in enumerate(loader):
+                logits = model(x)
+                loss = pruner.loss(F.cross_entropy(logits, y, reduction="none"), ids, logits=logits)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                seen.append(ids.tolist())
+                if phase == "first" and epoch == 1 and step + 1 == stop_batch:
+                    pruner.save(ckpt + ".emp")
+                    torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                                "loader": loader.state_dict(), "epoch": epoch}, ckpt + ".pt")
+                    torch.save(seen, os.path.join(out_dir, f"{phase}-seen{rank}.pt"))
+                    return
+        torch.save(seen, os.path.join(out_dir, f"{phase}-seen{rank}.pt"))
+        np.savez(os.path.join(out_dir, f"{phase}-store{rank}.npz"), loss=pruner.store.loss,
+                 times=pruner.store.times_selected, mean=pruner.store.loss_mean)
+    finally:
+        dist.destroy_process_group()

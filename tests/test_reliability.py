@@ -526,3 +526,33 @@ def test_a_repeated_member_is_an_error_in_both_modes_and_handlers_mean_what_webd
     assert stream(wds.ignore_and_stop) == []                                       # stop quietly
     with pytest.raises(ValueError, match="duplicate"):
         stream(wds.reraise_exception)
+
+
+def test_reading_an_epoch_again_without_set_epoch_warns(tmp_path):
+    """A forgotten set_epoch with workers: pruning is not off (the workers read the stamped
+    selection), but the same epoch comes again, and the workers say so on their stderr (where a
+    DataLoader worker's warnings go), persistent or not. Run as a script: pytest's own warning
+    capture would swallow the forked workers' warnings."""
+    urls = _shards(str(tmp_path), count=4)
+    code = textwrap.dedent(f"""
+        import sys
+        from torch.utils.data import DataLoader
+        from emp_data import Pruner
+        from emp_data.webdataset import PrunedIterableDataset, build_index
+        urls = {urls!r}
+        pruner = Pruner(120, policy="random", prune_ratio=0.5, store_path={str(tmp_path / "s.emp")!r})
+        ds = PrunedIterableDataset(urls, pruner, index=build_index(urls))
+        for persistent in (False, True):
+            loader = DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=persistent)
+            ds.set_epoch(3 + persistent)
+            for attempt in ("first", "again"):
+                print(f"--- {{persistent}} {{attempt}}", file=sys.stderr, flush=True)
+                print(len(list(loader)), flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["60"] * 4                     # pruned every time: half of 120
+    sections = done.stderr.split("--- ")[1:]
+    for section, warned in zip(sections, (False, True, False, True)):
+        epoch = 4 if section.startswith("True") else 3
+        assert (f"epoch {epoch} is read a second time" in section) == warned, section

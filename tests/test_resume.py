@@ -1,20 +1,99 @@
-"""One resume check for every stream mode (indexed, streamed with a key table, wids index, a
-webdataset pipeline source): a stream is cut at the start of an epoch, after one sample, mid-epoch,
-before its last sample and at its end; a new stream restored from the state yields exactly what
-the uninterrupted stream yields from there on, through the next epoch."""
+"""One resume check for every resumable thing: the map-style sampler, the torchdata node, and every
+stream mode (indexed, streamed with a key table, wids index, a webdataset pipeline source). Each is
+cut at the start of an epoch, after one sample, mid-epoch, before its last sample and at its end;
+a new one restored from the state yields exactly what the uninterrupted one yields from there on,
+through the next epoch."""
 import json
 import os
 
 import pytest
 import webdataset as wds
 
-from emp_data import Pruner
+from emp_data import Pruner, PrunedSampler
+from emp_data.nodes import PrunedSamplerNode
 from emp_data.webdataset import PrunedIterableDataset, build_index
 
 from test_webdataset import PER_SHARD, SHARDS, write_shards
 
 N = SHARDS * PER_SHARD
 CUTS = ("start", "first", "mid", "last", "end")
+EPOCH = 1
+
+
+def check_resume(run_from, cuts=CUTS):
+    """`run_from(state, count, through)` makes a fresh resumable thing, restores `state` (None:
+    start at EPOCH) and reads `count` ids, or (count None) every id through epoch `through`; it
+    returns (ids, state now). Every cut and restore must reproduce the uninterrupted sequence."""
+    reference, _ = run_from(None, None, EPOCH + 1)
+    per_epoch = len(run_from(None, None, EPOCH)[0])
+    positions = {"start": 0, "first": 1, "mid": per_epoch // 2, "last": per_epoch - 1, "end": per_epoch}
+    for cut in cuts:
+        head, state = run_from(None, positions[cut], None)
+        tail, _ = run_from(state, None, EPOCH + 1)
+        assert head == reference[:positions[cut]], cut
+        assert head + tail == reference, (cut, state, len(head), len(tail), len(reference))
+
+
+def _stream_runner(make):
+    def run_from(state, count, through):
+        stream = make()
+        if state is None:
+            stream.set_epoch(EPOCH)
+        else:
+            stream.load_state_dict(state)
+        if count is not None:
+            it = iter(stream)
+            out = [int(next(it)["__id__"]) for _ in range(count)]
+            return out, stream.state_dict()
+        out = []
+        while stream.epoch <= through:                  # a pass advances the epoch by itself here
+            out += [int(s["__id__"]) for s in stream]
+        return out, stream.state_dict()
+    return run_from
+
+
+def _sampler_runner(pruner):
+    def run_from(state, count, through):
+        sampler = PrunedSampler(pruner, start_epoch=EPOCH)
+        it = iter(sampler)
+        if state is not None:
+            it.load_state_dict(state)
+        if count is not None:
+            return [next(it) for _ in range(count)], it.state_dict()
+        out = list(it)                                   # exhausting it advances the sampler's epoch
+        while sampler.epoch <= through:
+            out += list(iter(sampler))
+        return out, None
+    return run_from
+
+
+def _node_runner(pruner):
+    def run_from(state, count, through):
+        node = PrunedSamplerNode(pruner, start_epoch=EPOCH)
+        node.reset(state)
+        if count is not None:
+            return [node.next() for _ in range(count)], node.get_state()
+        out = _drain(node)
+        while node.get_state()["epoch"] < through:
+            node.reset()
+            out += _drain(node)
+        return out, None
+    return run_from
+
+
+def _drain(node):
+    out = []
+    while True:
+        try:
+            out.append(node.next())
+        except StopIteration:
+            return out
+
+
+def test_the_sampler_and_the_node_resume_at_every_cut():
+    pruner = Pruner(300, policy="random", prune_ratio=0.4, seed=5)
+    check_resume(_sampler_runner(pruner))
+    check_resume(_node_runner(pruner))
 
 
 def _make(mode, folder, urls):
@@ -33,44 +112,10 @@ def _make(mode, folder, urls):
                                          key_table=os.path.join(folder, "p.keys"))
 
 
-def _two_epochs(stream, first_epoch):
-    stream.set_epoch(first_epoch)
-    out = [(stream.epoch, int(s["__id__"])) for s in stream]
-    out += [(stream.epoch, int(s["__id__"])) for s in stream]   # advances by itself in this process
-    return out
-
-
-def check_resume(make, cuts=CUTS, epoch=1):
-    """`make()` gives a fresh stream over the same pruner. For each cut: read up to it, take the
-    state, restore it into a new stream and read on; the result must be the uninterrupted run's."""
-    reference = _two_epochs(make(), epoch)
-    per_epoch = sum(1 for e, _ in reference if e == epoch)
-    positions = {"start": 0, "first": 1, "mid": per_epoch // 2, "last": per_epoch - 1, "end": per_epoch}
-    for cut in cuts:
-        stream = make()
-        stream.set_epoch(epoch)
-        it = iter(stream)
-        head = [int(next(it)["__id__"]) for _ in range(positions[cut])]
-        if cut == "end":
-            assert list(it) == []                    # the epoch is over: the stream moved on
-        state = stream.state_dict()
-        resumed = make()
-        resumed.load_state_dict(state)
-        tail = [(resumed.epoch, int(s["__id__"])) for s in resumed]
-        if cut == "end":
-            assert state["epoch"] == epoch + 1, state
-            tail += []                                # already the next epoch
-        else:
-            tail += [(resumed.epoch, int(s["__id__"])) for s in resumed]
-        expected = reference[positions[cut]:]
-        assert [i for _, i in reference[:positions[cut]]] == head, cut
-        assert tail == expected, (cut, len(tail), len(expected))
-
-
 @pytest.mark.parametrize("mode", ["index", "key_table", "wids", "pipeline"])
 def test_every_stream_mode_resumes_at_every_cut(tmp_path, mode):
     urls = write_shards(str(tmp_path))
-    check_resume(_make(mode, str(tmp_path), urls))
+    check_resume(_stream_runner(_make(mode, str(tmp_path), urls)))
 
 
 @pytest.mark.parametrize("mode", ["index", "wids"])
@@ -100,7 +145,7 @@ def test_ranks_get_equal_shares_and_padding_resumes(tmp_path, monkeypatch, mode)
         assert stream.steps_per_epoch(1, epoch=1) == len(got)     # one rank's count, padding included
         counts.append(len(got))
         owns.append(len(own))
-        check_resume(make, cuts=("mid", "last", "end"))
+        check_resume(_stream_runner(make), cuts=("mid", "last", "end"))
     assert counts[0] == counts[1] == max(owns) and owns[0] != owns[1]
 
 
