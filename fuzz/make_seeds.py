@@ -22,10 +22,10 @@ def tar_bytes(members, fmt):
     return out.getvalue()
 
 
-def pax_size_tar(payload: bytes) -> bytes:
-    """One member whose size is only in a pax 'size' record (ustar field 0), as tarfile and GNU tar
-    write members over 8 GiB; then a second member."""
-    info = tarfile.TarInfo("s000.bin")
+def pax_size_member(name: str, payload: bytes) -> bytes:
+    """One member whose size is only in a pax 'size' record (the ustar field says 0), as tarfile and
+    GNU tar write members over 8 GiB: its header blocks and padded payload."""
+    info = tarfile.TarInfo(name)
     info.size = len(payload)
     info.pax_headers = {"size": str(len(payload))}
     header = bytearray(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
@@ -34,9 +34,12 @@ def pax_size_tar(payload: bytes) -> bytes:
     ustar[148:156] = b"        "
     ustar[148:156] = b"%06o\0 " % sum(ustar)
     header[-512:] = ustar
-    body = payload + b"\0" * (-len(payload) % 512)
-    second = tar_bytes([("s001.cls", b"7")], tarfile.USTAR_FORMAT)
-    return bytes(header) + body + second
+    return bytes(header) + payload + b"\0" * (-len(payload) % 512)
+
+
+def pax_size_tar(payload: bytes) -> bytes:
+    """A pax-size member, then an ordinary one."""
+    return pax_size_member("s000.bin", payload) + tar_bytes([("s001.cls", b"7")], tarfile.USTAR_FORMAT)
 
 
 def main(out):

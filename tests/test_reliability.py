@@ -1,6 +1,7 @@
 """Regression tests for the defects a hostile review found (issue #14): data loss, wrong results,
 crashes and hangs; and faults under load: a select while workers read, SIGKILL mid-save, mid-update
 and mid-insert, a full disk."""
+import importlib.util
 import io
 import multiprocessing as mp
 import os
@@ -21,6 +22,8 @@ from emp_data.webdataset import KeyTable, PrunedIterableDataset, build_index
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _fault_jobs as faults  # noqa: E402
+
+FUZZ = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fuzz")
 
 
 def _wait_for(path, proc, timeout=60):
@@ -117,18 +120,11 @@ def test_a_select_mid_read_is_an_error_not_a_mix(tmp_path):
 
 # ------------------------------------------------------------------ 3. pax sizes, no invented members
 def _pax_size_member(name, payload):
-    """A member whose size is only in a pax record (the ustar field says 0), as tarfile and GNU tar
-    write members over 8 GiB."""
-    info = tarfile.TarInfo(name)
-    info.size = len(payload)
-    info.pax_headers = {"size": str(len(payload))}
-    header = bytearray(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-    ustar = header[-512:]
-    ustar[124:136] = b"%011o\0" % 0
-    ustar[148:156] = b"        "
-    ustar[148:156] = b"%06o\0 " % sum(ustar)
-    header[-512:] = ustar
-    return bytes(header) + payload + b"\0" * (-len(payload) % 512)
+    """A member whose size is only in a pax record (fuzz/make_seeds.py writes the same for the seeds)."""
+    spec = importlib.util.spec_from_file_location("emp_make_seeds", os.path.join(FUZZ, "make_seeds.py"))
+    seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seeds)
+    return seeds.pax_size_member(name, payload)
 
 
 def test_pax_size_is_honoured_and_a_tar_inside_a_sample_stays_payload(tmp_path):
@@ -323,7 +319,9 @@ def test_a_select_while_other_processes_read_is_never_seen_half_done(tmp_path):
         writer.kill()
         writer.join()
     by_kind = {kind: (reads, bad) for kind, reads, bad in results}
-    assert by_kind["locked"][0] > 20 and by_kind["locked"][1] == 0, by_kind
+    # Some complete reads (a reader can be starved while the writer selects back to back, and an
+    # ASan build copies slowly), none of them a mix.
+    assert by_kind["locked"][0] >= 5 and by_kind["locked"][1] == 0, by_kind
     assert by_kind["raw"][1] > 0, f"the raw reader never saw a select in progress: {by_kind}"
 
 
