@@ -20,8 +20,6 @@ names are importable from here too.
 """
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import tarfile
 import warnings
@@ -35,6 +33,7 @@ from .key_table import KeyTable
 from ._validate import as_count
 from .pruner import Pruner
 from .shard_index import ShardIndex, _is_url_list, _split_name, build_index, expand_urls
+from .epoch_weights import EpochWeights, pass_done, passes_done
 from .store import ScoreStore
 from .wids_index import WidsIndex, looks_like_json
 
@@ -171,7 +170,7 @@ class PrunedIterableDataset(IterableDataset):
         try:
             if self.pruner.epoch != self.epoch:
                 self.pruner.select(self.epoch)
-            kept = self._kept_per_shard(_EpochWeights(self.epoch, array=self.pruner.store.weight))
+            kept = self._kept_per_shard(EpochWeights(self.epoch, array=self.pruner.store.weight))
             rank, world = self._rank_world()
             order = self._shard_order()[rank::world]
             workers = max(num_workers, 1)
@@ -196,7 +195,7 @@ class PrunedIterableDataset(IterableDataset):
         self._start = (int(state["shard"]), int(state["sample"]))
 
     # --- iteration
-    def _weights(self) -> "_EpochWeights":
+    def _weights(self) -> "EpochWeights":
         """This epoch's weights. In the training process they are the pruner's (selected here if
         needed). A DataLoader worker reads the pruner's memory-mapped store and takes the epoch from
         its stamp, so persistent workers follow `set_epoch` and a resume made in the main process."""
@@ -204,7 +203,7 @@ class PrunedIterableDataset(IterableDataset):
         if self.pruner is not None and not in_worker:
             if self.pruner.epoch != self.epoch:
                 self.pruner.select(self.epoch)
-            return _EpochWeights(self.epoch, array=self.pruner.store.weight)
+            return EpochWeights(self.epoch, array=self.pruner.store.weight)
         # A worker always reads the shared file: a forked copy of an in-memory store would be a
         # snapshot that silently goes stale (persistent workers).
         if self.store_path is None:
@@ -219,11 +218,11 @@ class PrunedIterableDataset(IterableDataset):
             # The trainer selected another epoch than this copy of the stream knows (persistent
             # workers, or a resume): the store wins; a saved position only holds for its own epoch.
             self.epoch, self._start = stamp, (0, 0)
-        elif self._start == (0, 0) and (self._finished == stamp or _passes_done(self.store_path, stamp) >=
+        elif self._start == (0, 0) and (self._finished == stamp or passes_done(self.store_path, stamp) >=
                                          get_worker_info().num_workers):
             warnings.warn(f"epoch {stamp} is read a second time: the store still holds its selection. Call "
                           "stream.set_epoch(epoch) before each epoch", stacklevel=3)
-        return _EpochWeights(stamp, store=store)
+        return EpochWeights(stamp, store=store)
 
     def _rank_world(self) -> tuple[int, int]:
         """This process's (rank, world size). A DataLoader worker started by spawn or forkserver has
@@ -330,7 +329,7 @@ class PrunedIterableDataset(IterableDataset):
     def _end_epoch(self):
         self._finished = self.epoch
         if get_worker_info() is not None:
-            _pass_done(self.store_path, self.epoch)
+            pass_done(self.store_path, self.epoch)
         if self.key_table is not None:
             self.key_table.flush()   # the ids of this pass survive a power loss
         if self.pruner is not None and get_worker_info() is None:
@@ -483,70 +482,12 @@ class PrunedIterableDataset(IterableDataset):
         return self.key_table.collisions if self.key_table is not None else 0
 
 
-# Full passes that DataLoader workers have read of each selection, in a small file beside the store:
-# workers of a new epoch that was never selected (a forgotten set_epoch, non-persistent workers)
-# find the passes of the last one there and warn. A selection is named by the store file's identity
-# and its epoch stamp, so a new store file (a new job) starts afresh.
-def _selection_name(store_path: str, epoch: int) -> str:
-    st = os.stat(store_path)
-    return f"{st.st_dev}:{st.st_ino}:{epoch}"
-
-
-def _passes_done(store_path: str, epoch: int) -> int:
-    try:
-        with open(store_path + ".passes") as f:
-            return int(json.load(f).get(_selection_name(store_path, epoch), 0))
-    except (OSError, ValueError):
-        return 0
-
-
-def _pass_done(store_path: str, epoch: int) -> None:
-    try:
-        with open(store_path + ".passes", "a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)          # workers finish at the same time
-            f.seek(0)
-            text = f.read()
-            counts = json.loads(text) if text else {}
-            name = _selection_name(store_path, epoch)
-            counts = {name: int(counts.get(name, 0)) + 1}   # only the latest selection matters
-            f.seek(0)
-            f.truncate()
-            json.dump(counts, f)
-    except (OSError, ValueError):
-        pass                                        # a hint only: never fail a pass over it
-
-
 class _DuplicateMember(ValueError):
     """A member whose field the sample already has (an error, as in webdataset)."""
 
 
 class _StopPass(Exception):
     """The handler returned False: end this pass quietly."""
-
-
-class _EpochWeights:
-    """One epoch's loss weights as a stream reads them: the training process's own array, or the
-    shared store file, read under its epoch stamp so that a select in another process is waited out
-    (never seen half-written) and a change of epoch mid-read is an error, not a silent mix."""
-
-    def __init__(self, epoch: int, *, array: np.ndarray | None = None, store: ScoreStore | None = None):
-        self.epoch, self._array, self._store = epoch, array, store
-
-    def slice(self, lo: int, hi: int) -> np.ndarray:
-        if self._array is not None:
-            return self._array[lo:hi]
-        epoch, weights = self._store.read_weights(lo, hi)
-        self._check(epoch)
-        return weights
-
-    def at(self, sample_id: int) -> float:
-        return float(self.slice(sample_id, sample_id + 1)[0])
-
-    def _check(self, epoch):
-        if epoch != self.epoch:
-            raise RuntimeError(f"the store now holds epoch {epoch}'s selection while this DataLoader worker is still "
-                               f"reading epoch {self.epoch}: call stream.set_epoch (or pruner.select) only between "
-                               "epochs, after the loader has been read to its end")
 
 
 def _members_with_data(tar):

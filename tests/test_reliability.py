@@ -240,13 +240,15 @@ def test_hostile_tar_headers_fail_fast(tmp_path, case):
         except ValueError as exc:
             print("refused:", exc)
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # cwd outside the checkout: `python -c` puts its cwd first on sys.path, and the source tree's
+    # emp_data has no built _C in CI (the package is installed into the venv).
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "refused:" in done.stdout and "bad.tar" in done.stdout
 
 
 # ------------------------------------------------------------------- 10. a caller changing its ids mid-update
-def test_update_survives_the_caller_changing_its_arrays():
+def test_update_survives_the_caller_changing_its_arrays(tmp_path):
     """A thread flips ids to out-of-range values while update runs without the GIL: no write may
     land outside the store (run in a child process, so a crash fails the test instead of pytest)."""
     code = textwrap.dedent("""
@@ -270,7 +272,7 @@ def test_update_survives_the_caller_changing_its_arrays():
         assert np.isfinite(store.loss).all() or np.isnan(store.loss).any()
         print("ok")
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr
 
 
@@ -547,7 +549,7 @@ def test_reading_an_epoch_again_without_set_epoch_warns(tmp_path):
                 print(f"--- {{persistent}} {{attempt}}", file=sys.stderr, flush=True)
                 print(len(list(loader)), flush=True)
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["60"] * 4                     # pruned every time: half of 120
     sections = done.stderr.split("--- ")[1:]
