@@ -218,8 +218,8 @@ class PrunedIterableDataset(IterableDataset):
             # The trainer selected another epoch than this copy of the stream knows (persistent
             # workers, or a resume): the store wins; a saved position only holds for its own epoch.
             self.epoch, self._start = stamp, (0, 0)
-        elif self._start == (0, 0) and (self._finished == stamp or passes_done(self.store_path, stamp) >=
-                                         get_worker_info().num_workers):
+        elif self._start == (0, 0) and (self._finished == stamp or
+                                         passes_done(self.store_path, stamp) >= _worker_count()):
             warnings.warn(f"epoch {stamp} is read a second time: the store still holds its selection. Call "
                           "stream.set_epoch(epoch) before each epoch", stacklevel=3)
         return EpochWeights(stamp, store=store)
@@ -257,8 +257,7 @@ class PrunedIterableDataset(IterableDataset):
         the same store, shard order and worker count, with no collective."""
         _, world = self._rank_world()
         if workers is None:
-            info = get_worker_info()
-            workers = 1 if info is None else info.num_workers
+            workers = _worker_count()
         order = self._shard_order()
         return max(int(kept[order[r::world][w::workers]].sum()) for r in range(world) for w in range(workers))
 
@@ -488,6 +487,11 @@ class _DuplicateMember(ValueError):
 
 class _StopPass(Exception):
     """The handler returned False: end this pass quietly."""
+
+
+def _worker_count() -> int:
+    info = get_worker_info()
+    return 1 if info is None else info.num_workers
 
 
 def _members_with_data(tar):
