@@ -193,6 +193,8 @@ class PrunedIterableDataset(IterableDataset):
     def load_state_dict(self, state: dict) -> None:
         self.epoch = int(state["epoch"])
         self._start = (int(state["shard"]), int(state["sample"]))
+        if self.pruner is not None and get_worker_info() is None:
+            self.pruner.select(self.epoch)     # stamp the store: workers (persistent ones too) follow it
 
     # --- iteration
     def _weights(self) -> "EpochWeights":

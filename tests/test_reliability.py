@@ -556,3 +556,14 @@ def test_reading_an_epoch_again_without_set_epoch_warns(tmp_path):
     for section, warned in zip(sections, (False, True, False, True)):
         epoch = 4 if section.startswith("True") else 3
         assert (f"epoch {epoch} is read a second time" in section) == warned, section
+
+
+def test_a_main_process_load_state_dict_reaches_persistent_workers(tmp_path):
+    urls = _shards(str(tmp_path))
+    pruner = Pruner(120, policy="random", prune_ratio=0.5, seed=4, store_path=tmp_path / "s.emp")
+    ds = PrunedIterableDataset(urls, pruner, index=build_index(urls))
+    loader = DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=True)
+    ds.set_epoch(0)
+    assert sorted(int(s["__id__"]) for s in loader) == sorted(pruner.select(0)[0].tolist())
+    ds.load_state_dict({"epoch": 5, "shard": 0, "sample": 0})      # e.g. restored from a checkpoint
+    assert sorted(int(s["__id__"]) for s in loader) == sorted(pruner.select(5)[0].tolist())
