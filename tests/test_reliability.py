@@ -2,7 +2,6 @@
 crashes and hangs; and faults under load: a select while workers read, SIGKILL mid-save, mid-update
 and mid-insert, a full disk."""
 import importlib.util
-import io
 import multiprocessing as mp
 import os
 import signal
@@ -34,14 +33,19 @@ def _wait_for(path, proc, timeout=60):
         time.sleep(0.01)
 
 
+def _load_seed_writers():
+    """fuzz/make_seeds.py writes the fuzz seeds with tarfile; the tests use the same writers."""
+    spec = importlib.util.spec_from_file_location("emp_make_seeds", os.path.join(FUZZ, "make_seeds.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SEED_WRITERS = _load_seed_writers()
+
+
 def _tar(members, fmt=tarfile.GNU_FORMAT):
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+    return SEED_WRITERS.tar_bytes(members, fmt)
 
 
 def _shards(folder, count=4, per_shard=30):
@@ -120,11 +124,8 @@ def test_a_select_mid_read_is_an_error_not_a_mix(tmp_path):
 
 # ------------------------------------------------------------------ 3. pax sizes, no invented members
 def _pax_size_member(name, payload):
-    """A member whose size is only in a pax record (fuzz/make_seeds.py writes the same for the seeds)."""
-    spec = importlib.util.spec_from_file_location("emp_make_seeds", os.path.join(FUZZ, "make_seeds.py"))
-    seeds = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(seeds)
-    return seeds.pax_size_member(name, payload)
+    """A member whose size is only in a pax record (the ustar field says 0)."""
+    return SEED_WRITERS.pax_size_member(name, payload)
 
 
 def test_pax_size_is_honoured_and_a_tar_inside_a_sample_stays_payload(tmp_path):
