@@ -13,7 +13,6 @@ import re
 import tarfile
 
 import numpy as np
-import pytest
 import torch
 from torch.utils.data import TensorDataset
 
