@@ -1,4 +1,4 @@
-// Small POSIX file helpers shared by the store and the key table: error text with errno, a
+// Small POSIX file helpers shared by the store and the key table: I/O errors with their errno, a
 // descriptor closed on scope exit, and the pieces of an atomic create (temp file + rename).
 #pragma once
 #include <dirent.h>
@@ -13,10 +13,6 @@
 #include <string>
 
 namespace emp {
-
-inline std::string errno_text(const std::string& what, const std::string& path) {
-  return what + " '" + path + "': " + std::strerror(errno);
-}
 
 // A failed system call on a file (disk full, permission, missing file): the bindings raise it as
 // Python's OSError with its errno, so callers can tell I/O trouble from a bad file.
@@ -56,12 +52,21 @@ struct Fd {
 // Unique temp name beside the target so rename() stays on one file system.
 inline std::string temp_path_for(const std::string& path) { return path + ".tmp." + std::to_string(::getpid()); }
 
+// The folder holding `path`, and its name in it.
+inline std::string parent_dir(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+}
+inline std::string base_name(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
 // Temp files `<path>.tmp.<pid>` left by writers that were killed (SIGKILL, power loss) are removed
 // when a later write of `path` succeeds; a temp file of a live process is left alone.
 inline void remove_stale_temps(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  const std::string prefix = (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp.";
+  const std::string dir = parent_dir(path);
+  const std::string prefix = base_name(path) + ".tmp.";
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return;
   while (const dirent* e = ::readdir(d)) {
@@ -82,8 +87,7 @@ inline void remove_stale_temps(const std::string& path) {
 }
 
 inline void fsync_parent_dir(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  const std::string dir = parent_dir(path);
   Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY));
   if (d.fd >= 0) ::fsync(d.fd);
 }

@@ -215,8 +215,8 @@ KeyTable KeyTable::open(const std::string& path) {
   t.fd_ = fd.fd;
   fd.fd = -1;
   // The live counters are outside the checksum: bound them before any use.
-  const uint64_t next = load_acquire(t.counter(0)), used = load_acquire(t.counter(1));
-  if (next > h.max_ids || used > h.arena_bytes || load_acquire(t.counter(4)) > h.arena_bytes)
+  const uint64_t next = load_acquire(t.counter(kNextId)), used = load_acquire(t.counter(kArenaUsed));
+  if (next > h.max_ids || used > h.arena_bytes || load_acquire(t.counter(kArenaReserved)) > h.arena_bytes)
     throw std::runtime_error("key table '" + path + "' has corrupt counters (" + std::to_string(next) + " ids, " +
                              std::to_string(used) + " arena bytes); delete it to renumber");
   return t;
@@ -246,7 +246,7 @@ void KeyTable::release() noexcept {
   fd_ = -1;
 }
 
-bool KeyTable::claim(size_t which, uint64_t amount, uint64_t limit, uint64_t& start) {
+bool KeyTable::claim(Counter which, uint64_t amount, uint64_t limit, uint64_t& start) {
   uint64_t* c = counter(which);
   uint64_t cur = load_acquire(c);
   do {
@@ -258,7 +258,7 @@ bool KeyTable::claim(size_t which, uint64_t amount, uint64_t limit, uint64_t& st
 
 void KeyTable::reserve_arena(uint64_t end) {
   if (fd_ < 0) return;
-  uint64_t* reserved = counter(4);
+  uint64_t* reserved = counter(kArenaReserved);
   uint64_t have = load_acquire(reserved);
   if (end <= have) return;
   const uint64_t want = std::min(header()->arena_bytes, (end + kArenaReserveStep - 1) / kArenaReserveStep * kArenaReserveStep);
@@ -269,17 +269,17 @@ void KeyTable::reserve_arena(uint64_t end) {
 
 void KeyTable::flush() {
   if (fd_ < 0) return;
-  __atomic_store_n(counter(3), 1, __ATOMIC_RELEASE);
+  __atomic_store_n(counter(kClean), 1, __ATOMIC_RELEASE);
   if (::msync(base_, mapped_bytes_, MS_SYNC) != 0) throw IoError("cannot sync key table", path_);
 }
 
-bool KeyTable::clean() const { return load_acquire(counter(3)) == 1; }
+bool KeyTable::clean() const { return load_acquire(counter(kClean)) == 1; }
 
 uint64_t KeyTable::recover() {
   const KeyTableHeader* h = header();
   auto* slots = reinterpret_cast<Slot*>(base_ + h->slots_offset);
   const auto* entries = reinterpret_cast<const uint64_t*>(base_ + h->entries_offset);
-  const uint64_t next = load_acquire(counter(0)), used = load_acquire(counter(1));
+  const uint64_t next = load_acquire(counter(kNextId)), used = load_acquire(counter(kArenaUsed));
   std::vector<bool> owned(next, false);
   uint64_t repaired = 0;
   auto broken = [&](const std::string& why) {
@@ -306,20 +306,20 @@ uint64_t KeyTable::recover() {
     std::memcpy(&head, base_ + h->arena_offset + entry - 1, sizeof(head));
     if (!record_fits(entry - 1, head.key_len, used)) throw broken("id " + std::to_string(id) + " has a cut key record");
   }
-  if (repaired > 0) __atomic_store_n(counter(3), 0, __ATOMIC_RELEASE);
+  if (repaired > 0) __atomic_store_n(counter(kClean), 0, __ATOMIC_RELEASE);
   return repaired;
 }
 
-uint64_t* KeyTable::counter(size_t which) const {
+uint64_t* KeyTable::counter(Counter which) const {
   return reinterpret_cast<uint64_t*>(base_ + kCounterOffset + which * kCounterStride);
 }
 
 uint64_t KeyTable::size() const {
-  const uint64_t next = load_acquire(counter(0));
+  const uint64_t next = load_acquire(counter(kNextId));
   return next < max_ids() ? next : max_ids();
 }
 
-uint64_t KeyTable::collisions() const { return load_acquire(counter(2)); }
+uint64_t KeyTable::collisions() const { return load_acquire(counter(kCollisions)); }
 
 bool KeyTable::entry_matches(uint64_t id, uint64_t url_hash, const std::string& key) const {
   const KeyTableHeader* h = header();
@@ -367,10 +367,10 @@ int64_t KeyTable::probe(uint64_t url_hash, const std::string& key, bool insert) 
         // Claimed. Arena space first, then the id, each claimed without moving its counter past
         // its limit: a failed insert takes nothing, so the id count only ever counts written keys
         // and later short keys still fit. The entry is written before the id is published.
-        if (load_acquire(counter(3)) != 0) __atomic_store_n(counter(3), 0, __ATOMIC_RELEASE);  // no longer clean
+        if (load_acquire(counter(kClean)) != 0) __atomic_store_n(counter(kClean), 0, __ATOMIC_RELEASE);  // no longer clean
         const uint64_t need = align8(sizeof(RecordHead) + key.size());
         uint64_t offset = 0, id = 0;
-        if (!claim(1, need, h->arena_bytes, offset)) {
+        if (!claim(kArenaUsed, need, h->arena_bytes, offset)) {
           __atomic_store_n(&slot.state, kArenaFull, __ATOMIC_RELEASE);
           throw std::runtime_error("key table arena is full (keys longer than key_bytes per sample on average); "
                                    "create the table with a larger key_bytes");
@@ -384,13 +384,13 @@ int64_t KeyTable::probe(uint64_t url_hash, const std::string& key, bool insert) 
         const RecordHead head{url_hash, key.size()};
         std::memcpy(base_ + h->arena_offset + offset, &head, sizeof(head));
         std::memcpy(base_ + h->arena_offset + offset + sizeof(head), key.data(), key.size());
-        if (!claim(0, 1, h->max_ids, id)) {
+        if (!claim(kNextId, 1, h->max_ids, id)) {
           __atomic_store_n(&slot.state, kOverflow, __ATOMIC_RELEASE);
           throw std::length_error("the stream has more distinct samples than the pruner's " +
                                   std::to_string(h->max_ids) + " (new key '" + key + "')");
         }
         __atomic_store_n(reinterpret_cast<uint64_t*>(base_ + h->entries_offset) + id, offset + 1, __ATOMIC_RELEASE);
-        if (passed_same_hash) __atomic_fetch_add(counter(2), 1, __ATOMIC_ACQ_REL);
+        if (passed_same_hash) __atomic_fetch_add(counter(kCollisions), 1, __ATOMIC_ACQ_REL);
         __atomic_store_n(&slot.state, id + 1, __ATOMIC_RELEASE);
         return static_cast<int64_t>(id);
       }

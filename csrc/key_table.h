@@ -80,9 +80,11 @@ class KeyTable {
   KeyTable() = default;
   static KeyTable map_new(int fd, const std::string& path, uint64_t max_ids, uint64_t key_bytes, uint32_t hash_bits);
   const KeyTableHeader* header() const { return reinterpret_cast<const KeyTableHeader*>(base_); }
-  uint64_t* counter(size_t which) const;  // 0: next id, 1: arena used, 2: collisions, 3: clean, 4: arena reserved
+  // The live counters in the header page, each on its own cache line.
+  enum Counter : size_t { kNextId = 0, kArenaUsed = 1, kCollisions = 2, kClean = 3, kArenaReserved = 4 };
+  uint64_t* counter(Counter which) const;
   // Claims `amount` of the counter's `limit` without ever moving it past the limit; false if full.
-  bool claim(size_t which, uint64_t amount, uint64_t limit, uint64_t& start);
+  bool claim(Counter which, uint64_t amount, uint64_t limit, uint64_t& start);
   void reserve_arena(uint64_t end);
   int64_t probe(uint64_t url_hash, const std::string& key, bool insert);
   bool entry_matches(uint64_t id, uint64_t url_hash, const std::string& key) const;

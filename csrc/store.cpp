@@ -255,15 +255,7 @@ void Store::end_weights_write(int64_t epoch) {
   __atomic_store_n(&l->seq, (seq | 1) + 1, __ATOMIC_RELEASE);  // weights and stamp before the even seq
 }
 
-int64_t Store::stamped_epoch(double timeout_s) const {
-  const LiveHeader* l = live();
-  while (true) {
-    const uint64_t seq = wait_even(l, timeout_s);
-    const uint64_t stamp = __atomic_load_n(&l->epoch_plus_one, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (load_u64(&l->seq) == seq) return epoch_of_stamp(stamp);
-  }
-}
+int64_t Store::stamped_epoch(double timeout_s) const { return read_weights(0, 0, nullptr, timeout_s); }
 
 int64_t Store::read_weights(uint64_t lo, uint64_t hi, float* out, double timeout_s) const {
   if (lo > hi || hi > n_) throw std::out_of_range("weight range [" + std::to_string(lo) + ", " + std::to_string(hi) +

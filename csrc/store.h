@@ -98,7 +98,8 @@ class Store {
   void end_weights_write(int64_t epoch);
   // The stamped epoch (-1: none) once no write is in progress; waits up to `timeout_s` for one.
   int64_t stamped_epoch(double timeout_s) const;
-  // A consistent copy of weight[lo, hi) and the epoch it belongs to (waits out a write in progress).
+  // A consistent copy of weight[lo, hi) and the epoch it belongs to (waits out a write in progress;
+  // an empty range only reads the stamp).
   int64_t read_weights(uint64_t lo, uint64_t hi, float* out, double timeout_s) const;
   // Ids and weights may change: the file's identity, to refuse saving a snapshot over it.
   bool same_file_as(const std::string& path) const;
