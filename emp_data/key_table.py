@@ -21,8 +21,9 @@ class KeyTable:
 
         KeyTable(max_samples)                       # anonymous memory: this process (and forks)
         KeyTable(max_samples, path="scores.keys")   # opens the file if it exists, else creates it
-    ``key_bytes`` is the per-sample budget for stored keys (16 bytes of bookkeeping + the key); the
-    file is sparse, so unused budget costs address space, not disk or memory.
+    ``key_bytes`` is the per-sample budget for stored keys (16 bytes of bookkeeping + the key). The
+    slots and id entries get their disk blocks when the file is created; the key arena is reserved in
+    1 MiB steps as keys arrive, so unused budget costs address space, not disk or memory.
     """
 
     def __init__(self, max_samples: int, path=None, *, key_bytes: int = 128, _hash_bits: int = 64):

@@ -428,21 +428,19 @@ class Pruner:
         if meta.get("state_version") != STATE_VERSION:
             raise ValueError(f"'{os.fspath(path)}' holds Pruner state version {meta.get('state_version')}, "
                              f"this emp_data reads {STATE_VERSION}")
-        if store_path is not None:
-            if os.path.exists(store_path) and os.path.samefile(path, store_path):
-                raise ValueError(f"store_path '{os.fspath(store_path)}' is the checkpoint itself; give the live "
-                                 "store another file")
-            pruner = cls(meta["num_samples"], policy=meta["policy"], prune_ratio=meta["prune_ratio"], device=device,
-                         store_path=store_path, overwrite=True, **meta["policy_options"])
-            pruner.load_state_dict(dict(meta, store={name: getattr(store, name) for name in _STORE_FIELDS}))
-            return pruner
+        if store_path is not None and os.path.exists(store_path) and os.path.samefile(path, store_path):
+            raise ValueError(f"store_path '{os.fspath(store_path)}' is the checkpoint itself; give the live store "
+                             "another file")
         on_gpu = device is not None and torch is not None and torch.device(device).type == "cuda"
-        pruner = cls(meta["num_samples"], policy=meta["policy"], prune_ratio=meta["prune_ratio"],
-                     store=None if on_gpu else store, device=device, **meta["policy_options"])
-        pruner._apply_meta(meta)
-        if on_gpu:
-            for name in _STORE_FIELDS:
-                pruner.store.set_field(name, getattr(store, name))
+        if store_path is None and not on_gpu:
+            pruner = cls(meta["num_samples"], policy=meta["policy"], prune_ratio=meta["prune_ratio"], store=store,
+                         **meta["policy_options"])
+            pruner._apply_meta(meta)            # the loaded store is the Pruner's: no copy
+            return pruner
+        # A store of its own (on the GPU, or a memory-mapped file for workers), filled by the resume path.
+        pruner = cls(meta["num_samples"], policy=meta["policy"], prune_ratio=meta["prune_ratio"], device=device,
+                     store_path=store_path, overwrite=True, **meta["policy_options"])
+        pruner.load_state_dict(dict(meta, store={name: getattr(store, name) for name in _STORE_FIELDS}))
         return pruner
 
     def __repr__(self) -> str:

@@ -18,6 +18,15 @@ def make_data():
     return TensorDataset(x, y)
 
 
+def train_step(model, opt, pruner, ids, x, y):
+    """One optimizer step on a batch through pruner.loss (which records its scores)."""
+    logits = model(x)
+    loss = pruner.loss(F.cross_entropy(logits, y, reduction="none"), ids, logits=logits)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
 def make_model():
     torch.manual_seed(1)
     return torch.nn.Linear(8, 2)
@@ -48,11 +57,7 @@ def train_with_stateful_loader(phase, ckpt_dir, stop_after_batches=None):
     seen, batches = [], 0
     for epoch in range(start_epoch, EPOCHS):
         for ids, (x, y) in loader:
-            logits = model(x)
-            loss = pruner.loss(F.cross_entropy(logits, y, reduction="none"), ids, logits=logits)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            train_step(model, opt, pruner, ids, x, y)
             seen.extend(ids.tolist())
             batches += 1
             if phase == "first" and batches == stop_after_batches:
@@ -176,11 +181,7 @@ def ddp_stream_worker(rank, world, init_file, folder, out_dir):
             for ids, x, y in loader:
                 if epoch == 0:
                     first_epoch_ids += ids.tolist()
-                logits = model(x)
-                loss = pruner.loss(F.cross_entropy(logits, y, reduction="none"), ids, logits=logits)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+                train_step(model, opt, pruner, ids, x, y)
                 count += 1
             batches.append(count)
         np.savez(os.path.join(out_dir, f"stream{rank}.npz"), batches=np.array(batches), loss=pruner.store.loss,
@@ -248,11 +249,7 @@ def ddp_stream_resume_worker(rank, world, init_file, folder, out_dir, phase, sto
         for epoch in range(first_epoch, 4):
             stream.set_epoch(epoch)
             for step, (ids, x, y) in enumerate(loader):
-                logits = model(x)
-                loss = pruner.loss(F.cross_entropy(logits, y, reduction="none"), ids, logits=logits)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+                train_step(model, opt, pruner, ids, x, y)
                 seen.append(ids.tolist())
                 if phase == "first" and epoch == 1 and step + 1 == stop_batch:
                     pruner.save(ckpt + ".emp")
