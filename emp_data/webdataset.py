@@ -172,9 +172,9 @@ class PrunedIterableDataset(IterableDataset):
                 self.pruner.select(self.epoch)
             kept = self._kept_per_shard(EpochWeights(self.epoch, array=self.pruner.store.weight))
             rank, world = self._rank_world()
-            order = self._shard_order()[rank::world]
+            order = self._shard_order()
             workers = max(num_workers, 1)
-            counts = [int(kept[order[w::workers]].sum()) for w in range(workers)]
+            counts = [int(kept[_split(order, rank, world, w, workers)].sum()) for w in range(workers)]
             if world > 1:
                 counts = [self._equal_share(kept, workers)] * workers
         finally:
@@ -245,7 +245,7 @@ class PrunedIterableDataset(IterableDataset):
         rank, world = self._rank_world()
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        return self._shard_order()[rank::world][worker::workers].tolist()
+        return _split(self._shard_order(), rank, world, worker, workers).tolist()
 
     def _kept_per_shard(self, weights) -> np.ndarray:
         ranges = self._index or self._wids
@@ -261,7 +261,7 @@ class PrunedIterableDataset(IterableDataset):
         if workers is None:
             workers = _worker_count()
         order = self._shard_order()
-        return max(int(kept[order[r::world][w::workers]].sum()) for r in range(world) for w in range(workers))
+        return max(int(kept[_split(order, r, world, w, workers)].sum()) for r in range(world) for w in range(workers))
 
     def __iter__(self) -> Iterator[dict]:
         if self._index is None and self.index_path is not None:
@@ -286,6 +286,7 @@ class PrunedIterableDataset(IterableDataset):
                                  "(build_index) or pass a wids index")
             kept = self._kept_per_shard(weights)
             target = self._equal_share(kept)
+        stopped = False
         try:
             for pos in range(start_shard, len(shards)):
                 shard = shards[pos]
@@ -293,13 +294,11 @@ class PrunedIterableDataset(IterableDataset):
                 self._position = (pos, first)
                 yield from self._shard_samples(pos, shard, first, weights)
         except _StopPass:          # the handler said stop (webdataset's ignore_and_stop)
-            self._position = (len(shards), 0)
-            self._end_epoch()
-            return
-        if target is not None:
+            stopped = True
+        if target is not None and not stopped:
             mine = int(kept[shards].sum())
             padded = start_sample if start_shard >= len(shards) else 0
-            yield from self._padding(shards, kept, target - mine, padded, weights)
+            yield from self._padding(shards, mine > 0, target - mine, padded, weights)
         self._position = (len(shards), 0)
         self._end_epoch()
 
@@ -308,11 +307,11 @@ class PrunedIterableDataset(IterableDataset):
             return self._indexed_shard(pos, shard, first, weights)
         return self._streamed_shard(pos, shard, first, weights)
 
-    def _padding(self, shards, kept, count, done, weights):
+    def _padding(self, shards, kept_any, count, done, weights):
         """`count` repeats of this worker's kept samples, in order and cycling (of every shard's, if
         it kept none), the first `done` of them already yielded before a resume. The position is
         (number of shards, repeats so far)."""
-        source = shards if int(kept[shards].sum()) > 0 else self._shard_order().tolist()
+        source = shards if kept_any else self._shard_order().tolist()
         produced = 0
         while produced < count:
             cycle_start = produced
@@ -489,6 +488,12 @@ class _DuplicateMember(ValueError):
 
 class _StopPass(Exception):
     """The handler returned False: end this pass quietly."""
+
+
+def _split(order: np.ndarray, rank: int, world: int, worker: int, workers: int) -> np.ndarray:
+    """The shards (from the epoch's order) that one DataLoader worker of one rank reads, as
+    wds.split_by_node then wds.split_by_worker assign them."""
+    return order[rank::world][worker::workers]
 
 
 def _worker_count() -> int:
