@@ -5,12 +5,16 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
 #include <memory>
 #include <utility>
 #include <vector>
 
 #include "file_util.h"
 #include "parallel.h"
+#include "partition.h"
 #include "policies.h"
 #include "key_table.h"
 #include "rng.h"
@@ -43,6 +47,52 @@ py::array_t<T> view(const py::object& owner, const T* data, uint64_t n, size_t s
 
 using IdArray = py::array_t<int64_t, py::array::c_style>;
 using FloatArray = py::array_t<float, py::array::c_style>;
+using SegmentArray = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>;
+
+// A rank's part from Python: segments as rows (local_begin, global_begin, length, stride), and the
+// reductions as callables over numpy arrays (torch.distributed, emp_data/sharded.py), which C++
+// calls with the GIL taken back. None for `sum` means one process.
+Partition make_partition(uint64_t local_n, const SegmentArray& segments, uint64_t global_n, uint64_t salt,
+                         const py::object& sum, const py::object& max, const py::object& concat) {
+  if (segments.ndim() != 2 || segments.shape(1) != 4)
+    throw std::invalid_argument("segments must have shape (K, 4): local_begin, global_begin, length, stride");
+  std::vector<IdSegment> segs(static_cast<size_t>(segments.shape(0)));
+  const uint64_t* row = segments.data();
+  for (size_t s = 0; s < segs.size(); ++s, row += 4) segs[s] = IdSegment{row[0], row[1], row[2], row[3]};
+  Partition part{IdMap(std::move(segs), local_n, global_n), Collective{}, salt};
+  if (sum.is_none()) return part;
+  if (max.is_none() || concat.is_none()) throw std::invalid_argument("give all three reductions (sum, max, concat) or none");
+  auto call = [](const py::object& fn, auto* values, size_t n, const char* what) {
+    using T = std::remove_pointer_t<decltype(values)>;
+    py::gil_scoped_acquire gil;
+    py::array_t<T> in(static_cast<py::ssize_t>(n));
+    std::memcpy(in.mutable_data(), values, n * sizeof(T));
+    const auto out = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(fn(in));
+    if (!out || static_cast<size_t>(out.size()) != n)
+      throw std::runtime_error(std::string("partitioned select: the ") + what + " reduction returned a wrong-sized array");
+    std::memcpy(values, out.data(), n * sizeof(T));
+  };
+  part.ranks.sum = [sum, call](int64_t* v, size_t n) { call(sum, v, n, "sum"); };
+  part.ranks.max = [max, call](double* v, size_t n) { call(max, v, n, "max"); };
+  part.ranks.concat = [concat](const std::vector<int64_t>& v) {
+    py::gil_scoped_acquire gil;
+    py::array_t<int64_t> in(static_cast<py::ssize_t>(v.size()));
+    if (!v.empty()) std::memcpy(in.mutable_data(), v.data(), v.size() * sizeof(int64_t));
+    const auto out = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(concat(in));
+    if (!out) throw std::runtime_error("partitioned select: the concat reduction did not return an array");
+    return std::vector<int64_t>(out.data(), out.data() + out.size());
+  };
+  return part;
+}
+
+py::dict selection_info(const Selection& sel) {
+  py::dict info;
+  info["unseen"] = sel.unseen;
+  info["above_threshold"] = sel.above_threshold;
+  info["threshold"] = sel.threshold;
+  info["budget_exceeded"] = sel.budget_exceeded;
+  return info;
+}
 
 }  // namespace
 
@@ -162,38 +212,47 @@ PYBIND11_MODULE(_C, m) {
            },
            py::arg("ids"), py::arg("loss"), py::arg("memory"), py::arg("ema_decay"), py::arg("skip_nonfinite"))
       .def("select",
-           [](Store& s, const SelectConfig& cfg, uint64_t seed, uint64_t epoch, bool count) {
+           [](Store& s, const SelectConfig& cfg, uint64_t seed, uint64_t epoch, bool count, const py::object& segments,
+              uint64_t global_n, uint64_t salt, const py::object& sum, const py::object& max, const py::object& concat) {
+             // Built and destroyed with the GIL held (it holds Python callables).
+             const Partition part = segments.is_none()
+                                        ? Partition::whole(s.size())
+                                        : make_partition(s.size(), SegmentArray::ensure(segments), global_n, salt, sum, max, concat);
              Selection sel;
              {
                py::gil_scoped_release release;
                // Readers in other processes (stream workers) see this epoch whole or wait for it.
                s.begin_weights_write();
                try {
-                 sel = select(s, cfg, seed, epoch, count);
+                 sel = select(s, part, cfg, seed, epoch, count);
                } catch (...) {
                  s.end_weights_write(-1);
                  throw;
                }
                s.end_weights_write(static_cast<int64_t>(epoch));
              }
-             py::dict info;
-             info["unseen"] = sel.unseen;
-             info["above_threshold"] = sel.above_threshold;
-             info["threshold"] = sel.threshold;
-             info["budget_exceeded"] = sel.budget_exceeded;
-             return py::make_tuple(to_numpy(std::move(sel.ids)), to_numpy(std::move(sel.weights)), info);
+             return py::make_tuple(to_numpy(std::move(sel.ids)), to_numpy(std::move(sel.weights)), selection_info(sel));
            },
-           py::arg("config"), py::arg("seed"), py::arg("epoch"), py::arg("count"))
+           py::arg("config"), py::arg("seed"), py::arg("epoch"), py::arg("count"), py::arg("segments") = py::none(),
+           py::arg("global_n") = 0, py::arg("salt") = 0, py::arg("sum") = py::none(), py::arg("max") = py::none(),
+           py::arg("concat") = py::none(),
+           "This epoch's kept ids and weights. With `segments` (rows local_begin, global_begin, length, stride) the "
+           "store is one rank's part of `global_n` samples and sum/max/concat reduce over the ranks.")
       .def("current_selection",
-           [](Store& s, uint64_t seed, uint64_t epoch) {
+           [](Store& s, uint64_t seed, uint64_t epoch, const py::object& segments, uint64_t global_n, uint64_t salt) {
+             const Partition part = segments.is_none()
+                                        ? Partition::whole(s.size())
+                                        : make_partition(s.size(), SegmentArray::ensure(segments), global_n, salt,
+                                                         py::none(), py::none(), py::none());
              Selection sel;
              {
                py::gil_scoped_release release;
-               sel = current_selection(s, seed, epoch);
+               sel = current_selection(s, part, seed, epoch);
              }
              return py::make_tuple(to_numpy(std::move(sel.ids)), to_numpy(std::move(sel.weights)));
            },
-           py::arg("seed"), py::arg("epoch"))
+           py::arg("seed"), py::arg("epoch"), py::arg("segments") = py::none(), py::arg("global_n") = 0,
+           py::arg("salt") = 0)
       .def("scores", [](const Store& s, const SelectConfig& cfg) {
         std::vector<float> out(s.size());
         {

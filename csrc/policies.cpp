@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
+#include <string>
 
 #include "parallel.h"
 #include "rng.h"
@@ -44,31 +46,54 @@ void with_score(const SelectConfig& cfg, Fn fn) {
   }
 }
 
-// Mean and max score of seen samples, summed in fixed blocks (thread-count independent).
+// Mean, max and count of the seen samples' scores over every rank. The sum is exact (ExactSum),
+// so the mean does not depend on how samples are spread over threads or ranks: a partitioned
+// selection compares against the very mean a single process computes.
 template <class Score>
-SeenSummary summarise(const Store& store, const Score& score) {
+SeenSummary summarise(const Store& store, const Partition& part, const Score& score) {
   const uint64_t n = store.size();
   const SampleStats* stats = store.stats();
-  const uint64_t nb = num_blocks(n);
-  std::vector<double> sums(nb, 0.0);
-  std::vector<uint64_t> counts(nb, 0);
-  std::vector<float> maxes(nb, -std::numeric_limits<float>::infinity());
-  for_blocks(n, [&](size_t b, size_t begin, size_t end) {
-    double s = 0.0;
+  const int64_t nb = static_cast<int64_t>(num_blocks(n));
+  ExactSum total;
+  uint64_t seen = 0;
+  float mx = -std::numeric_limits<float>::infinity();
+#pragma omp parallel
+  {
+    ExactSum sum;
     uint64_t c = 0;
     float m = -std::numeric_limits<float>::infinity();
-    for (size_t i = begin; i < end; ++i) {
-      const float v = score(stats[i]);
-      if (std::isnan(v)) continue;
-      s += v;
-      ++c;
-      m = std::max(m, v);
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint64_t begin = static_cast<uint64_t>(b) * kBlock;
+      const uint64_t end = std::min<uint64_t>(begin + kBlock, n);
+      for (uint64_t i = begin; i < end; ++i) {
+        const float v = score(stats[i]);
+        if (std::isnan(v)) continue;
+        sum.add(v);
+        ++c;
+        m = std::max(m, v);
+      }
     }
-    sums[b] = s;
-    counts[b] = c;
-    maxes[b] = m;
-  });
-  return combine_seen(nb, sums.data(), counts.data(), maxes.data());
+#pragma omp critical
+    {
+      total.merge(sum);
+      seen += c;
+      mx = std::max(mx, m);
+    }
+  }
+  if (part.ranks.active()) {
+    std::vector<int64_t> words(total.words(), total.words() + ExactSum::kWords);
+    words.push_back(static_cast<int64_t>(seen));
+    part.ranks.sum(words.data(), words.size());
+    std::copy(words.begin(), words.begin() + ExactSum::kWords, total.words());
+    seen = static_cast<uint64_t>(words.back());
+    mx = static_cast<float>(part.ranks.max_one(mx));
+  }
+  SeenSummary out;
+  out.seen = seen;
+  out.mean = seen > 0 ? total.value() / static_cast<double>(seen) : 0.0;
+  out.max = seen > 0 ? mx : 1.0f;
+  return out;
 }
 
 void select_full(Store& store) {
@@ -76,16 +101,22 @@ void select_full(Store& store) {
   for_blocks(store.size(), [&](size_t, size_t begin, size_t end) { std::fill(w + begin, w + end, 1.0f); });
 }
 
+// The soft rule's coin for global id g: half of draw(stream, g / 2), so ids 2j and 2j+1 share one
+// draw (the single-process loop makes one draw per pair) on any rank layout.
+inline uint32_t soft_coin(uint64_t stream, uint64_t g) {
+  return static_cast<uint32_t>(draw(stream, g >> 1) >> ((g & 1) * 32));
+}
+
 template <class Score>
-void select_soft(Store& store, const SelectConfig& cfg, const Score& score, uint64_t seed, uint64_t epoch,
-                 Selection& sel) {
+void select_soft(Store& store, const Partition& part, const SelectConfig& cfg, const Score& score, uint64_t seed,
+                 uint64_t epoch, Selection& sel) {
   const uint64_t n = store.size();
   const SampleStats* stats = store.stats();
   float* w = store.weight();
-  const SeenSummary summary = summarise(store, score);
+  const SeenSummary summary = summarise(store, part, score);
   const double mean = summary.mean;
   sel.threshold = mean;
-  sel.unseen = n - summary.seen;
+  sel.unseen = part.ids.global_n() - summary.seen;
   const double keep_prob = 1.0 - cfg.prune_ratio;
   auto is_hard = [&](uint64_t i) {
     const float s = score(stats[i]);
@@ -115,109 +146,119 @@ void select_soft(Store& store, const SelectConfig& cfg, const Score& score, uint
         w[i] = hf + (1.0f - hf) * kept * sw;
         h += hard_i;
       };
-      size_t i = begin;  // blocks start at even ids, so pairs (2j, 2j+1) share one draw
-      for (; i + 1 < end; i += 2) {
-        const uint64_t r = draw(stream, i >> 1);
-        decide(i, static_cast<uint32_t>(r));
-        decide(i + 1, static_cast<uint32_t>(r >> 32));
+      if (part.ids.is_identity()) {
+        size_t i = begin;  // blocks start at even ids, so pairs (2j, 2j+1) share one draw
+        for (; i + 1 < end; i += 2) {
+          const uint64_t r = draw(stream, i >> 1);
+          decide(i, static_cast<uint32_t>(r));
+          decide(i + 1, static_cast<uint32_t>(r >> 32));
+        }
+        if (i < end) decide(i, static_cast<uint32_t>(draw(stream, i >> 1)));
+      } else {
+        part.ids.each(begin, end, [&](uint64_t i, uint64_t g) { decide(i, soft_coin(stream, g)); });
       }
-      if (i < end) decide(i, static_cast<uint32_t>(draw(stream, i >> 1)));
       hard[b] = h;
     });
     for (uint64_t h : hard) sel.above_threshold += h;
+    sel.above_threshold = part.ranks.sum_one(sel.above_threshold);
     return;
   }
 
   // Exact budget: all hard samples, plus exactly m = k - hard of the soft ones, uniformly, each
   // weighted soft_count / m (the inverse of its inclusion probability).
-  const uint64_t k = budget(cfg.prune_ratio, n);
+  const uint64_t k = budget(cfg.prune_ratio, part.ids.global_n());
   const uint64_t tie_stream = stream_key(seed, epoch, Purpose::TieBreak);
-  const uint64_t hard = sum_blocks<uint64_t>(n, [&](size_t begin, size_t end) {
+  const uint64_t hard = part.ranks.sum_one(sum_blocks<uint64_t>(n, [&](size_t begin, size_t end) {
     uint64_t h = 0;
     for (size_t i = begin; i < end; ++i) h += is_hard(i);
     return h;
-  });
+  }));
   sel.above_threshold = hard;
   if (hard > k) {
     sel.budget_exceeded = true;
-    const RankThreshold best = topk_threshold(n, k, [&](uint64_t i) { return score_key(score(stats[i]), tie_stream, i); });
+    auto best_key = [&](uint64_t i, uint64_t g) { return score_key(score(stats[i]), tie_stream, g); };
+    const RankThreshold best = topk_threshold(part, k, best_key);
     for_blocks(n, [&](size_t, size_t begin, size_t end) {
-      for (size_t i = begin; i < end; ++i)
-        w[i] = within(score_key(score(stats[i]), tie_stream, i), static_cast<int64_t>(i), best) ? 1.0f : 0.0f;
+      part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
+        w[i] = within(best_key(i, g), static_cast<int64_t>(g), best) ? 1.0f : 0.0f;
+      });
     });
     return;
   }
-  const uint64_t soft_count = n - hard;
+  const uint64_t soft_count = part.ids.global_n() - hard;
   const uint64_t m = k - hard;
-  auto soft_key = [&](uint64_t i) { return is_hard(i) ? 0ull : (draw(keep_stream, i) | 1ull); };
-  const RankThreshold pick = topk_threshold(n, m, soft_key);
+  auto soft_key = [&](uint64_t i, uint64_t g) { return is_hard(i) ? 0ull : (draw(keep_stream, g) | 1ull); };
+  const RankThreshold pick = topk_threshold(part, m, soft_key);
   const float soft_weight = m > 0 ? static_cast<float>(static_cast<double>(soft_count) / static_cast<double>(m)) : 0.0f;
   for_blocks(n, [&](size_t, size_t begin, size_t end) {
-    for (size_t i = begin; i < end; ++i) {
+    part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
       if (is_hard(i))
         w[i] = 1.0f;
       else
-        w[i] = within(soft_key(i), static_cast<int64_t>(i), pick) ? soft_weight : 0.0f;
-    }
+        w[i] = within(soft_key(i, g), static_cast<int64_t>(g), pick) ? soft_weight : 0.0f;
+    });
   });
 }
 
 template <class Score>
-void select_topk(Store& store, const SelectConfig& cfg, const Score& score, uint64_t seed, uint64_t epoch,
-                 Selection& sel) {
+void select_topk(Store& store, const Partition& part, const SelectConfig& cfg, const Score& score, uint64_t seed,
+                 uint64_t epoch, Selection& sel) {
   const uint64_t n = store.size();
   const SampleStats* stats = store.stats();
   float* w = store.weight();
-  const uint64_t k = budget(cfg.prune_ratio, n);
+  const uint64_t k = budget(cfg.prune_ratio, part.ids.global_n());
   const uint64_t greedy_k = static_cast<uint64_t>(std::llround((1.0 - cfg.explore) * static_cast<double>(k)));
   const uint64_t tie_stream = stream_key(seed, epoch, Purpose::TieBreak);
   const uint64_t explore_stream = stream_key(seed, epoch, Purpose::Explore);
   // Keys computed once: every top-k pass below reads them instead of re-hashing.
   BigVector<uint64_t> keys(n);
+  auto key_of = [&](uint64_t i, uint64_t) { return keys[i]; };
   RankThreshold greedy;
   greedy.none = true;
   if (greedy_k > 0) {
     for_blocks(n, [&](size_t, size_t begin, size_t end) {
-      for (size_t i = begin; i < end; ++i) keys[i] = score_key(score(stats[i]), tie_stream, i);
+      part.ids.each(begin, end, [&](uint64_t i, uint64_t g) { keys[i] = score_key(score(stats[i]), tie_stream, g); });
     });
-    greedy = topk_threshold(n, greedy_k, [&](uint64_t i) { return keys[i]; });
+    greedy = topk_threshold(part, greedy_k, key_of);
   }
   if (k > greedy_k) {
     // Explore share: uniform among the rest. Re-key in place: 0 for greedy picks, a coin otherwise
     // (random is all explore: no score keys were computed).
     for_blocks(n, [&](size_t, size_t begin, size_t end) {
-      for (size_t i = begin; i < end; ++i)
-        keys[i] = greedy_k > 0 && within(keys[i], static_cast<int64_t>(i), greedy) ? 0ull
-                                                                                   : (draw(explore_stream, i) | 1ull);
+      part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
+        keys[i] = greedy_k > 0 && within(keys[i], static_cast<int64_t>(g), greedy) ? 0ull
+                                                                                   : (draw(explore_stream, g) | 1ull);
+      });
     });
   }
   // No explore share (ucb, emp topk): skip the pass that would only count eligible keys for k = 0.
   RankThreshold explore;
   explore.none = true;
-  if (k > greedy_k) explore = topk_threshold(n, k - greedy_k, [&](uint64_t i) { return keys[i]; });
+  if (k > greedy_k) explore = topk_threshold(part, k - greedy_k, key_of);
   const uint64_t nb = num_blocks(n);
   std::vector<uint64_t> unseen(nb, 0);
   for_blocks(n, [&](size_t b, size_t begin, size_t end) {
     uint64_t u = 0;
-    for (size_t i = begin; i < end; ++i) {
-      const bool in_greedy = k > greedy_k ? keys[i] == 0 : within(keys[i], static_cast<int64_t>(i), greedy);
-      const bool in_explore = k > greedy_k && within(keys[i], static_cast<int64_t>(i), explore);
+    part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
+      const bool in_greedy = k > greedy_k ? keys[i] == 0 : within(keys[i], static_cast<int64_t>(g), greedy);
+      const bool in_explore = k > greedy_k && within(keys[i], static_cast<int64_t>(g), explore);
       w[i] = (in_greedy || in_explore) ? 1.0f : 0.0f;
       u += std::isnan(stats[i].loss);
-    }
+    });
     unseen[b] = u;
   });
   for (uint64_t u : unseen) sel.unseen += u;
+  sel.unseen = part.ranks.sum_one(sel.unseen);
 }
 
 template <class Score>
-void select_weighted(Store& store, const SelectConfig& cfg, const Score& score, uint64_t seed, uint64_t epoch,
-                     Selection& sel) {
+void select_weighted(Store& store, const Partition& part, const SelectConfig& cfg, const Score& score, uint64_t seed,
+                     uint64_t epoch, Selection& sel) {
   const uint64_t n = store.size();
   const SampleStats* stats = store.stats();
   float* w = store.weight();
-  const SeenSummary summary = summarise(store, score);
-  sel.unseen = n - summary.seen;
+  const SeenSummary summary = summarise(store, part, score);
+  sel.unseen = part.ids.global_n() - summary.seen;
   // Never-seen samples are drawn as likely as the highest-scoring seen one.
   BigVector<double> sampling_weight(n);
   for_blocks(n, [&](size_t, size_t begin, size_t end) {
@@ -228,17 +269,18 @@ void select_weighted(Store& store, const SelectConfig& cfg, const Score& score, 
       sampling_weight[i] = cfg.alpha == 1.0 ? sd : (cfg.alpha == 2.0 ? sd * sd : (sd > 0.0 ? std::pow(sd, cfg.alpha) : 0.0));
     }
   });
-  const uint64_t k = budget(cfg.prune_ratio, n);
+  const uint64_t k = budget(cfg.prune_ratio, part.ids.global_n());
   // The draw's Horvitz-Thompson weights go straight into the store (select shuffles them after).
-  weighted_marks(sampling_weight.data(), n, k, seed, epoch, w);
+  weighted_marks(part, sampling_weight.data(), k, seed, epoch, w);
   if (cfg.normalize) {
-    const double total = sum_blocks<double>(n, [&](size_t begin, size_t end) {
-      double t = 0.0;
-      for (size_t i = begin; i < end; ++i) t += w[i];
-      return t;
-    });
-    if (total > 0.0) {
-      const double scale = static_cast<double>(n) / total;
+    // The total of the float weights, exactly (so every rank scales by the same factor).
+    ExactSum total;
+    for (uint64_t i = 0; i < n; ++i) total.add(w[i]);
+    total.normalise();
+    if (part.ranks.active()) part.ranks.sum(total.words(), ExactSum::kWords);
+    const double sum = total.value();
+    if (sum > 0.0) {
+      const double scale = static_cast<double>(part.ids.global_n()) / sum;
       for_blocks(n, [&](size_t, size_t begin, size_t end) {
         for (size_t i = begin; i < end; ++i) w[i] = static_cast<float>(w[i] * scale);
       });
@@ -246,33 +288,57 @@ void select_weighted(Store& store, const SelectConfig& cfg, const Score& score, 
   }
 }
 
+// The kept slots in shuffled order (a stream of this rank's own, `part.salt`), as global ids; with
+// `count`, each kept slot's times_selected goes up by one.
+Selection current_selection_counting(Store& store, const Partition& part, uint64_t seed, uint64_t epoch, bool count,
+                                     Selection sel) {
+  uint64_t key = stream_key(seed, epoch, Purpose::Shuffle);
+  if (part.salt != 0) key = splitmix64(key ^ part.salt);
+  gather_shuffled(store.weight(), store.size(), key, count ? store.times_selected() : nullptr, sel.ids, sel.weights);
+  if (!part.ids.is_identity()) {
+    int64_t* ids = sel.ids.data();
+    for_blocks(sel.ids.size(), [&](size_t, size_t begin, size_t end) {
+      for (size_t j = begin; j < end; ++j) ids[j] = static_cast<int64_t>(part.ids.global(static_cast<uint64_t>(ids[j])));
+    });
+  }
+  return sel;
+}
+
 }  // namespace
 
-Selection select(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t epoch, bool count) {
+Selection select(Store& store, const Partition& part, const SelectConfig& cfg, uint64_t seed, uint64_t epoch,
+                 bool count) {
+  if (part.ids.local_n() != store.size())
+    throw std::invalid_argument("select: the id map has " + std::to_string(part.ids.local_n()) + " slots, the store " +
+                                std::to_string(store.size()));
   Selection sel;
   switch (cfg.rule) {
     case Rule::Full:
       select_full(store);
       break;
     case Rule::Soft:
-      with_score(cfg, [&](const auto& score) { select_soft(store, cfg, score, seed, epoch, sel); });
+      with_score(cfg, [&](const auto& score) { select_soft(store, part, cfg, score, seed, epoch, sel); });
       break;
     case Rule::TopK:
-      with_score(cfg, [&](const auto& score) { select_topk(store, cfg, score, seed, epoch, sel); });
+      with_score(cfg, [&](const auto& score) { select_topk(store, part, cfg, score, seed, epoch, sel); });
       break;
     case Rule::Weighted:
-      with_score(cfg, [&](const auto& score) { select_weighted(store, cfg, score, seed, epoch, sel); });
+      with_score(cfg, [&](const auto& score) { select_weighted(store, part, cfg, score, seed, epoch, sel); });
       break;
   }
-  gather_shuffled(store.weight(), store.size(), stream_key(seed, epoch, Purpose::Shuffle),
-                  count ? store.times_selected() : nullptr, sel.ids, sel.weights);
-  return sel;
+  return current_selection_counting(store, part, seed, epoch, count, sel);
+}
+
+Selection select(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t epoch, bool count) {
+  return select(store, Partition::whole(store.size()), cfg, seed, epoch, count);
+}
+
+Selection current_selection(Store& store, const Partition& part, uint64_t seed, uint64_t epoch) {
+  return current_selection_counting(store, part, seed, epoch, false, Selection{});
 }
 
 Selection current_selection(Store& store, uint64_t seed, uint64_t epoch) {
-  Selection sel;
-  gather_shuffled(store.weight(), store.size(), stream_key(seed, epoch, Purpose::Shuffle), nullptr, sel.ids, sel.weights);
-  return sel;
+  return current_selection(store, Partition::whole(store.size()), seed, epoch);
 }
 
 void compute_scores(const Store& store, const SelectConfig& cfg, float* out) {

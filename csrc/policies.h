@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "buffer.h"
+#include "sampling.h"
 #include "store.h"
 
 namespace emp {
@@ -51,9 +52,18 @@ struct Selection {
 // times_selected of every kept sample. Returns the kept ids in shuffled order with their weights.
 Selection select(Store& store, const SelectConfig& cfg, uint64_t seed, uint64_t epoch, bool count);
 
+// The same over one rank's part: the store holds the slots of `part.ids`, the rule is decided over
+// all ranks' samples (budget, mean, thresholds reduced through `part.ranks`), and this rank's kept
+// global ids are returned. Every rank calls it with the same config, seed and epoch; the union of
+// their kept (id, weight) pairs is what `select` keeps on one store holding every sample. The
+// counts in Selection (unseen, above_threshold) are global.
+Selection select(Store& store, const Partition& part, const SelectConfig& cfg, uint64_t seed, uint64_t epoch,
+                 bool count);
+
 // The selection `select(store, ., seed, epoch, .)` returned, rebuilt from the weights it wrote
 // (updates never touch them), without re-running the policy on scores that have moved since.
 Selection current_selection(Store& store, uint64_t seed, uint64_t epoch);
+Selection current_selection(Store& store, const Partition& part, uint64_t seed, uint64_t epoch);
 
 // The score each sample has under `cfg` (NaN for never-seen samples).
 void compute_scores(const Store& store, const SelectConfig& cfg, float* out);

@@ -149,20 +149,21 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, uint32_t* ti
   }
 }
 
-double weighted_marks(const double* w, uint64_t n, uint64_t k, uint64_t seed, uint64_t epoch, float* mark) {
+double weighted_marks(const Partition& part, const double* w, uint64_t k, uint64_t seed, uint64_t epoch, float* mark) {
+  const uint64_t n = part.ids.local_n();
   const uint64_t stream = stream_key(seed, epoch, Purpose::Weighted);
   // Key: -E_i / w_i (larger is better) as order-preserving bits, computed once (a log per item);
-  // 0 = not eligible.
+  // 0 = not eligible. E_i is drawn by global id, so the draw is the same on any rank layout.
   BigVector<uint64_t> keys(n);
   for_blocks(n, [&](size_t, size_t begin, size_t end) {
-    for (size_t i = begin; i < end; ++i) {
+    part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
       // E = -log(1 - u) ~ Exp(1); 1 - u is exact for u = m * 2^-53, so plain log is accurate.
-      const double rank = -std::log(1.0 - to_unit(draw(stream, i))) / w[i];
+      const double rank = -std::log(1.0 - to_unit(draw(stream, g))) / w[i];
       keys[i] = w[i] > 0.0 ? monotone_bits(-rank) : 0;
-    }
+    });
   });
   // One threshold, at the (k+1)-th best: its rank is tau, and the k best are those above it.
-  const RankThreshold next = topk_threshold(n, k + 1, [&](uint64_t i) { return keys[i]; });
+  const RankThreshold next = topk_threshold(part, k + 1, [&](uint64_t i, uint64_t) { return keys[i]; });
   if (next.all) {
     // At most k eligible: every one is in, with certainty.
     for_blocks(n, [&](size_t, size_t begin, size_t end) {
@@ -172,16 +173,16 @@ double weighted_marks(const double* w, uint64_t n, uint64_t k, uint64_t seed, ui
   }
   const double tau = -from_monotone_bits(next.key);
   for_blocks(n, [&](size_t, size_t begin, size_t end) {
-    for (size_t i = begin; i < end; ++i) {
-      const bool in = within(keys[i], static_cast<int64_t>(i), next) &&
-                      !(keys[i] == next.key && static_cast<int64_t>(i) == next.id);
+    part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
+      const bool in = within(keys[i], static_cast<int64_t>(g), next) &&
+                      !(keys[i] == next.key && static_cast<int64_t>(g) == next.id);
       if (!in) {
         mark[i] = 0.0f;
-        continue;
+        return;
       }
       const double pi = -std::expm1(-w[i] * tau);
       mark[i] = static_cast<float>(1.0 / std::max(pi, 1e-30));
-    }
+    });
   });
   return tau;
 }
@@ -189,7 +190,7 @@ double weighted_marks(const double* w, uint64_t n, uint64_t k, uint64_t seed, ui
 WeightedSample sample_weighted(const double* w, uint64_t n, uint64_t k, uint64_t seed, uint64_t epoch) {
   WeightedSample out;
   BigVector<float> mark(n);
-  out.tau = weighted_marks(w, n, k, seed, epoch, mark.data());
+  out.tau = weighted_marks(Partition::whole(n), w, k, seed, epoch, mark.data());
   gather_shuffled(mark.data(), n, stream_key(seed, epoch, Purpose::Shuffle), nullptr, out.ids, out.inv_prob);
   return out;
 }

@@ -7,6 +7,7 @@
 
 #include "buffer.h"
 #include "parallel.h"
+#include "partition.h"
 #include "radix_select.h"
 
 namespace emp {
@@ -42,11 +43,37 @@ inline RadixPlan cpu_radix_plan(uint64_t n) {
   return RadixPlan{n <= (uint64_t(1) << 16) ? 8 : 16, gather_limit};
 }
 
-// The threshold for the k best of items 0..n-1 under key_of(i): radix_threshold with parallel
-// passes. Usually two (histogram of the top key bits, gather of the boundary bin), more when the
-// boundary bin is large (many near-equal keys), so the gather never holds more than ~n/8 keys.
+// Across ranks every pass is a collective: 11-bit digits (a 16 KiB histogram to sum) and a
+// boundary bin gathered once it holds at most 2048 keys (32 KiB concatenated), whatever N is. The
+// threshold does not depend on the plan ((key, id) pairs are unique), only the traffic does.
+inline RadixPlan ranks_radix_plan() { return RadixPlan{11, 2048}; }
+
+// The one set of samples a selection runs over: this process's store slots, their global ids and
+// the ranks that hold the others (none in a single process). `salt` makes each rank's shuffle of
+// its kept ids its own stream (0 in a single process).
+struct Partition {
+  IdMap ids;
+  Collective ranks;
+  uint64_t salt = 0;
+  static Partition whole(uint64_t n) { return Partition{IdMap::identity(n), Collective{}, 0}; }
+};
+
+// The threshold for the k best of all items (every rank's) under key_of(i, g) of the local slots i
+// (g: the slot's global id), ties going to the smaller global id: radix_threshold with parallel passes, each histogram summed
+// over the ranks and the boundary bin concatenated. Usually two passes (histogram of the top key
+// bits, gather of the boundary bin), more when the boundary bin is large (many near-equal keys), so
+// the gather never holds more than ~n/8 keys (2048 across ranks).
 template <class KeyFn>
-RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of, const RadixPlan& plan);
+RankThreshold topk_threshold(const Partition& part, uint64_t k, KeyFn key_of, const RadixPlan& plan);
+template <class KeyFn>
+RankThreshold topk_threshold(const Partition& part, uint64_t k, KeyFn key_of) {
+  return topk_threshold(part, k, key_of, part.ranks.active() ? ranks_radix_plan() : cpu_radix_plan(part.ids.local_n()));
+}
+// One process, items 0..n-1 under key_of(i).
+template <class KeyFn>
+RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of, const RadixPlan& plan) {
+  return topk_threshold(Partition::whole(n), k, [&](uint64_t i, uint64_t) { return key_of(i); }, plan);
+}
 template <class KeyFn>
 RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of) {
   return topk_threshold(n, k, key_of, cpu_radix_plan(n));
@@ -74,13 +101,15 @@ WeightedSample sample_weighted(const double* w, uint64_t n, uint64_t k, uint64_t
 
 // The same draw as marks: mark[i] = 1/pi_i for the k drawn items, 0 for the others (1 for every
 // eligible item when at most k are). Returns tau (+inf in that case). For callers that need
-// per-id weights rather than a shuffled list (the weighted selection rule).
-double weighted_marks(const double* w, uint64_t n, uint64_t k, uint64_t seed, uint64_t epoch, float* mark);
+// per-id weights rather than a shuffled list (the weighted selection rule). Over a partition, w
+// and mark are the local slots', k counts over all ranks, and draws are keyed by global id.
+double weighted_marks(const Partition& part, const double* w, uint64_t k, uint64_t seed, uint64_t epoch, float* mark);
 
 // ------------------------------------------------------------------------------------------------
 
 template <class KeyFn>
-RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of, const RadixPlan& plan) {
+RankThreshold topk_threshold(const Partition& part, uint64_t k, KeyFn key_of, const RadixPlan& plan) {
+  const uint64_t n = part.ids.local_n();
   const uint64_t nb = num_blocks(n);
   auto histogram = [&](uint64_t prefix, uint64_t mask, int shift, int bits, uint64_t* counts) {
     const size_t bins = size_t(1) << bits;
@@ -94,14 +123,15 @@ RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of, const RadixPl
       for (int64_t b = 0; b < static_cast<int64_t>(nb); ++b) {
         const uint64_t begin = static_cast<uint64_t>(b) * kBlock;
         const uint64_t end = begin + kBlock < n ? begin + kBlock : n;
-        for (uint64_t i = begin; i < end; ++i) {
-          const uint64_t key = key_of(i);
+        part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
+          const uint64_t key = key_of(i, g);
           if (key != 0 && (key & mask) == prefix) ++local[(key >> shift) & digit];
-        }
+        });
       }
 #pragma omp critical
       for (size_t j = 0; j < bins; ++j) counts[j] += local[j];
     }
+    part.ranks.sum_u64(counts, bins);
   };
   auto gather = [&](uint64_t prefix, uint64_t mask, uint64_t expected) {
     std::vector<RankCandidate> cand;
@@ -113,14 +143,23 @@ RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of, const RadixPl
       for (int64_t b = 0; b < static_cast<int64_t>(nb); ++b) {
         const uint64_t begin = static_cast<uint64_t>(b) * kBlock;
         const uint64_t end = begin + kBlock < n ? begin + kBlock : n;
-        for (uint64_t i = begin; i < end; ++i) {
-          const uint64_t key = key_of(i);
-          if (key != 0 && (key & mask) == prefix) local.push_back({key, static_cast<int64_t>(i)});
-        }
+        part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
+          const uint64_t key = key_of(i, g);
+          if (key != 0 && (key & mask) == prefix) local.push_back({key, static_cast<int64_t>(g)});
+        });
       }
 #pragma omp critical
       cand.insert(cand.end(), local.begin(), local.end());
     }
+    if (!part.ranks.active()) return cand;
+    std::vector<int64_t> flat(2 * cand.size());  // (key, id) pairs of every rank, in rank order
+    for (size_t c = 0; c < cand.size(); ++c) {
+      flat[2 * c] = static_cast<int64_t>(cand[c].key);
+      flat[2 * c + 1] = cand[c].id;
+    }
+    const std::vector<int64_t> all = part.ranks.concat(flat);
+    cand.resize(all.size() / 2);
+    for (size_t c = 0; c < cand.size(); ++c) cand[c] = {static_cast<uint64_t>(all[2 * c]), all[2 * c + 1]};
     return cand;
   };
   return radix_threshold(k, plan, histogram, gather);

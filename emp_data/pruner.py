@@ -139,7 +139,7 @@ class Pruner:
             if self.on_gpu:
                 ids, weights = self.store.current_selection(self.seed, epoch)
                 return ids.cpu().numpy(), weights.cpu().numpy()
-            return self.store._core.current_selection(self.seed, epoch)
+            return self._current_selection(epoch)
         count = epoch > self._counted_through
         if self.on_gpu:
             ids_t, weights_t, info = self.store.select(self._config(epoch), self.seed, epoch, count)
@@ -147,7 +147,7 @@ class Pruner:
             if self._mirror is not None:
                 self.store.copy_to(self._mirror, epoch)                   # what DataLoader workers read
         else:
-            ids, weights, info = self.store._core.select(self._config(epoch), self.seed, epoch, count)
+            ids, weights, info = self._select_in_store(self._config(epoch), epoch, count)
         if count:
             self._counted_through = epoch
         self.epoch = epoch
@@ -155,6 +155,14 @@ class Pruner:
         self._kept[epoch] = int(len(ids))
         self._last_info = dict(info)
         return ids, weights
+
+    def _select_in_store(self, config, epoch: int, count: bool):
+        """(kept ids, weights, info) of the CPU store's selection (ShardedPruner: over all ranks)."""
+        return self.store._core.select(config, self.seed, epoch, count)
+
+    def _current_selection(self, epoch: int):
+        """The current epoch's (ids, weights), rebuilt from the weights in the CPU store."""
+        return self.store._core.current_selection(self.seed, epoch)
 
     def kept_count(self, epoch: int | None = None) -> int:
         """Kept samples in `epoch` (default: the current one). ValueError for an epoch not selected yet."""
@@ -198,12 +206,13 @@ class Pruner:
         if len(ids_arr) != per_sample_loss.shape[0]:
             raise ValueError(f"per_sample_loss has {per_sample_loss.shape[0]} entries but ids has {len(ids_arr)}")
         memory = self._memory_term(logits, memory, len(ids_arr))
+        slots = self._slots(ids_arr)
         detached = per_sample_loss.detach().float()
         if memory is not None:
             values = torch.stack([detached, memory.to(detached.device)], dim=1)
         else:
             values = detached[:, None]
-        record_ids = ids_arr
+        record_ids = slots
         if self._distributed():
             record_ids, values = self._gather(ids_arr, values, self._stamp())
         values_np = values.cpu().numpy()  # one device-to-host copy for everything recorded
@@ -211,10 +220,19 @@ class Pruner:
         mem_np = np.ascontiguousarray(values_np[:, 1]) if values_np.shape[1] > 1 else None
         self.nonfinite_skipped += self.store.update(record_ids, loss_np, mem_np, nonfinite=self.nonfinite,
                                                     ema_decay=self.ema_decay)
-        w = self.store.weight[ids_arr]
-        w = np.where(w > 0, w, np.float32(1.0))
+        w = self._batch_weights(slots)
         weights = torch.from_numpy(w).to(device=per_sample_loss.device, dtype=per_sample_loss.dtype)
         return (per_sample_loss * weights).mean()
+
+    def _slots(self, ids: np.ndarray) -> np.ndarray:
+        """Store slots of a batch's sample ids (the ids themselves here; ShardedPruner maps them)."""
+        return ids
+
+    def _batch_weights(self, slots: np.ndarray) -> np.ndarray:
+        """The loss weight of each slot: this epoch's weight, 1 for samples outside the selection
+        (e.g. an evaluation pass)."""
+        w = self.store.weight[slots]
+        return np.where(w > 0, w, np.float32(1.0))
 
     def _memory_term(self, logits, memory, batch: int):
         """The batch's memory term as a detached float tensor (from `memory`, else computed from

@@ -1,0 +1,168 @@
+"""Jobs for tests/test_sharded.py, run by torch.multiprocessing.spawn on gloo (importable by spawn)."""
+import os
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from emp_data import Pruner, PrunedSampler
+from emp_data.sharded import ShardedPruner
+
+# Every policy and mode whose selection must be the same sharded and in one process.
+POLICIES = [
+    ("full", {}), ("random", {}), ("infobatch", {}), ("infobatch", {"exact_budget": True}),
+    ("emp", {"beta": 0.7}), ("emp", {"beta": 0.7, "exact_budget": True}), ("emp", {"mode": "topk", "epsilon": 0.2}),
+    ("emp", {"mode": "topk"}), ("ucb", {"c": 0.5}), ("epsilon_greedy", {"epsilon": 0.3}),
+    ("weighted", {"alpha": 1.0}), ("weighted", {"alpha": 2.0, "score": "emp", "beta": 0.5, "normalize": False}),
+]
+SELECTION_N = 100_000
+
+
+def realistic_updates(n, epoch, seed=0):
+    """(ids, loss, memory) for one epoch of training: lognormal losses that fall with the epoch, a
+    memory term in [0, 1], heavy ties (a tenth of losses rounded to 0.1) and a share left unseen."""
+    rng = np.random.default_rng([seed, epoch])
+    ids = rng.permutation(n)[: int(0.8 * n)]
+    loss = (rng.lognormal(0.0, 1.0, ids.size) / (1 + epoch)).astype(np.float32)
+    ties = rng.random(ids.size) < 0.1
+    loss[ties] = np.round(loss[ties], 1)
+    memory = rng.random(ids.size).astype(np.float32)
+    return ids.astype(np.int64), loss, memory
+
+
+def init(rank, world, init_file):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+
+
+def record_selections(pruner, updates_for, epochs, slot_ids=None):
+    """Selects `epochs` epochs, recording between them; returns {epoch: (ids, weights)} unpadded."""
+    out = {}
+    for epoch in range(epochs):
+        ids, weights = pruner.select(epoch)
+        if isinstance(pruner, ShardedPruner):
+            kept = pruner.store.weight > 0     # the unpadded kept set, straight from this rank's store
+            ids = pruner.ownership.global_ids()[kept]
+            weights = pruner.store.weight[kept]
+        out[epoch] = (np.asarray(ids), np.asarray(weights))
+        all_ids, loss, memory = updates_for(epoch)
+        if isinstance(pruner, ShardedPruner):
+            slots = pruner.ownership.find_slots(all_ids)
+            mine = slots >= 0
+            pruner.store.update(slots[mine], loss[mine], memory[mine])
+        else:
+            pruner.store.update(all_ids, loss, memory)
+    return out
+
+
+def selection_worker(rank, world, init_file, out_dir):
+    init(rank, world, init_file)
+    traffic = []
+    for p, (policy, options) in enumerate(POLICIES):
+        pruner = ShardedPruner(SELECTION_N, policy=policy, prune_ratio=0.7, seed=5, **options)
+        sel = record_selections(pruner, lambda e: realistic_updates(SELECTION_N, e), epochs=3)
+        np.savez(os.path.join(out_dir, f"sel{p}_rank{rank}.npz"),
+                 **{f"ids{e}": ids for e, (ids, _) in sel.items()}, **{f"w{e}": w for e, (_, w) in sel.items()})
+        traffic.append(pruner.traffic["bytes"])
+        assert pruner.store.nbytes == 24 * pruner.local_samples
+    np.save(os.path.join(out_dir, f"traffic_rank{rank}.npy"), np.array(traffic))
+    dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------- map-style training
+N, EPOCHS, BATCH = 800, 4, 16
+
+
+def make_data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, 8, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    return x, y
+
+
+def train_epochs(pruner, epochs, first_epoch=0):
+    """Per-sample losses depend only on the sample (a frozen model), so a sharded run and a single
+    process must record the same scores, whatever batch each sample lands in."""
+    x, y = make_data()
+    torch.manual_seed(1)
+    model = torch.nn.Linear(8, 2)
+    steps = []
+    for epoch in range(first_epoch, first_epoch + epochs):
+        sampler = PrunedSampler(pruner, start_epoch=epoch)
+        ids = torch.tensor(list(iter(sampler)), dtype=torch.int64)
+        steps.append(-(-len(ids) // BATCH))
+        for start in range(0, len(ids), BATCH):
+            batch = ids[start:start + BATCH]
+            with torch.no_grad():
+                logits = model(x[batch])
+            pruner.loss(F.cross_entropy(logits, y[batch], reduction="none"), batch, logits=logits)
+    return steps
+
+
+def records(pruner):
+    """Every owned sample's (id, loss, memory, times_selected, weight)."""
+    ids = pruner.ownership.global_ids() if isinstance(pruner, ShardedPruner) else np.arange(pruner.num_samples)
+    s = pruner.store
+    return dict(ids=ids, loss=s.loss.copy(), memory=s.memory.copy(), times=s.times_selected.copy(),
+                weight=s.weight.copy())
+
+
+def training_worker(rank, world, init_file, out_dir, policy, options):
+    init(rank, world, init_file)
+    pruner = ShardedPruner(N, policy=policy, prune_ratio=0.7, epochs=EPOCHS + 2, seed=3, **options)
+    steps = train_epochs(pruner, EPOCHS)
+    stats = pruner.stats()
+    pruner.save(os.path.join(out_dir, "ckpt"))
+    np.savez(os.path.join(out_dir, f"train_rank{rank}.npz"), steps=np.array(steps), **records(pruner),
+             hist=stats["times_selected_histogram"], kept=stats["kept"], padding=stats["padding"],
+             passes=stats["sample_passes"], share=stats["rank_batch_samples"])
+    dist.destroy_process_group()
+
+
+def resume_worker(rank, world, init_file, out_dir, policy, options):
+    """Loads the 4-rank checkpoint on `world` ranks and trains two more epochs."""
+    init(rank, world, init_file)
+    pruner = ShardedPruner.load(os.path.join(out_dir, "ckpt"))
+    assert pruner.ownership.world == world
+    train_epochs(pruner, 2, first_epoch=EPOCHS)
+    np.savez(os.path.join(out_dir, f"resumed{world}_rank{rank}.npz"), **records(pruner))
+    dist.destroy_process_group()
+
+
+def single_process_training(policy, options, epochs, first_epoch=0, pruner=None):
+    pruner = pruner or Pruner(N, policy=policy, prune_ratio=0.7, epochs=EPOCHS + 2, seed=3, **options)
+    train_epochs(pruner, epochs, first_epoch)
+    return pruner
+
+
+# ------------------------------------------------------------------------------------- edge cases
+def zero_kept_worker(rank, world, init_file, out_dir):
+    """Rank 1 owns only samples that every other rank's outrank: with top-k at a small budget it keeps
+    none, and still runs as many steps as the others, at weight 0."""
+    init(rank, world, init_file)
+    n = 40
+    pruner = ShardedPruner(n, policy="ucb", prune_ratio=0.9, seed=0)
+    ids = pruner.ownership.global_ids()
+    loss = np.where(ids % world == 1, 0.01, 1.0 + ids / n).astype(np.float32)
+    pruner.store.update(np.arange(len(ids)), loss)
+    kept_ids, weights = pruner.select(0)
+    own_kept = int((pruner.store.weight > 0).sum())
+    out = pruner.loss(torch.ones(len(kept_ids), requires_grad=True), kept_ids)
+    np.savez(os.path.join(out_dir, f"zero_rank{rank}.npz"), ids=kept_ids, weights=weights, own_kept=own_kept,
+             loss=out.item(), padding=pruner.stats()["padding"])
+    dist.destroy_process_group()
+
+
+def foreign_id_worker(rank, world, init_file, out_dir):
+    init(rank, world, init_file)
+    pruner = ShardedPruner(100, policy="infobatch", prune_ratio=0.5)
+    pruner.select(0)
+    other = (rank + 1) % world
+    try:
+        pruner.loss(torch.ones(1), [other])
+        message = ""
+    except ValueError as exc:
+        message = str(exc)
+    with open(os.path.join(out_dir, f"foreign_rank{rank}.txt"), "w") as f:
+        f.write(message)
+    dist.destroy_process_group()
