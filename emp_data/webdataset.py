@@ -20,7 +20,9 @@ names are importable from here too.
 """
 from __future__ import annotations
 
+import json
 import os
+import socket
 import tarfile
 import warnings
 from typing import Iterator
@@ -32,12 +34,31 @@ from torch.utils.data import IterableDataset, get_worker_info
 from .key_table import KeyTable
 from ._validate import as_count
 from .pruner import Pruner
-from .shard_index import ShardIndex, _is_url_list, _split_name, build_index, expand_urls
+from .ownership import Ownership
+from .shard_index import ShardIndex, _is_url_list, _split_name, _write_atomically, build_index, expand_urls
+from .sharded import ShardedPruner
 from .epoch_weights import EpochWeights, pass_done, passes_done
 from .store import ScoreStore
 from .wids_index import WidsIndex, looks_like_json
 
-__all__ = ["KeyTable", "PrunedIterableDataset", "ShardIndex", "WidsIndex", "build_index", "expand_urls"]
+__all__ = ["KeyTable", "PrunedIterableDataset", "ShardIndex", "WidsIndex", "build_index", "expand_urls",
+           "shard_ownership"]
+
+# Worker counts a ShardedPruner stream publishes per-worker targets for (see _publish_targets).
+MAX_WORKERS = 64
+
+
+def shard_ownership(index, rank: int | None = None, world: int | None = None) -> Ownership:
+    """The shards this rank owns for a whole run under a ShardedPruner (`Ownership.for_shards` over
+    the index's shards; rank and world default to torch.distributed's)."""
+    if isinstance(index, (str, os.PathLike)):
+        index = WidsIndex.load(index) if looks_like_json(index) else ShardIndex.load(index)
+    if rank is None or world is None:
+        initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank = torch.distributed.get_rank() if initialised else 0
+        world = torch.distributed.get_world_size() if initialised else 1
+    return Ownership.for_shards([index.shard_range(s) for s in range(len(index.urls if isinstance(index, WidsIndex)
+                                                                             else index.shards))], rank, world)
 
 
 class PrunedIterableDataset(IterableDataset):
@@ -105,6 +126,10 @@ class PrunedIterableDataset(IterableDataset):
                 raise ValueError("the index was built for other shards (or another order) than `urls`")
             if loaded.num_samples != pruner.num_samples:
                 raise ValueError(f"index has {loaded.num_samples} samples, the pruner {pruner.num_samples}")
+        self.ownership = None        # a ShardedPruner's: this rank reads only the shards it owns
+        self._targets = None         # (epoch, samples per worker for 1..MAX_WORKERS workers), sharded DDP
+        if isinstance(pruner, ShardedPruner):
+            self._own_shards(pruner.ownership)
         self.key_table = None
         if index is None:
             if isinstance(key_table, KeyTable):
@@ -132,6 +157,31 @@ class PrunedIterableDataset(IterableDataset):
         self.duplicate_keys = 0      # samples whose (url, key) already appeared in the same shard pass
         self._pass_url, self._pass_ids = None, set()
 
+    def _own_shards(self, ownership) -> None:
+        ranges = self._index or self._wids
+        if ranges is None:
+            raise ValueError("a ShardedPruner stream needs an index (build_index or a wids index): each rank owns "
+                             "whole shards, numbered in advance")
+        shard_ranges = [tuple(ranges.shard_range(s)) for s in range(len(self.urls))]
+        if ownership.kind != "shards" or [tuple(r) for r in ownership.shard_ranges] != shard_ranges:
+            raise ValueError("the ShardedPruner's ownership was not made for this index: create it with "
+                             "ShardedPruner(index.num_samples, ownership=shard_ownership(index), ...)")
+        self.ownership = ownership
+        self._slot_start = {s: int(ownership.find_slots(np.array([shard_ranges[s][0]]))[0]) for s in ownership.shards}
+
+    def _slot_range(self, shard: int) -> tuple[int, int]:
+        """Where shard `shard`'s samples sit in the store: their ids, or this rank's slots (sharded)."""
+        lo, hi = (self._index or self._wids).shard_range(shard)
+        if self.ownership is None:
+            return lo, hi
+        start = self._slot_start[shard]
+        return start, start + hi - lo
+
+    def _slot(self, sid: int) -> int:
+        if self.ownership is None:
+            return sid
+        return int(self.ownership.find_slots(np.array([sid]))[0])
+
     # --- pickling for DataLoader workers: never the Pruner (its store travels by path)
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -149,7 +199,18 @@ class PrunedIterableDataset(IterableDataset):
         self._start = (0, 0)
         self._dist = self._rank_world()          # forked workers copy it from here
         if self.pruner is not None:
+            self._select_in_trainer()
+
+    def _select_in_trainer(self) -> None:
+        """Select the stream's epoch in the training process (every rank at once under DDP): the
+        pruner's selection, the check that ranks share one key table, and for a ShardedPruner the
+        per-worker sample targets that keep the ranks in step."""
+        if self.pruner.epoch != self.epoch:
             self.pruner.select(self.epoch)
+        if self.key_table is not None and self._rank_world()[1] > 1:
+            self._check_shared_key_table()
+        if self.ownership is not None and self._rank_world()[1] > 1:
+            self._publish_targets(EpochWeights(self.epoch, array=self.pruner.store.weight))
 
     def steps_per_epoch(self, batch_size: int, num_workers: int = 0, drop_last: bool = False,
                         epoch: int | None = None) -> int:
@@ -168,14 +229,12 @@ class PrunedIterableDataset(IterableDataset):
         saved = self.epoch
         self.epoch = self.epoch if epoch is None else as_count(epoch, "epoch")
         try:
-            if self.pruner.epoch != self.epoch:
-                self.pruner.select(self.epoch)
+            self._select_in_trainer()
             kept = self._kept_per_shard(EpochWeights(self.epoch, array=self.pruner.store.weight))
-            rank, world = self._rank_world()
-            order = self._shard_order()
+            order, rank, world = self._rank_view()
             workers = max(num_workers, 1)
             counts = [int(kept[_split(order, rank, world, w, workers)].sum()) for w in range(workers)]
-            if world > 1:
+            if self._rank_world()[1] > 1:
                 counts = [self._equal_share(kept, workers)] * workers
         finally:
             self.epoch = saved
@@ -194,7 +253,7 @@ class PrunedIterableDataset(IterableDataset):
         self.epoch = int(state["epoch"])
         self._start = (int(state["shard"]), int(state["sample"]))
         if self.pruner is not None and get_worker_info() is None:
-            self.pruner.select(self.epoch)     # stamp the store: workers (persistent ones too) follow it
+            self._select_in_trainer()          # stamp the store: workers (persistent ones too) follow it
 
     # --- iteration
     def _weights(self) -> "EpochWeights":
@@ -203,8 +262,7 @@ class PrunedIterableDataset(IterableDataset):
         its stamp, so persistent workers follow `set_epoch` and a resume made in the main process."""
         in_worker = get_worker_info() is not None
         if self.pruner is not None and not in_worker:
-            if self.pruner.epoch != self.epoch:
-                self.pruner.select(self.epoch)
+            self._select_in_trainer()
             return EpochWeights(self.epoch, array=self.pruner.store.weight)
         # A worker always reads the shared file: a forked copy of an in-memory store would be a
         # snapshot that silently goes stale (persistent workers).
@@ -241,27 +299,92 @@ class PrunedIterableDataset(IterableDataset):
             return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.urls))
         return np.arange(len(self.urls))
 
+    def _rank_view(self) -> tuple[np.ndarray, int, int]:
+        """(shard order, rank, world) that `_split` cuts this rank's workers' shares from: the epoch's
+        order of all shards cut by rank, or (ShardedPruner) this rank's own shards, shuffled per
+        epoch and rank, cut by worker only."""
+        if self.ownership is None:
+            return (self._shard_order(), *self._rank_world())
+        own = np.array(self.ownership.shards, dtype=np.int64)
+        if self.shuffle_shards:
+            own = np.random.default_rng([self.seed, self.epoch, self.ownership.rank]).permutation(own)
+        return own, 0, 1
+
     def _my_shards(self) -> list[int]:
-        rank, world = self._rank_world()
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        return _split(self._shard_order(), rank, world, worker, workers).tolist()
+        return _split(*self._rank_view(), worker, workers).tolist()
 
     def _kept_per_shard(self, weights) -> np.ndarray:
-        ranges = self._index or self._wids
-        return np.array([int(np.count_nonzero(weights.slice(*ranges.shard_range(s)) > 0))
-                         for s in range(len(self.urls))], dtype=np.int64)
+        """Kept samples per shard (0 for shards another rank owns)."""
+        shards = range(len(self.urls)) if self.ownership is None else self.ownership.shards
+        kept = np.zeros(len(self.urls), dtype=np.int64)
+        for s in shards:
+            kept[s] = int(np.count_nonzero(weights.slice(*self._slot_range(s)) > 0))
+        return kept
 
     def _equal_share(self, kept: np.ndarray, workers: int | None = None) -> int:
         """Samples every (rank, DataLoader worker) yields this epoch under torch.distributed: the most
         any of them has kept, so every rank runs the same number of batches (the others repeat kept
         samples of their own, as DistributedSampler pads). Every rank computes the same number from
-        the same store, shard order and worker count, with no collective."""
-        _, world = self._rank_world()
+        the same store, shard order and worker count, with no collective. A ShardedPruner's rank
+        sees only its own shards: the training process reduces the maxima over the ranks at select
+        (`_publish_targets`) and its workers read them."""
         if workers is None:
             workers = _worker_count()
+        if self.ownership is not None:
+            return self._worker_target(workers)
+        _, world = self._rank_world()
         order = self._shard_order()
         return max(int(kept[_split(order, r, world, w, workers)].sum()) for r in range(world) for w in range(workers))
+
+    def _publish_targets(self, weights) -> None:
+        """ShardedPruner under DDP: for every worker count W up to MAX_WORKERS, the most samples any
+        worker of any rank keeps this epoch (one all_reduce of MAX_WORKERS integers), kept here and
+        written beside this rank's store for its DataLoader workers."""
+        if self._targets is not None and self._targets[0] == self.epoch:
+            return
+        kept = self._kept_per_shard(weights)
+        order, _, _ = self._rank_view()
+        local = [max(int(kept[order[w::workers]].sum()) for w in range(workers))
+                 for workers in range(1, MAX_WORKERS + 1)]
+        targets = self.pruner._max(np.array(local, dtype=np.int64)).tolist()
+        self._targets = (self.epoch, targets)
+        if self.store_path is not None:
+            _write_atomically(self.store_path + ".targets",
+                              lambda f: f.write(json.dumps({"epoch": self.epoch, "targets": targets}).encode()))
+
+    def _worker_target(self, workers: int) -> int:
+        if workers > MAX_WORKERS:
+            raise ValueError(f"a ShardedPruner stream supports up to {MAX_WORKERS} DataLoader workers, got {workers}")
+        if self._targets is None or self._targets[0] != self.epoch:
+            try:
+                with open(self.store_path + ".targets", "rb") as f:
+                    saved = json.loads(f.read().decode())
+                self._targets = (saved["epoch"], saved["targets"])
+            except (OSError, ValueError, KeyError, TypeError):
+                self._targets = None
+        if self._targets is None or self._targets[0] != self.epoch:
+            raise ValueError(f"no per-worker sample target for epoch {self.epoch} beside '{self.store_path}': call "
+                             "stream.set_epoch(epoch) on every rank before iterating")
+        return int(self._targets[1][workers - 1])
+
+    def _check_shared_key_table(self) -> None:
+        """Under torch.distributed every rank numbers samples in the key table: that is one table only
+        if all ranks map the same file on one machine. Per-machine tables (multi-node) would give one
+        id to different samples on different nodes and mix their scores: refused."""
+        if getattr(self, "_key_table_checked", False):
+            return
+        st = os.stat(self.key_table.path) if self.key_table.path else None
+        mine = (socket.gethostname(), st.st_dev, st.st_ino) if st else (socket.gethostname(), os.getpid(), None)
+        everyone = [None] * self._rank_world()[1]
+        torch.distributed.all_gather_object(everyone, mine)
+        if any(other != everyone[0] for other in everyone) or everyone[0][2] is None:
+            raise ValueError("under torch.distributed the ranks number samples in different key tables (other "
+                             "machines, or other files): the same id would name different samples and their scores "
+                             "would mix. Build an index (build_index or a wids index), or use a ShardedPruner with "
+                             "shard ownership so that each rank scores only its own shards")
+        self._key_table_checked = True
 
     def __iter__(self) -> Iterator[dict]:
         if self._index is None and self.index_path is not None:
@@ -311,7 +434,14 @@ class PrunedIterableDataset(IterableDataset):
         """`count` repeats of this worker's kept samples, in order and cycling (of every shard's, if
         it kept none), the first `done` of them already yielded before a resume. The position is
         (number of shards, repeats so far)."""
-        source = shards if kept_any else self._shard_order().tolist()
+        if kept_any:
+            source = shards
+        elif self.ownership is not None:
+            raise ValueError(f"rank {self.ownership.rank} kept no sample of its shards in epoch {self.epoch}, so it "
+                             "has nothing to repeat to stay in step with the other ranks; use a lower prune ratio "
+                             "or more, smaller shards per rank")
+        else:
+            source = self._shard_order().tolist()
         produced = 0
         while produced < count:
             cycle_start = produced
@@ -359,8 +489,8 @@ class PrunedIterableDataset(IterableDataset):
 
     def _indexed_shard(self, pos, shard, first, weights):
         url = self.urls[shard]
-        lo, hi = self._index.shard_range(shard)
-        shard_weights = weights.slice(lo, hi)
+        lo, _ = self._index.shard_range(shard)
+        shard_weights = weights.slice(*self._slot_range(shard))
         kept = np.flatnonzero(shard_weights[first:] > 0) + first
         fd = os.open(url, os.O_RDONLY)
         try:
@@ -447,7 +577,7 @@ class PrunedIterableDataset(IterableDataset):
         index; otherwise it comes from the key table."""
         if sid is None:
             sid = self._key_table_id(url, key)
-        w = weights.at(sid)
+        w = weights.at(self._slot(sid))
         if not w > 0:
             return None
         return {"__key__": key, "__url__": url, "__id__": sid, "__weight__": np.float32(w)}

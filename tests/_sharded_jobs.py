@@ -166,3 +166,97 @@ def foreign_id_worker(rank, world, init_file, out_dir):
     with open(os.path.join(out_dir, f"foreign_rank{rank}.txt"), "w") as f:
         f.write(message)
     dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------- streams
+STREAM_COUNTS = [37, 12, 55, 20, 41, 8, 33, 26, 49, 15, 30]     # uneven shards: uneven ranks
+
+
+def write_stream_shards(folder):
+    """Tar shards of (x: 4 float32, cls) samples with the counts above, and their index."""
+    import io
+    import tarfile
+
+    from emp_data.webdataset import build_index
+
+    rng = np.random.default_rng(0)
+    for s, count in enumerate(STREAM_COUNTS):
+        with tarfile.open(os.path.join(folder, f"u-{s:02d}.tar"), "w") as tar:
+            for i in range(count):
+                x = rng.standard_normal(4).astype(np.float32)
+                for ext, data in (("x", x.tobytes()), ("cls", str(int(np.argmax(x[:3]))).encode())):
+                    info = tarfile.TarInfo(f"u{s:02d}_{i:03d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return build_index(stream_urls(folder), out=os.path.join(folder, "u.empidx"))
+
+
+def stream_urls(folder):
+    return os.path.join(folder, "u-{00..%02d}.tar" % (len(STREAM_COUNTS) - 1))
+
+
+def _floats(raw):
+    return torch.from_numpy(np.frombuffer(raw, np.float32).copy())
+
+
+def train_stream(pruner, folder, epochs, num_workers=0):
+    """Epochs of a frozen model over the pruned stream (per-sample losses depend on the sample only);
+    returns the batches run per epoch."""
+    import webdataset as wds
+
+    from emp_data.webdataset import PrunedIterableDataset
+
+    stream = PrunedIterableDataset(stream_urls(folder), pruner, index=os.path.join(folder, "u.empidx"))
+    pipeline = wds.DataPipeline(stream, wds.to_tuple("__id__", "x", "cls"),
+                                wds.map_tuple(None, _floats, int))
+    loader = torch.utils.data.DataLoader(pipeline, batch_size=8, num_workers=num_workers)
+    torch.manual_seed(1)
+    model = torch.nn.Linear(4, 3)
+    batches = []
+    for epoch in range(epochs):
+        stream.set_epoch(epoch)
+        count = 0
+        for ids, x, y in loader:
+            with torch.no_grad():
+                logits = model(x)
+            pruner.loss(F.cross_entropy(logits, y, reduction="none"), ids, logits=logits)
+            count += 1
+        batches.append(count)
+    return batches, stream
+
+
+def stream_worker(rank, world, init_file, out_dir, num_workers):
+    from emp_data.webdataset import shard_ownership
+
+    init(rank, world, init_file)
+    ownership = shard_ownership(os.path.join(out_dir, "u.empidx"))
+    store_path = os.path.join(out_dir, f"scores{rank}.emp") if num_workers else None
+    pruner = ShardedPruner(sum(STREAM_COUNTS), policy="emp", prune_ratio=0.7, epochs=5, seed=3, ownership=ownership,
+                           store_path=store_path, beta=0.5)
+    batches, stream = train_stream(pruner, out_dir, 4, num_workers)
+    steps = stream.steps_per_epoch(8, num_workers=num_workers, epoch=3)
+    np.savez(os.path.join(out_dir, f"stream{num_workers}_rank{rank}.npz"), batches=np.array(batches), steps=steps,
+             shards=np.array(ownership.shards), **records(pruner))
+    dist.destroy_process_group()
+
+
+def separate_key_tables_worker(rank, world, init_file, out_dir):
+    """Two 'nodes': each rank numbers samples in a key table of its own (as per-machine files would be)
+    while sharing one Pruner design: the stream must refuse instead of mixing ids."""
+    import webdataset as wds
+
+    from emp_data.webdataset import PrunedIterableDataset
+
+    init(rank, world, init_file)
+    pruner = Pruner(sum(STREAM_COUNTS), policy="infobatch", prune_ratio=0.5,
+                    store_path=os.path.join(out_dir, f"node{rank}.emp"))
+    source = wds.WebDataset(stream_urls(out_dir), shardshuffle=False, nodesplitter=wds.split_by_node)
+    stream = PrunedIterableDataset(source, pruner)
+    try:
+        stream.set_epoch(0)
+        message = ""
+    except ValueError as exc:
+        message = str(exc)
+    with open(os.path.join(out_dir, f"tables_rank{rank}.txt"), "w") as f:
+        f.write(message)
+    dist.destroy_process_group()

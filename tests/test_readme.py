@@ -3,7 +3,9 @@ text leaves to the reader: a model, an optimizer, tensors, a dataset, E, a data/
 WebDataset shards, an SSL encoder. Variables carry over from block to block (a reader's session),
 imports do not: each top-level block must import what it uses; a block indented under a bullet
 continues the one before it. A block preceded by `<!-- readme-test: needs a GPU -->` runs only where
-CUDA is. Signatures are ```text blocks."""
+CUDA is; one preceded by `<!-- readme-test: torchrun -->` runs in 2 processes launched as torchrun
+launches them (RANK, WORLD_SIZE, MASTER_ADDR/PORT in the environment). Signatures are ```text
+blocks."""
 import ast
 import io
 import json
@@ -81,7 +83,7 @@ def test_every_readme_python_block_runs(tmp_path, monkeypatch):
     namespace = stand_ins()
     ran, imported = 0, set()
     for marker, body, continuation in blocks:
-        if marker == "needs a GPU" and not torch.cuda.is_available():
+        if (marker == "needs a GPU" and not torch.cuda.is_available()) or marker == "torchrun":
             continue
         if not continuation:
             for name in imported:                       # a new section imports for itself
@@ -97,3 +99,35 @@ def test_every_readme_python_block_runs(tmp_path, monkeypatch):
             raise AssertionError(f"README block fails as written:\n{body}\n-> {type(exc).__name__}: {exc}") from exc
         ran += 1
     assert ran >= 8
+
+
+def _torchrun_rank(rank, world, port, folder, bodies):
+    """One process of a 2-process 'torchrun': the environment torchrun sets, then the blocks in order."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    os.chdir(folder)
+    torch.set_num_threads(1)
+    namespace = stand_ins()
+    for n, body in enumerate(bodies):
+        try:
+            exec(compile(body, f"README torchrun block {n}", "exec"), namespace)
+        except Exception as exc:
+            raise AssertionError(f"README block fails under torchrun:\n{body}\n-> {type(exc).__name__}: {exc}") from exc
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+
+
+def test_readme_torchrun_blocks_run_in_two_processes(tmp_path, monkeypatch):
+    import socket
+
+    bodies = [body for marker, body, _ in readme_blocks() if marker == "torchrun"]
+    assert len(bodies) >= 2
+    monkeypatch.chdir(tmp_path)
+    write_data("data")
+    os.makedirs("ckpt")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_torchrun_rank, args=(2, port, str(tmp_path), bodies), nprocs=2, join=True)
+    assert (tmp_path / "ckpt" / "pruner").exists() and (tmp_path / "scores.rank1.emp").exists()

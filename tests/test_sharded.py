@@ -149,3 +149,48 @@ def test_soft_rule_mean_is_exact_whatever_the_order():
     pruner.select(0)
     exact = float(np.float32(0.1)) * (n - 2) / n
     assert pruner._last_info["threshold"] == pytest.approx(exact, rel=1e-12)
+
+
+@pytest.mark.parametrize("world,num_workers", [(4, 0), (2, 2)])
+def test_sharded_stream_owns_shards_and_records_what_one_process_records(tmp_path, world, num_workers):
+    """Each rank reads only its own shards (uneven counts), runs as many batches as every other rank
+    each epoch, and the union of the ranks' per-sample records equals a single-process run."""
+    jobs.write_stream_shards(str(tmp_path))
+    spawn(jobs.stream_worker, tmp_path, num_workers, world=world)
+    single = Pruner(sum(jobs.STREAM_COUNTS), policy="emp", prune_ratio=0.7, epochs=5, seed=3, beta=0.5)
+    jobs.train_stream(single, str(tmp_path), 4)
+    want = jobs.records(single)
+    parts = union(tmp_path, f"stream{num_workers}", world)
+    shards = np.concatenate([p["shards"] for p in parts])
+    assert sorted(shards.tolist()) == list(range(len(jobs.STREAM_COUNTS)))     # every shard owned once
+    batches = np.stack([p["batches"] for p in parts])
+    assert (batches == batches[0]).all() and batches[0, 1] < batches[0, 0]      # in step, and pruning
+    assert all(int(p["steps"]) == batches[0, -1] for p in parts)                # steps_per_epoch is exact
+    ids = np.concatenate([p["ids"] for p in parts])
+    for field in ("loss", "memory", "times", "weight"):
+        got = np.empty_like(want[field])
+        got[ids] = np.concatenate([p[field] for p in parts])
+        assert np.array_equal(got, want[field], equal_nan=True), field
+
+
+def test_ranks_numbering_samples_in_separate_key_tables_are_refused(tmp_path):
+    jobs.write_stream_shards(str(tmp_path))
+    spawn(jobs.separate_key_tables_worker, tmp_path, world=2)
+    for rank in range(2):
+        message = (tmp_path / f"tables_rank{rank}.txt").read_text()
+        assert "different key tables" in message and "ShardedPruner" in message
+
+
+def test_sharded_stream_misuse_is_a_clear_error(tmp_path):
+    from emp_data.webdataset import PrunedIterableDataset, shard_ownership
+
+    jobs.write_stream_shards(str(tmp_path))
+    index = str(tmp_path / "u.empidx")
+    n = sum(jobs.STREAM_COUNTS)
+    with pytest.raises(ValueError, match="ownership was not made for this index"):
+        PrunedIterableDataset(jobs.stream_urls(str(tmp_path)), ShardedPruner(n), index=index)
+    with pytest.raises(ValueError, match="needs an index"):
+        PrunedIterableDataset(jobs.stream_urls(str(tmp_path)), ShardedPruner(n, ownership=shard_ownership(index)))
+    stream = PrunedIterableDataset(None, ShardedPruner(n, ownership=shard_ownership(index)), index=index)
+    stream.set_epoch(0)
+    assert sum(1 for _ in stream) == n        # one rank: every shard, every sample
