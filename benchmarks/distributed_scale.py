@@ -11,7 +11,7 @@ Measured per design: per-epoch select time (median of 3 epochs, the slowest rank
 bytes per epoch and per training step (loss() on a batch of 256 per rank), and the store bytes per
 rank. Bytes are counted at the torch.distributed call on one rank: an all_reduce counts its tensor,
 an all_gather the gathered output (gloo's own algorithm moves a small multiple of that). Then a model
-of N = 1e10 samples on 1024 ranks from the measured per-epoch traffic (which does not grow with N).
+of one select's collectives, call by call, from which the README models N = 1e10 samples on 1024 ranks.
 
 The processes share this machine's cores: select times at 8 ranks on a 2-core VM measure
 oversubscription, not a cluster; the traffic and memory figures do not depend on that.
@@ -39,16 +39,19 @@ class Traffic:
 
     def __init__(self):
         self.calls = self.bytes = 0
+        self.log = []          # (collective, bytes) of every call, in order
         self._all_reduce, self._all_gather = dist.all_reduce, dist.all_gather
 
         def all_reduce(tensor, *args, **kwargs):
             self.calls += 1
             self.bytes += tensor.numel() * tensor.element_size()
+            self.log.append(("all_reduce", tensor.numel() * tensor.element_size()))
             return self._all_reduce(tensor, *args, **kwargs)
 
         def all_gather(outputs, tensor, *args, **kwargs):
             self.calls += 1
             self.bytes += sum(t.numel() * t.element_size() for t in outputs)
+            self.log.append(("all_gather", sum(t.numel() * t.element_size() for t in outputs)))
             return self._all_gather(outputs, tensor, *args, **kwargs)
 
         dist.all_reduce, dist.all_gather = all_reduce, all_gather
@@ -72,6 +75,7 @@ def measure(pruner, sharded: bool, n: int, traffic: Traffic) -> dict:
     select_times, epoch_calls, epoch_bytes = [], [], []
     for epoch in range(1, 4):
         dist.barrier()
+        first_call = len(traffic.log)
         c0, b0 = traffic.snapshot()
         t0 = time.perf_counter()
         ids, _ = pruner.select(epoch)
@@ -79,6 +83,8 @@ def measure(pruner, sharded: bool, n: int, traffic: Traffic) -> dict:
         c1, b1 = traffic.snapshot()
         epoch_calls.append(c1 - c0)
         epoch_bytes.append(b1 - b0)
+        if epoch == 1:
+            calls = traffic.log[first_call:]
     # One training step: loss() on a batch of this rank's kept ids.
     batch = torch.as_tensor(np.asarray(ids[:BATCH]))
     losses = torch.rand(len(batch))
@@ -89,7 +95,7 @@ def measure(pruner, sharded: bool, n: int, traffic: Traffic) -> dict:
     c1, b1 = traffic.snapshot()
     return {"select_s": statistics.median(select_times), "epoch_collectives": statistics.median(epoch_calls),
             "epoch_bytes": statistics.median(epoch_bytes), "step_collectives": c1 - c0, "step_bytes": b1 - b0,
-            "store_bytes": pruner.store.nbytes, "kept": int(len(ids))}
+            "store_bytes": pruner.store.nbytes, "kept": int(len(ids)), "calls": calls}
 
 
 def worker(rank, world, init_file, out_dir, n, policy, options):
@@ -123,7 +129,7 @@ def run_world(world, n, policy, options):
                        "epoch_collectives": rows[0]["epoch_collectives"], "epoch_bytes": rows[0]["epoch_bytes"],
                        "step_collectives": rows[0]["step_collectives"], "step_bytes": rows[0]["step_bytes"],
                        "store_bytes": max(r["store_bytes"] for r in rows),
-                       "kept_per_rank": rows[0]["kept"]}
+                       "kept_per_rank": rows[0]["kept"], "calls": rows[0]["calls"]}
     return out
 
 
@@ -157,18 +163,12 @@ def main(argv=None):
             print(f"| {world} | {design} | {r['select_s']:.3f} | {r['epoch_collectives']} | "
                   f"{fmt_bytes(r['epoch_bytes'])} | {r['step_collectives']} | {fmt_bytes(r['step_bytes'])} | "
                   f"{fmt_bytes(r['store_bytes'])} | {r['store_bytes'] / ideal:.3f} |", flush=True)
-    # The model: per-epoch selection traffic does not grow with N (it is passes x histogram), so the
-    # largest measured world's figures carry over; memory is 24 N / world.
-    top = measured[max(measured)]["sharded"]
-    big_n, big_world = 1e10, 1024
+    # The calls behind one epoch's selection traffic at the largest world: the README's model of
+    # larger runs is built from these (which of them grow with N, with the world, or neither).
+    top_world = max(measured)
     print()
-    print(f"# model: N = 1e10 samples on {big_world} ranks (from the measured {max(measured)}-rank traffic)")
-    print(f"- sharded: store {fmt_bytes(24 * big_n / big_world)} per rank; about {top['epoch_collectives']} "
-          f"collectives and {fmt_bytes(top['epoch_bytes'])} per rank per epoch (radix histograms and boundary "
-          f"bins; the boundary-bin gather is at most 2048 keys x 16 B whatever the world); "
-          f"{top['step_collectives']} collectives per training step")
-    print(f"- replicated: store {fmt_bytes(24 * big_n)} per rank (every rank holds all N); each step all-gathers "
-          f"{BATCH} x {big_world} (id, loss, memory) rows = {fmt_bytes(BATCH * big_world * 16)} per rank per step")
+    print(f"# one sharded select at {top_world} ranks, call by call (bytes on rank 0):")
+    print("  " + ", ".join(f"{kind} {nbytes} B" for kind, nbytes in measured[top_world]["sharded"]["calls"]))
     return 0
 
 

@@ -257,37 +257,65 @@ def _count_duplicate_keys(key_bytes: np.ndarray, key_offsets: np.ndarray, key_ha
     return duplicates
 
 
-def build_index(urls, out=None, *, handler=None) -> ShardIndex:
+def build_index(urls, out=None, *, handler=None, distributed: bool = False) -> ShardIndex:
     """Scan every shard's tar headers and group members into samples (both in C++, no payload
     reads), then write a sidecar index to `out` (atomically; format version and checksum inside).
     Sample ids are dense, in shard order. A corrupt or truncated shard raises ValueError naming it
     and the offset; with a `handler` (e.g. webdataset's warn_and_continue) that returns True, the
     readable part of the shard is kept and the problem reported to it. Keys seen more than once in
     the shard set are counted in `duplicate_keys` and warned about (ids are positional, so such
-    samples stay distinct)."""
-    shards_meta, parts, shard_first_sample = [], [], [0]
-    for url in expand_urls(urls):
-        arrays, _size, scan_error, error_offset, group_error = _C.index_shard(url)
-        if group_error:
-            raise ValueError(f"shard '{url}': {group_error}")
-        if scan_error:
-            exc = ValueError(f"shard '{url}': {scan_error} at byte offset {error_offset}")
-            if handler is None or not handler(exc):
-                raise exc
-        st = os.stat(url)
-        count = len(arrays["key_offsets"]) - 1
-        parts.append(arrays)
-        shards_meta.append({"url": os.path.abspath(url), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                            "num_samples": count})
-        shard_first_sample.append(shard_first_sample[-1] + count)
+    samples stay distinct).
+
+    ``distributed=True`` (call it on every torch.distributed rank): each rank scans every world-th
+    shard, the per-shard results are all-gathered, and every rank returns the same index, the one a
+    single process builds; rank 0 writes `out`, and the call returns once it is on disk."""
+    urls = expand_urls(urls)
+    import torch.distributed as dist
+
+    parallel = distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if not parallel:
+        scans = [_scan_shard(url, handler) for url in urls]
+    else:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        try:
+            mine = {i: _scan_shard(urls[i], handler) for i in range(rank, len(urls), world)}
+        except Exception as exc:     # noqa: BLE001 - every rank must learn of it, or the others would hang
+            mine = {"error": f"{type(exc).__name__}: {exc}"}
+        everyone = [None] * world
+        dist.all_gather_object(everyone, mine)
+        errors = [part["error"] for part in everyone if "error" in part]
+        if errors:
+            raise ValueError(f"build_index(distributed=True) failed on a rank: {errors[0]}")
+        scans = [everyone[i % world][i] for i in range(len(urls))]
+    parts = [arrays for arrays, _ in scans]
+    shards_meta = [meta for _, meta in scans]
+    shard_first_sample = [0]
+    for meta in shards_meta:
+        shard_first_sample.append(shard_first_sample[-1] + meta["num_samples"])
     key_hash = np.concatenate([p.pop("key_hash") for p in parts]) if parts else np.zeros(0, np.uint64)
     arrays = _concat_shards(parts, shard_first_sample)
     duplicates = _count_duplicate_keys(arrays["keys"], arrays["key_offsets"], key_hash)
-    if duplicates:
+    if duplicates and (not parallel or dist.get_rank() == 0):
         warnings.warn(f"{duplicates} sample keys occur more than once in the shard set", stacklevel=2)
     meta = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "num_samples": shard_first_sample[-1],
             "shards": shards_meta, "duplicate_keys": duplicates}
     index = ShardIndex(meta, arrays)
-    if out is not None:
+    if out is not None and (not parallel or dist.get_rank() == 0):
         index.save(out)
+    if parallel:
+        dist.barrier()               # `out` exists on return, on every rank
     return index
+
+
+def _scan_shard(url: str, handler) -> tuple[dict, dict]:
+    """One shard's index arrays (key_hash included) and its entry in the shard list."""
+    arrays, _size, scan_error, error_offset, group_error = _C.index_shard(url)
+    if group_error:
+        raise ValueError(f"shard '{url}': {group_error}")
+    if scan_error:
+        exc = ValueError(f"shard '{url}': {scan_error} at byte offset {error_offset}")
+        if handler is None or not handler(exc):
+            raise exc
+    st = os.stat(url)
+    count = len(arrays["key_offsets"]) - 1
+    return arrays, {"url": os.path.abspath(url), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "num_samples": count}

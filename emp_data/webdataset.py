@@ -160,8 +160,9 @@ class PrunedIterableDataset(IterableDataset):
     def _own_shards(self, ownership) -> None:
         ranges = self._index or self._wids
         if ranges is None:
-            raise ValueError("a ShardedPruner stream needs an index (build_index or a wids index): each rank owns "
-                             "whole shards, numbered in advance")
+            raise ValueError("a ShardedPruner stream needs an index (each rank owns whole shards, numbered in "
+                             "advance): build it with build_index(urls, out=..., distributed=True) on every rank, "
+                             "which scans 1/world of the shards per rank, or pass a wids index")
         shard_ranges = [tuple(ranges.shard_range(s)) for s in range(len(self.urls))]
         if ownership.kind != "shards" or [tuple(r) for r in ownership.shard_ranges] != shard_ranges:
             raise ValueError("the ShardedPruner's ownership was not made for this index: create it with "

@@ -188,7 +188,7 @@ def write_stream_shards(folder):
                     info = tarfile.TarInfo(f"u{s:02d}_{i:03d}.{ext}")
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
-    return build_index(stream_urls(folder), out=os.path.join(folder, "u.empidx"))
+    return build_index(stream_urls(folder), out=os.path.join(folder, "reference.empidx"))
 
 
 def stream_urls(folder):
@@ -206,7 +206,7 @@ def train_stream(pruner, folder, epochs, num_workers=0):
 
     from emp_data.webdataset import PrunedIterableDataset
 
-    stream = PrunedIterableDataset(stream_urls(folder), pruner, index=os.path.join(folder, "u.empidx"))
+    stream = PrunedIterableDataset(stream_urls(folder), pruner, index=os.path.join(folder, "reference.empidx"))
     pipeline = wds.DataPipeline(stream, wds.to_tuple("__id__", "x", "cls"),
                                 wds.map_tuple(None, _floats, int))
     loader = torch.utils.data.DataLoader(pipeline, batch_size=8, num_workers=num_workers)
@@ -226,9 +226,15 @@ def train_stream(pruner, folder, epochs, num_workers=0):
 
 
 def stream_worker(rank, world, init_file, out_dir, num_workers):
-    from emp_data.webdataset import shard_ownership
+    """Without an index of their own, the ranks first build one together (each scans every world-th
+    shard); it must be the index one process builds."""
+    from emp_data.webdataset import ShardIndex, build_index, shard_ownership
 
     init(rank, world, init_file)
+    built = build_index(stream_urls(out_dir), out=os.path.join(out_dir, "u.empidx"), distributed=True)
+    reference = ShardIndex.load(os.path.join(out_dir, "reference.empidx"))
+    assert built.shards == reference.shards
+    assert all(np.array_equal(built._a[k], reference._a[k]) for k in reference._a)
     ownership = shard_ownership(os.path.join(out_dir, "u.empidx"))
     store_path = os.path.join(out_dir, f"scores{rank}.emp") if num_workers else None
     pruner = ShardedPruner(sum(STREAM_COUNTS), policy="emp", prune_ratio=0.7, epochs=5, seed=3, ownership=ownership,

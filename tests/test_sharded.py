@@ -114,6 +114,12 @@ def test_one_process_sharded_pruner_is_a_pruner(tmp_path):
     assert np.array_equal(again.store.loss, sharded.store.loss, equal_nan=True)
     assert again.select(2)[0].tolist() == sharded.select(2)[0].tolist()
     assert sharded.store.nbytes == 24 * 5000
+    mapped = ShardedPruner.load(tmp_path / "ck", store_path=tmp_path / "live.emp")   # for stream workers
+    assert mapped.store_path == str(tmp_path / "live.emp")
+    assert np.array_equal(mapped.store.weight, sharded.store.weight)
+    assert mapped.select(2)[0].tolist() == sharded.select(2)[0].tolist()
+    with pytest.raises(ValueError, match="not a ShardedPruner checkpoint"):
+        ShardedPruner.load(tmp_path / "ck.rank0-of-1")
 
 
 def test_ownership_layouts():
@@ -153,8 +159,9 @@ def test_soft_rule_mean_is_exact_whatever_the_order():
 
 @pytest.mark.parametrize("world,num_workers", [(4, 0), (2, 2)])
 def test_sharded_stream_owns_shards_and_records_what_one_process_records(tmp_path, world, num_workers):
-    """Each rank reads only its own shards (uneven counts), runs as many batches as every other rank
-    each epoch, and the union of the ranks' per-sample records equals a single-process run."""
+    """The ranks build the index together, then each reads only its own shards (uneven counts), runs
+    as many batches as every other rank each epoch, and the union of the ranks' per-sample records
+    equals a single-process run."""
     jobs.write_stream_shards(str(tmp_path))
     spawn(jobs.stream_worker, tmp_path, num_workers, world=world)
     single = Pruner(sum(jobs.STREAM_COUNTS), policy="emp", prune_ratio=0.7, epochs=5, seed=3, beta=0.5)
@@ -185,7 +192,7 @@ def test_sharded_stream_misuse_is_a_clear_error(tmp_path):
     from emp_data.webdataset import PrunedIterableDataset, shard_ownership
 
     jobs.write_stream_shards(str(tmp_path))
-    index = str(tmp_path / "u.empidx")
+    index = str(tmp_path / "reference.empidx")
     n = sum(jobs.STREAM_COUNTS)
     with pytest.raises(ValueError, match="ownership was not made for this index"):
         PrunedIterableDataset(jobs.stream_urls(str(tmp_path)), ShardedPruner(n), index=index)
