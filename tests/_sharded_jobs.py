@@ -157,15 +157,19 @@ def foreign_id_worker(rank, world, init_file, out_dir):
     init(rank, world, init_file)
     pruner = ShardedPruner(100, policy="infobatch", prune_ratio=0.5)
     pruner.select(0)
-    other = (rank + 1) % world
+    write_error(os.path.join(out_dir, f"foreign_rank{rank}.txt"), lambda: pruner.loss(torch.ones(1), [(rank + 1) % world]))
+    dist.destroy_process_group()
+
+
+def write_error(path, action):
+    """Runs `action` and writes the ValueError it raises to `path` ('' if none)."""
     try:
-        pruner.loss(torch.ones(1), [other])
+        action()
         message = ""
     except ValueError as exc:
         message = str(exc)
-    with open(os.path.join(out_dir, f"foreign_rank{rank}.txt"), "w") as f:
+    with open(path, "w") as f:
         f.write(message)
-    dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------------------------- streams
@@ -258,11 +262,5 @@ def separate_key_tables_worker(rank, world, init_file, out_dir):
                     store_path=os.path.join(out_dir, f"node{rank}.emp"))
     source = wds.WebDataset(stream_urls(out_dir), shardshuffle=False, nodesplitter=wds.split_by_node)
     stream = PrunedIterableDataset(source, pruner)
-    try:
-        stream.set_epoch(0)
-        message = ""
-    except ValueError as exc:
-        message = str(exc)
-    with open(os.path.join(out_dir, f"tables_rank{rank}.txt"), "w") as f:
-        f.write(message)
+    write_error(os.path.join(out_dir, f"tables_rank{rank}.txt"), lambda: stream.set_epoch(0))
     dist.destroy_process_group()
