@@ -10,16 +10,20 @@ the first dot of the basename form one sample; the rest of the name, lower-cased
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import json
 import os
 import re
+import shutil
+import sys
+import tempfile
 import warnings
 
 import numpy as np
 
-from . import _C
+from . import _C, remote
 
 INDEX_FORMAT = "emp_data.shard_index"
 INDEX_VERSION = 1
@@ -116,8 +120,12 @@ class ShardIndex:
         return index
 
     def check_shards(self) -> None:
-        """Refuse an index whose shards changed since it was built (size or mtime)."""
+        """Refuse an index whose local shards changed since it was built (size or mtime). Remote
+        shards are checked by every read instead (size and ETag of each response), which costs no
+        request here."""
         for shard in self.shards:
+            if not remote.is_local(shard["url"]):
+                continue
             try:
                 st = os.stat(shard["url"])
             except OSError as exc:
@@ -257,7 +265,8 @@ def _count_duplicate_keys(key_bytes: np.ndarray, key_offsets: np.ndarray, key_ha
     return duplicates
 
 
-def build_index(urls, out=None, *, handler=None, distributed: bool = False) -> ShardIndex:
+def build_index(urls, out=None, *, handler=None, distributed: bool = False, workers: int = 8,
+                progress: bool | None = None) -> ShardIndex:
     """Scan every shard's tar headers and group members into samples (both in C++, no payload
     reads), then write a sidecar index to `out` (atomically; format version and checksum inside).
     Sample ids are dense, in shard order. A corrupt or truncated shard raises ValueError naming it
@@ -265,6 +274,12 @@ def build_index(urls, out=None, *, handler=None, distributed: bool = False) -> S
     readable part of the shard is kept and the problem reported to it. Keys seen more than once in
     the shard set are counted in `duplicate_keys` and warned about (ids are positional, so such
     samples stay distinct).
+
+    Urls are anything `emp_data.remote` reads: local paths, http(s), fsspec protocols, `pipe:`.
+    Remote shards are streamed once each (retried on transient errors) into a temporary file that
+    the C++ scanner reads, `workers` shards at a time; the index records each one's size and ETag
+    (or Last-Modified), and reads check them. A progress line goes to a terminal's stderr
+    (`progress=None`: when stderr is a terminal).
 
     ``distributed=True`` (call it on every torch.distributed rank): each rank scans every world-th
     shard, the per-shard results are all-gathered, and every rank returns the same index, the one a
@@ -274,11 +289,12 @@ def build_index(urls, out=None, *, handler=None, distributed: bool = False) -> S
 
     parallel = distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     if not parallel:
-        scans = [_scan_shard(url, handler) for url in urls]
+        scans = _scan_shards(urls, list(range(len(urls))), handler, workers, progress)
     else:
         rank, world = dist.get_rank(), dist.get_world_size()
         try:
-            mine = {i: _scan_shard(urls[i], handler) for i in range(rank, len(urls), world)}
+            owned = list(range(rank, len(urls), world))
+            mine = dict(zip(owned, _scan_shards(urls, owned, handler, workers, progress and rank == 0)))
         except Exception as exc:     # noqa: BLE001 - every rank must learn of it, or the others would hang
             mine = {"error": f"{type(exc).__name__}: {exc}"}
         everyone = [None] * world
@@ -307,15 +323,58 @@ def build_index(urls, out=None, *, handler=None, distributed: bool = False) -> S
     return index
 
 
+def _scan_shards(urls, which, handler, workers, progress) -> list:
+    """_scan_shard of urls[i] for i in `which`, in that order, `workers` at a time for remote ones."""
+    if progress is None:
+        progress = sys.stderr.isatty()
+    done = [0]
+
+    def scan(i):
+        out = _scan_shard(urls[i], handler)
+        done[0] += 1
+        if progress:
+            print(f"\rbuild_index: {done[0]}/{len(which)} shards", end="", file=sys.stderr, flush=True)
+        return out
+
+    if any(not remote.is_local(urls[i]) for i in which) and workers > 1 and len(which) > 1:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(scan, which))
+    else:
+        results = [scan(i) for i in which]
+    if progress:
+        print(file=sys.stderr)
+    return results
+
+
 def _scan_shard(url: str, handler) -> tuple[dict, dict]:
-    """One shard's index arrays (key_hash included) and its entry in the shard list."""
-    arrays, _size, scan_error, error_offset, group_error = _C.index_shard(url)
+    """One shard's index arrays (key_hash included) and its entry in the shard list. A remote shard is
+    streamed once into a temporary file for the C++ scanner (retried as a whole on a failure the
+    stream could not resume from)."""
+    if remote.is_local(url):
+        path = remote.local_path(url)
+        arrays = _index_file(url, path, handler)
+        st = os.stat(path)
+        return arrays, {"url": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                        "num_samples": len(arrays["key_offsets"]) - 1}
+    with tempfile.NamedTemporaryFile(prefix="emp_shard_", suffix=".tar") as tmp:
+        with remote.open_stream(url) as stream:
+            shutil.copyfileobj(stream, tmp, 4 << 20)
+            etag = getattr(stream, "etag", None)
+        tmp.flush()
+        arrays = _index_file(url, tmp.name, handler)
+        size = os.path.getsize(tmp.name)
+    entry = {"url": url, "size": size, "num_samples": len(arrays["key_offsets"]) - 1}
+    if etag is not None:
+        entry["etag"] = etag
+    return arrays, entry
+
+
+def _index_file(url: str, path: str, handler) -> dict:
+    arrays, _size, scan_error, error_offset, group_error = _C.index_shard(path)
     if group_error:
         raise ValueError(f"shard '{url}': {group_error}")
     if scan_error:
         exc = ValueError(f"shard '{url}': {scan_error} at byte offset {error_offset}")
         if handler is None or not handler(exc):
             raise exc
-    st = os.stat(url)
-    count = len(arrays["key_offsets"]) - 1
-    return arrays, {"url": os.path.abspath(url), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "num_samples": count}
+    return arrays

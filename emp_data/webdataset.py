@@ -20,6 +20,8 @@ names are importable from here too.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import json
 import os
 import socket
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from . import remote
 from .key_table import KeyTable
 from ._validate import as_count
 from .pruner import Pruner
@@ -122,7 +125,7 @@ class PrunedIterableDataset(IterableDataset):
                 self._index, index_urls = loaded, [s["url"] for s in loaded.shards]
             if source is None:
                 self.urls = list(index_urls)
-            elif [os.path.abspath(u) for u in self.urls] != [os.path.abspath(u) for u in index_urls]:
+            elif [_normal_url(u) for u in self.urls] != [_normal_url(u) for u in index_urls]:
                 raise ValueError("the index was built for other shards (or another order) than `urls`")
             if loaded.num_samples != pruner.num_samples:
                 raise ValueError(f"index has {loaded.num_samples} samples, the pruner {pruner.num_samples}")
@@ -154,6 +157,10 @@ class PrunedIterableDataset(IterableDataset):
         self._finished = None        # the last epoch this copy of the stream read to its end
         self._dist = None            # (rank, world) of the training process, for workers (see _rank_world)
         self.skipped_shards = 0
+        self.read_gap = remote.DEFAULT_GAP  # indexed mode: merge kept members closer than this (bytes)
+        self.read_ahead = 4                 # indexed mode: requests in flight on a remote shard
+        self.bytes_read = 0                 # indexed mode: bytes fetched from shards (this copy of the stream)
+        self.shard_bytes = 0                # ...and the sizes of the shards those came from
         self.duplicate_keys = 0      # samples whose (url, key) already appeared in the same shard pass
         self._pass_url, self._pass_ids = None, set()
 
@@ -489,25 +496,43 @@ class PrunedIterableDataset(IterableDataset):
         self._position = (0, ordinal + 1)
 
     def _indexed_shard(self, pos, shard, first, weights):
+        """The kept samples of one shard, reading only their members' bytes: neighbouring members
+        share a request (gap below `read_gap`), a few requests run ahead of the consumer on remote
+        shards, and the whole span is one request when that is cheaper (see emp_data.remote)."""
         url = self.urls[shard]
         lo, _ = self._index.shard_range(shard)
         shard_weights = weights.slice(*self._slot_range(shard))
-        kept = np.flatnonzero(shard_weights[first:] > 0) + first
-        fd = os.open(url, os.O_RDONLY)
+        kept = (np.flatnonzero(shard_weights[first:] > 0) + first).tolist()
+        meta = self._index.shards[shard]
+        self.shard_bytes += int(meta["size"])
+        members = [(j, field, off, size) for j in kept for field, off, size in self._index.sample_members(lo + j)]
+        local = remote.is_local(url)      # a pread per member: pruned bytes are never read
+        reads = remote.plan_reads([m[2] for m in members], [m[3] for m in members], gap=0 if local else self.read_gap,
+                                  shard_size=None if local else int(meta["size"]))
         try:
-            for j in kept.tolist():
-                sid = lo + j
-                sample = {"__key__": self._index.sample_key(sid), "__url__": url, "__id__": sid,
-                          "__weight__": np.float32(shard_weights[j])}
-                for ext, off, size in self._index.sample_members(sid):
-                    data = os.pread(fd, size, off)
-                    if len(data) != size:
-                        raise ValueError(f"shard '{url}' is truncated at byte offset {off} (index expects {size} bytes)")
-                    sample[ext] = data
-                self._position = (pos, j + 1)
-                yield sample
-        finally:
-            os.close(fd)
+            yield from self._read_kept(pos, url, lo, meta, members, reads, shard_weights, local)
+        except (remote.ShardChanged, remote.RemoteError) as exc:    # as a corrupt shard in streamed mode
+            self._handle(ValueError(str(exc)))
+
+    def _read_kept(self, pos, url, lo, meta, members, reads, shard_weights, local):
+        with remote.RangeReader(url, meta["size"], meta.get("etag")) as reader:
+            samples: dict[int, dict] = {}
+            for read, data in _fetch_ahead(reader, reads, 1 if local else self.read_ahead):
+                self.bytes_read += len(data)
+                for m in read.members:
+                    j, field, off, size = members[m]
+                    if j not in samples:
+                        samples[j] = {"__key__": self._index.sample_key(lo + j), "__url__": url, "__id__": lo + j,
+                                      "__weight__": np.float32(shard_weights[j])}
+                    samples[j][field] = data[off - read.start:off - read.start + size]
+                # Members are in file order, so reads complete samples in order: every sample before
+                # the read's last one is whole, and that one too unless its next member is still to come.
+                last_m = read.members[-1]
+                last_j = members[last_m][0]
+                last_whole = last_m + 1 == len(members) or members[last_m + 1][0] != last_j
+                for j in sorted(j for j in samples if j < last_j or (j == last_j and last_whole)):
+                    self._position = (pos, j + 1)
+                    yield samples.pop(j)
 
     def _streamed_shard(self, pos, shard, first, weights):
         url = self.urls[shard]
@@ -515,7 +540,7 @@ class PrunedIterableDataset(IterableDataset):
         ids = None if self._wids is None else self._wids.shard_range(shard)   # wids: id = first + ordinal
         ordinal = -1
         try:
-            with open(url, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+            with remote.open_stream(url) as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
                 current_key, current = None, None
                 for member in _members_with_data(tar):
                     name, data = member
@@ -611,6 +636,29 @@ class PrunedIterableDataset(IterableDataset):
     def key_collisions(self) -> int:
         """Distinct keys whose 64-bit hash collided with an earlier key (kept apart; 0 with an index)."""
         return self.key_table.collisions if self.key_table is not None else 0
+
+
+def _fetch_ahead(reader, reads, ahead: int):
+    """(read, bytes) for each planned read, in order, with up to `ahead` requests in flight."""
+    if ahead <= 1 or len(reads) <= 1:
+        for read in reads:
+            yield read, reader.read(read.start, read.end)
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=ahead) as pool:
+        pending = collections.deque()
+        for read in reads:
+            pending.append((read, pool.submit(reader.read, read.start, read.end)))
+            if len(pending) >= ahead:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+
+def _normal_url(url: str) -> str:
+    """A url as indexes record it: local paths absolute, remote urls as given."""
+    return os.path.abspath(remote.local_path(url)) if remote.is_local(url) else url
 
 
 class _DuplicateMember(ValueError):

@@ -1,0 +1,313 @@
+"""Reading shards where they live: local files, HTTP(S) servers and fsspec object stores.
+
+Two ways in:
+- `open_stream(url)`: the whole shard as a sequential byte stream (streamed mode, index builds),
+  the way webdataset opens urls: `pipe:` commands and local paths through `webdataset.gopen`,
+  http(s) through keep-alive `http.client` connections with retries, other schemes (s3://, gs://,
+  ...) through fsspec.
+- `RangeReader(url, size, etag)`: byte ranges of a shard (indexed mode). Only the kept members'
+  bytes are requested: `plan_reads` merges ranges closer than a gap threshold into one request
+  (one request per 1 KiB sample would be slower than streaming the shard) and reads the shard's
+  whole span in one request when the merged requests would fetch most of it anyway.
+
+Transient failures (connection reset, timeout, HTTP 5xx/429) are retried with exponential backoff;
+a shard that changed since its index was built (another size or ETag) and a short body are errors
+that name the url and the offset.
+"""
+from __future__ import annotations
+
+import http.client
+import os
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+
+RETRIES = 5               # attempts after the first, for transient failures
+BACKOFF_S = 0.05          # first retry delay; doubles each time
+TIMEOUT_S = 60.0
+DEFAULT_GAP = 64 * 1024   # merge kept members whose gap is below this (bytes)
+STREAM_FRACTION = 0.75    # read the shard's whole span when merged requests would fetch more than this share
+
+
+def is_local(url: str) -> bool:
+    scheme = urllib.parse.urlparse(url).scheme
+    return scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt")
+
+
+def local_path(url: str) -> str:
+    parsed = urllib.parse.urlparse(url)
+    return urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else url
+
+
+def is_http(url: str) -> bool:
+    return urllib.parse.urlparse(url).scheme in ("http", "https")
+
+
+class RemoteError(OSError):
+    """A remote read that failed for good (after retries), naming the url."""
+
+
+class ShardChanged(ValueError):
+    """The shard is not the one the index describes (size or ETag differ), or its body ended early."""
+
+
+# --------------------------------------------------------------------------------------- HTTP
+class _Connections(threading.local):
+    """One keep-alive connection per (thread, scheme, host)."""
+
+    def __init__(self):
+        self.pool: dict[tuple[str, str], http.client.HTTPConnection] = {}
+
+
+_connections = _Connections()
+
+
+def _connection(parsed) -> http.client.HTTPConnection:
+    key = (parsed.scheme, parsed.netloc)
+    conn = _connections.pool.get(key)
+    if conn is None:
+        cls = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+        conn = cls(parsed.netloc, timeout=TIMEOUT_S)
+        _connections.pool[key] = conn
+    return conn
+
+
+def _drop_connection(parsed) -> None:
+    conn = _connections.pool.pop((parsed.scheme, parsed.netloc), None)
+    if conn is not None:
+        conn.close()
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    headers: dict
+    body: bytes
+
+
+def _transient(status: int) -> bool:
+    return status in (408, 425, 429) or 500 <= status < 600
+
+
+def http_get(url: str, start: int | None = None, end: int | None = None, *, method: str = "GET",
+             retries: int = RETRIES) -> HttpResponse:
+    """GET (or HEAD) `url`, bytes [start, end) when given, retrying transient failures; the whole body
+    is read (a body shorter than Content-Length is a transient failure, retried)."""
+    parsed = urllib.parse.urlparse(url)
+    target = parsed.path or "/"
+    if parsed.query:
+        target += "?" + parsed.query
+    headers = {"Accept-Encoding": "identity"}
+    if start is not None:
+        headers["Range"] = f"bytes={start}-{end - 1}"
+    delay, last = BACKOFF_S, None
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(delay)
+            delay *= 2
+        conn = _connection(parsed)
+        try:
+            conn.request(method, target, headers=headers)
+            resp = conn.getresponse()
+            body = resp.read() if method != "HEAD" else b""
+            got = HttpResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body)
+            if resp.will_close:
+                _drop_connection(parsed)
+        except (OSError, http.client.HTTPException) as exc:      # reset, timeout, IncompleteRead
+            _drop_connection(parsed)
+            last = f"{type(exc).__name__}: {exc}"
+            continue
+        if _transient(got.status):
+            last = f"HTTP {got.status}"
+            continue
+        if got.status >= 400:
+            raise RemoteError(f"'{url}': HTTP {got.status}" + (f" for bytes {start}-{end - 1}" if start is not None else ""))
+        return got
+    where = f" (bytes {start}-{end - 1})" if start is not None else ""
+    raise RemoteError(f"'{url}'{where}: failed after {retries + 1} attempts: {last}")
+
+
+def http_stat(url: str) -> dict:
+    """Size and ETag (or Last-Modified) of a remote shard, from a HEAD request."""
+    resp = http_get(url, method="HEAD")
+    size = resp.headers.get("content-length")
+    return {"size": int(size) if size is not None else None,
+            "etag": resp.headers.get("etag") or resp.headers.get("last-modified")}
+
+
+# ------------------------------------------------------------------------------------ streams
+class _HttpStream:
+    """A remote shard as a sequential file object, fetched in large ranges with retries (so a reset
+    mid-shard resumes where it stopped instead of restarting or failing)."""
+
+    CHUNK = 8 << 20
+
+    def __init__(self, url: str):
+        self.url = url
+        info = http_stat(url)
+        self.size, self.etag = info["size"], info["etag"]
+        self.pos = 0
+        self._buf = b""
+
+    def read(self, n: int = -1) -> bytes:
+        if self.size is None:        # no length: one plain GET
+            if self.pos == 0 and not self._buf:
+                self._buf = http_get(self.url).body
+                self.size = len(self._buf)
+        out = []
+        want = (self.size - self.pos) if n is None or n < 0 else n
+        while want > 0 and self.pos < self.size:
+            if not self._buf:
+                end = min(self.size, self.pos + max(self.CHUNK, want))
+                resp = http_get(self.url, self.pos, end)
+                check_range(self.url, resp, self.pos, end, self.size, self.etag)
+                self._buf = resp.body
+            take = self._buf[:want]
+            self._buf = self._buf[len(take):]
+            self.pos += len(take)
+            want -= len(take)
+            out.append(take)
+        return b"".join(out)
+
+    def close(self):
+        self._buf = b""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_stream(url: str):
+    """A readable binary file object over the whole shard (see the module docstring)."""
+    if is_local(url):
+        return open(local_path(url), "rb")
+    if is_http(url):
+        return _HttpStream(url)
+    if url.startswith("pipe:"):
+        import webdataset as wds
+
+        return wds.gopen(url, "rb")
+    import fsspec
+
+    return fsspec.open(url, "rb").open()
+
+
+def stat(url: str) -> dict:
+    """{'size', 'etag'} of a shard: os.stat for local files (etag: mtime_ns), HEAD for http(s),
+    fsspec's info elsewhere (etag when the store reports one). pipe: urls have neither."""
+    if is_local(url):
+        st = os.stat(local_path(url))
+        return {"size": st.st_size, "etag": None, "mtime_ns": st.st_mtime_ns}
+    if is_http(url):
+        return http_stat(url)
+    if url.startswith("pipe:"):
+        return {"size": None, "etag": None}
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    info = fs.info(path)
+    return {"size": info.get("size"), "etag": info.get("ETag") or info.get("etag") or info.get("mtime")}
+
+
+def check_range(url: str, resp: HttpResponse, start: int, end: int, size: int | None, etag: str | None) -> None:
+    """The response must be the asked bytes of the shard the index describes."""
+    if resp.status == 200:         # the server ignored Range: the whole body
+        body_size = len(resp.body)
+        if size is not None and body_size != size:
+            raise ShardChanged(f"shard '{url}' changed since the index was built: {body_size} bytes, the index "
+                               f"says {size}; rebuild the index")
+        resp.body = resp.body[start:end]
+    elif resp.status == 206:
+        total = resp.headers.get("content-range", "").rpartition("/")[2]
+        if size is not None and total.isdigit() and int(total) != size:
+            raise ShardChanged(f"shard '{url}' changed since the index was built: {total} bytes at offset {start}, "
+                               f"the index says {size}; rebuild the index")
+    if etag is not None and resp.headers.get("etag") not in (None, etag):
+        raise ShardChanged(f"shard '{url}' changed since the index was built (ETag {resp.headers.get('etag')} at "
+                           f"offset {start}, the index has {etag}); rebuild the index")
+    if len(resp.body) != end - start:
+        raise ShardChanged(f"shard '{url}' is truncated at byte offset {start + len(resp.body)} (asked for bytes "
+                           f"{start}-{end - 1}); rebuild the index if the shard changed")
+
+
+# ------------------------------------------------------------------------------------- ranges
+@dataclass
+class Read:
+    start: int
+    end: int
+    members: list          # indices into the member list this read covers
+
+
+def plan_reads(offsets, sizes, gap: int = DEFAULT_GAP, shard_size: int | None = None,
+               stream_fraction: float = STREAM_FRACTION) -> list[Read]:
+    """Requests for members (offset, size) in file order: neighbours closer than `gap` bytes share
+    one request; when the merged requests would fetch more than `stream_fraction` of the shard, the
+    whole span is one request (streaming it is cheaper than many requests)."""
+    reads: list[Read] = []
+    for m, (off, size) in enumerate(zip(offsets, sizes)):
+        off, size = int(off), int(size)
+        if reads and off - reads[-1].end < gap:
+            reads[-1].end = max(reads[-1].end, off + size)
+            reads[-1].members.append(m)
+        else:
+            reads.append(Read(off, off + size, [m]))
+    if shard_size and len(reads) > 1:
+        fetched = sum(r.end - r.start for r in reads)
+        if fetched > stream_fraction * shard_size:
+            return [Read(reads[0].start, reads[-1].end, [m for r in reads for m in r.members])]
+    return reads
+
+
+class RangeReader:
+    """Byte ranges of one shard: pread for local files, Range requests for http(s), fsspec's
+    cat_file elsewhere. `size`/`etag` (from the index) are checked against every response."""
+
+    def __init__(self, url: str, size: int | None = None, etag: str | None = None):
+        self.url, self.size, self.etag = url, size, etag
+        self._fd = os.open(local_path(url), os.O_RDONLY) if is_local(url) else None
+        self._fs = None
+        if self._fd is None and not is_http(url):
+            import fsspec
+
+            self._fs, self._path = fsspec.core.url_to_fs(url)
+
+    def read(self, start: int, end: int) -> bytes:
+        if self._fd is not None:
+            data = os.pread(self._fd, end - start, start)
+        elif self._fs is None:
+            resp = http_get(self.url, start, end)
+            check_range(self.url, resp, start, end, self.size, self.etag)
+            return resp.body
+        else:
+            data = _retry(lambda: self._fs.cat_file(self._path, start=start, end=end), self.url, start, end)
+        if len(data) != end - start:
+            raise ShardChanged(f"shard '{self.url}' is truncated at byte offset {start + len(data)} (index expects "
+                               f"{end - start} bytes at {start})")
+        return data
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _retry(fn, url, start, end):
+    delay, last = BACKOFF_S, None
+    for attempt in range(RETRIES + 1):
+        if attempt:
+            time.sleep(delay)
+            delay *= 2
+        try:
+            return fn()
+        except (ConnectionError, TimeoutError) as exc:
+            last = exc
+    raise RemoteError(f"'{url}' (bytes {start}-{end - 1}): failed after {RETRIES + 1} attempts: {last}")

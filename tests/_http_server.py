@@ -1,0 +1,152 @@
+"""A small HTTP file server on the loopback interface, for the remote-shard tests and benchmark: it
+honours Range and HEAD, sends an ETag, counts the bytes it serves per request, and can inject
+faults (503s, a connection reset mid-body, a short body), a per-request latency and a bandwidth cap."""
+from __future__ import annotations
+
+import email.utils
+import os
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Faults:
+    """What the next requests to a path get; each entry is used once, in order:
+    ("status", 503) answers with that status; ("reset", n) sends n body bytes, then drops the
+    connection; ("short", n) announces the full length but sends n bytes and closes."""
+
+    def __init__(self):
+        self.by_path: dict[str, list] = {}
+        self.lock = threading.Lock()
+
+    def add(self, path: str, *faults) -> None:
+        with self.lock:
+            self.by_path.setdefault(path, []).extend(faults)
+
+    def take(self, path: str):
+        with self.lock:
+            queue = self.by_path.get(path)
+            return queue.pop(0) if queue else None
+
+
+class ShardServer:
+    """Serves `folder` at http://127.0.0.1:<port>/ in a background thread (use as a context manager)."""
+
+    def __init__(self, folder: str, latency_s: float = 0.0, bandwidth: float | None = None):
+        self.folder = folder
+        self.latency_s, self.bandwidth = latency_s, bandwidth
+        self.faults = Faults()
+        self.requests: list[tuple[str, str, int]] = []     # (method, path, body bytes sent)
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                self._serve(head=True)
+
+            def do_GET(self):
+                self._serve(head=False)
+
+            def _serve(self, head):
+                if server.latency_s:
+                    time.sleep(server.latency_s)
+                rel = self.path.lstrip("/").split("?")[0]
+                path = os.path.join(server.folder, rel)
+                fault = server.faults.take("/" + rel)
+                if fault and fault[0] == "status":
+                    self.send_response(fault[1])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    server._record(self.command, rel, 0)
+                    return
+                if not os.path.isfile(path):
+                    self.send_error(404)
+                    return
+                st = os.stat(path)
+                size = st.st_size
+                start, end = 0, size
+                status = 200
+                wanted = self.headers.get("Range")
+                if wanted:
+                    m = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted.strip())
+                    if not m or int(m.group(1)) >= size:
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{size}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    start = int(m.group(1))
+                    end = min(size, int(m.group(2)) + 1) if m.group(2) else size
+                    status = 206
+                self.send_response(status)
+                self.send_header("Content-Length", str(end - start))
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("ETag", f'"{st.st_mtime_ns:x}-{size:x}"')
+                self.send_header("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True))
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+                self.end_headers()
+                if head:
+                    server._record("HEAD", rel, 0)
+                    return
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    body = f.read(end - start)
+                if fault and fault[0] in ("reset", "short"):
+                    body = body[:fault[1]]
+                    self.close_connection = True
+                sent = 0
+                chunk = 64 * 1024
+                for i in range(0, len(body), chunk):
+                    piece = body[i:i + chunk]
+                    if server.bandwidth:
+                        time.sleep(len(piece) / server.bandwidth)
+                    try:
+                        self.wfile.write(piece)
+                    except (BrokenPipeError, ConnectionResetError):
+                        break
+                    sent += len(piece)
+                server._record("GET", rel, sent)
+                if fault and fault[0] == "reset":
+                    import socket
+
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass        # clients that drop a connection (faults, retries) are expected here
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def _record(self, method, rel, sent):
+        with self._lock:
+            self.requests.append((method, rel, sent))
+
+    def bytes_served(self) -> int:
+        with self._lock:
+            return sum(sent for method, _, sent in self.requests if method == "GET")
+
+    def gets(self) -> int:
+        with self._lock:
+            return sum(1 for method, _, _ in self.requests if method == "GET")
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()

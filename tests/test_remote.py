@@ -1,0 +1,142 @@
+"""Shards over HTTP (a real server on the loopback interface, tests/_http_server.py) and pipe: urls:
+the same samples as local shards, only kept bytes requested, retries and clear errors on faults."""
+import io
+import os
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _http_server import ShardServer  # noqa: E402
+
+from emp_data import Pruner, remote  # noqa: E402
+from emp_data.webdataset import PrunedIterableDataset, build_index  # noqa: E402
+
+SHARDS, PER_SHARD, PAYLOAD = 4, 10, 100_000     # image-sized samples: pruned ones are never requested
+
+
+def write_shards(folder, payload=PAYLOAD):
+    rng = np.random.default_rng(0)
+    for s in range(SHARDS):
+        with tarfile.open(os.path.join(folder, f"r-{s}.tar"), "w") as tar:
+            for i in range(PER_SHARD):
+                for ext, data in (("bin", rng.bytes(payload)), ("cls", str(i % 3).encode())):
+                    info = tarfile.TarInfo(f"r{s}_{i:03d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return [os.path.join(folder, f"r-{s}.tar") for s in range(SHARDS)]
+
+
+@pytest.fixture
+def served(tmp_path):
+    local = write_shards(str(tmp_path))
+    with ShardServer(str(tmp_path)) as server:
+        yield local, [f"{server.url}/r-{s}.tar" for s in range(SHARDS)], server
+
+
+def epoch(urls, index, ratio=0.7, seed=4, policy="random", **stream_options):
+    pruner = Pruner(SHARDS * PER_SHARD, policy=policy, prune_ratio=ratio, seed=seed)
+    stream = PrunedIterableDataset(urls, pruner, index=index, **stream_options)
+    stream.set_epoch(0)
+    return [(int(s["__id__"]), s["__key__"], s["bin"], s["cls"]) for s in stream], stream
+
+
+def test_http_shards_give_the_local_samples_indexed_and_streamed(served, tmp_path):
+    local, http, server = served
+    local_index = build_index(local, out=tmp_path / "local.empidx")
+    http_index = build_index(http, out=tmp_path / "http.empidx", workers=3)
+    for name in ("keys", "member_offset", "member_size", "sample_first_member"):
+        assert np.array_equal(local_index._a[name], http_index._a[name])
+    assert [s["url"] for s in http_index.shards] == http and all(s.get("etag") for s in http_index.shards)
+    want, _ = epoch(local, tmp_path / "local.empidx")
+    got, stream = epoch(http, tmp_path / "http.empidx")
+    assert got == want and len(got) == 12                               # exactly 30% kept, same order
+    got_streamed, _ = epoch(http, None, ratio=0.0, policy="full")
+    want_streamed, _ = epoch(local, None, ratio=0.0, policy="full")
+    assert [g[1:] for g in got_streamed] == [w[1:] for w in want_streamed]
+
+
+def test_at_r07_only_kept_bytes_are_requested(served, tmp_path):
+    local, http, server = served
+    index = build_index(http, out=tmp_path / "http.empidx")
+    server.reset_counts()
+    got, stream = epoch(http, tmp_path / "http.empidx")
+    kept_bytes = sum(len(b) + len(c) for _, _, b, c in got)
+    total = sum(s["size"] for s in index.shards)
+    # Counted by the server: the kept members, plus the tar headers between neighbours merged into
+    # one request (kept samples side by side), nothing of a pruned 100 KB payload.
+    assert server.bytes_served() == stream.bytes_read
+    assert kept_bytes <= stream.bytes_read <= kept_bytes + 4 * 1024 * len(got)
+    assert stream.bytes_read <= 0.35 * total and stream.shard_bytes == total
+
+
+def test_small_samples_are_coalesced_and_a_mostly_kept_shard_is_one_request(tmp_path):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    write_shards(str(folder), payload=1024)
+    with ShardServer(str(folder)) as server:
+        http = [f"{server.url}/r-{s}.tar" for s in range(SHARDS)]
+        build_index(http, out=tmp_path / "small.empidx")
+        server.reset_counts()
+        got, stream = epoch(http, tmp_path / "small.empidx", ratio=0.5)
+        assert len(got) == 20
+        assert server.gets() == SHARDS           # neighbours 2.5 KiB apart: one request per shard
+
+
+def test_transient_faults_are_retried(served, tmp_path):
+    local, http, server = served
+    build_index(http, out=tmp_path / "http.empidx")
+    want, _ = epoch(local, build_index(local))
+    for fault in (("status", 503), ("reset", 5000), ("short", 5000)):
+        for s in range(SHARDS):
+            server.faults.add(f"/r-{s}.tar", fault)
+        got, _ = epoch(http, tmp_path / "http.empidx")
+        assert got == want, fault
+
+
+def test_a_shard_replaced_after_indexing_is_a_clear_error_or_skipped_by_the_handler(served, tmp_path):
+    local, http, server = served
+    build_index(http, out=tmp_path / "http.empidx")
+    shutil.copy(local[0], local[0] + ".bak")
+    with tarfile.open(local[0], "a") as tar:                              # a shard that grew
+        info = tarfile.TarInfo("extra.bin")
+        info.size = 10
+        tar.addfile(info, io.BytesIO(b"0123456789"))
+    with pytest.raises(ValueError, match=r"r-0\.tar' changed since the index was built.*rebuild"):
+        epoch(http, tmp_path / "http.empidx", ratio=0.0, policy="full", shuffle_shards=False)
+    skipped = []
+    got, stream = epoch(http, tmp_path / "http.empidx", ratio=0.0, policy="full", shuffle_shards=False,
+                        handler=lambda exc: skipped.append(exc) or True)
+    assert len(skipped) == 1 and stream.skipped_shards == 1 and len(got) == (SHARDS - 1) * PER_SHARD
+
+
+def test_a_failing_server_is_an_error_naming_the_url(served, tmp_path, monkeypatch):
+    local, http, server = served
+    build_index(http, out=tmp_path / "http.empidx")
+    monkeypatch.setattr(remote, "BACKOFF_S", 0.001)
+    server.faults.add("/r-0.tar", *[("status", 503)] * (remote.RETRIES + 1))
+    server.faults.add("/r-1.tar", *[("status", 503)] * (remote.RETRIES + 1))
+    with pytest.raises(ValueError, match=r"/r-[01]\.tar' \(bytes \d+-\d+\): failed after 6 attempts: HTTP 503"):
+        epoch(http, tmp_path / "http.empidx", ratio=0.0, policy="full")
+
+
+def test_pipe_urls_stream_like_local_files(served, tmp_path):
+    local, _, _ = served
+    pipes = [f"pipe:cat {u}" for u in local]
+    got, _ = epoch(pipes, None, ratio=0.0, policy="full")
+    want, _ = epoch(local, None, ratio=0.0, policy="full")
+    assert [g[1:] for g in got] == [w[1:] for w in want]
+    index = build_index(pipes)
+    assert index.num_samples == SHARDS * PER_SHARD
+
+
+def test_plan_reads_merges_below_the_gap_and_streams_a_mostly_kept_span():
+    reads = remote.plan_reads([0, 100, 10_000, 200_000], [50, 50, 50, 50], gap=1000)
+    assert [(r.start, r.end, r.members) for r in reads] == [(0, 150, [0, 1]), (10_000, 10_050, [2]),
+                                                            (200_000, 200_050, [3])]
+    whole = remote.plan_reads([0, 100, 10_000], [50, 50, 50], gap=1000, shard_size=200)
+    assert [(r.start, r.end, r.members) for r in whole] == [(0, 10_050, [0, 1, 2])]
