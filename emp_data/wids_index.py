@@ -15,6 +15,8 @@ import os
 
 import numpy as np
 
+from . import remote
+
 WIDS_KIND = "wids-shard-index-v1"
 
 
@@ -44,8 +46,12 @@ class WidsIndex:
     def load(cls, path) -> "WidsIndex":
         path = os.fspath(path)
         try:
-            with open(path, "rb") as f:
-                spec = json.load(f)
+            if remote.is_local(path):
+                with open(remote.local_path(path), "rb") as f:
+                    spec = json.load(f)
+            else:                    # a remote index: its relative shard urls are relative to it
+                with remote.open_stream(path) as f:
+                    spec = json.loads(f.read())
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:   # RecursionError: deep nesting
             raise ValueError(f"'{path}' is not a wids shard index (not JSON: {exc})") from None
         if not isinstance(spec, dict):
@@ -55,7 +61,8 @@ class WidsIndex:
             raise ValueError(f"'{path}' is a {kind!r}, not a {WIDS_KIND!r} shard index")
         if spec.get("wids_version") != 1:
             raise ValueError(f"'{path}' has wids_version {spec.get('wids_version')!r}; this emp_data reads version 1")
-        folder = os.path.dirname(os.path.abspath(path))
+        folder = os.path.dirname(os.path.abspath(remote.local_path(path))) if remote.is_local(path) else \
+            path.rsplit("/", 1)[0]
         entries = [(e, folder) for e in _shardlist(spec.get("shardlist", []), path, "shardlist")]
         datasets = spec.get("datasets", [])
         if not isinstance(datasets, list):
@@ -69,7 +76,7 @@ class WidsIndex:
             base = component.get("base")
             if base is not None and (not isinstance(base, str) or "\0" in base):
                 raise ValueError(f"'{path}': datasets[{c}].base must be a folder name, got {base!r}")
-            base = folder if base is None else os.path.join(folder, base)
+            base = folder if base is None else _join(folder, base)
             shards = _shardlist(component.get("shardlist", []), path, f"datasets[{c}].shardlist")
             entries += [(e, base) for e in shards]
         if not entries:
@@ -79,17 +86,24 @@ class WidsIndex:
             url, count = entry.get("url"), entry.get("nsamples")
             if not isinstance(url, str) or not url or "\0" in url:
                 raise ValueError(f"'{path}': shard {s} has no url (or not a string path)")
-            if "://" in url and not url.startswith("file://"):
-                raise ValueError(f"'{path}': shard {s} is remote ({url}); PrunedIterableDataset reads local shards")
             if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < 2**48:
                 raise ValueError(f"'{path}': shard {s} ({url}) needs an integer nsamples >= 0, got {count!r}")
-            url = url[len("file://"):] if url.startswith("file://") else url
-            urls.append(os.path.normpath(os.path.join(base, url)))
+            urls.append(_join(base, url))
             counts.append(count)
         return cls(urls, counts, path)
 
     def __repr__(self) -> str:
         return f"WidsIndex({len(self.urls)} shards, {self.num_samples} samples)"
+
+
+def _join(base: str, url: str) -> str:
+    """A shard url from the index: absolute urls (any scheme) as given, relative ones against the
+    index's folder (a local folder or a remote url's)."""
+    if "://" in url or url.startswith("pipe:"):
+        return remote.local_path(url) if url.startswith("file://") else url
+    if remote.is_local(base):
+        return os.path.normpath(os.path.join(base, url))
+    return base.rstrip("/") + "/" + url
 
 
 def _shardlist(shards, path: str, where: str) -> list:
@@ -100,8 +114,11 @@ def _shardlist(shards, path: str, where: str) -> list:
 
 def looks_like_json(path) -> bool:
     """True when the file's first non-blank byte opens a JSON object (a wids index, not ours)."""
+    path = os.fspath(path)
+    if not remote.is_local(path):
+        return path.split("?")[0].endswith(".json")
     try:
-        with open(path, "rb") as f:
+        with open(remote.local_path(path), "rb") as f:
             return f.read(256).lstrip().startswith(b"{")
     except OSError:
         return False

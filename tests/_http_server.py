@@ -1,6 +1,7 @@
 """A small HTTP file server on the loopback interface, for the remote-shard tests and benchmark: it
 honours Range and HEAD, sends an ETag, counts the bytes it serves per request, and can inject
-faults (503s, a connection reset mid-body, a short body), a per-request latency and a bandwidth cap."""
+faults (503s, a connection reset mid-body, a short body), a per-request latency and a
+bandwidth cap shared by all connections."""
 from __future__ import annotations
 
 import email.utils
@@ -39,6 +40,7 @@ class ShardServer:
         self.faults = Faults()
         self.requests: list[tuple[str, str, int]] = []     # (method, path, body bytes sent)
         self._lock = threading.Lock()
+        self._link_free_at = 0.0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -106,7 +108,7 @@ class ShardServer:
                 for i in range(0, len(body), chunk):
                     piece = body[i:i + chunk]
                     if server.bandwidth:
-                        time.sleep(len(piece) / server.bandwidth)
+                        server._pace(len(piece))
                     try:
                         self.wfile.write(piece)
                     except (BrokenPipeError, ConnectionResetError):
@@ -125,6 +127,15 @@ class ShardServer:
         self.httpd = Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def _pace(self, nbytes: int) -> None:
+        """Waits for `nbytes` of the server's bandwidth, shared by all connections (a link's cap, not
+        a per-connection one)."""
+        with self._lock:
+            start = max(time.perf_counter(), self._link_free_at)
+            self._link_free_at = start + nbytes / self.bandwidth
+            finish = self._link_free_at
+        time.sleep(max(0.0, finish - time.perf_counter()))
 
     def _record(self, method, rel, sent):
         with self._lock:

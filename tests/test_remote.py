@@ -140,3 +140,21 @@ def test_plan_reads_merges_below_the_gap_and_streams_a_mostly_kept_span():
                                                             (200_000, 200_050, [3])]
     whole = remote.plan_reads([0, 100, 10_000], [50, 50, 50], gap=1000, shard_size=200)
     assert [(r.start, r.end, r.members) for r in whole] == [(0, 10_050, [0, 1, 2])]
+
+
+def test_a_remote_wids_index_names_shards_relative_to_itself(served, tmp_path):
+    import json
+
+    from emp_data.webdataset import WidsIndex
+
+    local, http, server = served
+    spec = {"wids_version": 1, "shardlist": [{"url": f"r-{s}.tar", "nsamples": PER_SHARD} for s in range(SHARDS)]}
+    (tmp_path / "train.json").write_text(json.dumps(spec))
+    index = WidsIndex.load(f"{server.url}/train.json")
+    assert index.urls == http
+    got, _ = epoch(None, f"{server.url}/train.json", ratio=0.0, policy="full")
+    want, _ = epoch(local, None, ratio=0.0, policy="full")
+    assert sorted(g[1:] for g in got) == sorted(w[1:] for w in want)
+    (tmp_path / "abs.json").write_text(json.dumps({"wids_version": 1, "shardlist": [
+        {"url": "s3://bucket/a.tar", "nsamples": 7}]}))
+    assert WidsIndex.load(tmp_path / "abs.json").urls == ["s3://bucket/a.tar"]

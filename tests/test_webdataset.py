@@ -420,7 +420,6 @@ def test_stale_or_bad_wids_index_is_named(shards, tmp_path):
         "kind.json": ('{"__kind__": "something-else", "wids_version": 1, "shardlist": []}', "not a 'wids-shard"),
         "version.json": ('{"wids_version": 2, "shardlist": []}', "wids_version 2"),
         "count.json": ('{"wids_version": 1, "shardlist": [{"url": "a.tar", "nsamples": "7"}]}', "integer nsamples"),
-        "remote.json": ('{"wids_version": 1, "shardlist": [{"url": "s3://b/a.tar", "nsamples": 7}]}', "is remote"),
         "empty.json": ('{"wids_version": 1, "shardlist": []}', "lists no shards"),
         "broken.json": ('{"wids_version": 1, "shardl', "not JSON"),
     }
@@ -430,3 +429,29 @@ def test_stale_or_bad_wids_index_is_named(shards, tmp_path):
             PrunedIterableDataset(None, Pruner(7), index=tmp_path / name)
     with pytest.raises(ValueError, match="source=None needs index="):
         PrunedIterableDataset(None, Pruner(7))
+
+
+def test_prune_stage_in_webdataset_pipelines_and_compose(shards, tmp_path):
+    """emp_data.webdataset.prune(pruner) as a stage of wds.DataPipeline and through .compose(): the
+    same kept samples as the stream, ids from the key table, in workers too."""
+    import webdataset as wds
+
+    from emp_data.webdataset import prune
+
+    n = SHARDS * PER_SHARD
+    pruner = Pruner(n, policy="infobatch", prune_ratio=0.5, seed=7, store_path=tmp_path / "s.emp")
+    stage = prune(pruner)
+    pipeline = wds.DataPipeline(wds.SimpleShardList(shards), wds.split_by_worker, wds.tarfile_to_samples(), stage,
+                                wds.to_tuple("__key__", "__id__", "__weight__"))
+    pruner.select(0)
+    first = list(pipeline)
+    assert len(first) == n                                            # epoch 0: nothing seen, all kept
+    ids = np.array([i for _, i, _ in first])
+    pruner.store.update(ids, np.linspace(0, 1, n).astype(np.float32))
+    pruner.select(1)
+    kept = {key: (i, w) for key, i, w in pipeline}
+    assert 0 < len(kept) < n and all(pruner.store.weight[i] == w > 0 for i, w in kept.values())
+    composed = wds.WebDataset(shards, shardshuffle=False).compose(stage).to_tuple("__key__", "__id__")
+    assert {key: i for key, i in composed} == {key: i for key, (i, _) in kept.items()}
+    loader = torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=2)
+    assert sorted(key for key, _, _ in loader) == sorted(kept)

@@ -1,0 +1,110 @@
+"""Pruned streams over HTTP against plain WebDataset, with an object-store-like latency and bandwidth.
+
+    python benchmarks/remote_stream.py                       # 20 ms per request, 200 MB/s
+    python benchmarks/remote_stream.py --latency-ms 50 --bandwidth-mbs 100
+
+Shards are written to a temp dir and served by a loopback HTTP server (tests/_http_server.py: Range
+requests, bytes counted server-side) that waits `latency` before answering each request and sends
+at most `bandwidth`. Two shard sets: 100 KB samples (image-sized) and 1 KiB samples. For each: one
+epoch of plain `wds.WebDataset(http urls)` (webdataset's curl reader), of PrunedIterableDataset
+without an index (the whole shards are streamed), and with an index at r = 0, 0.5, 0.7, 0.9
+(policy `random`: exactly (1-r)N kept). Prints epoch time and bytes downloaded against plain.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import sys
+import tarfile
+import tempfile
+import time
+
+import numpy as np
+import webdataset as wds
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from _http_server import ShardServer  # noqa: E402
+
+from emp_data import Pruner  # noqa: E402
+from emp_data.webdataset import PrunedIterableDataset, build_index  # noqa: E402
+
+
+def write_shards(folder, name, samples, per_shard, payload):
+    rng = np.random.default_rng(0)
+    blob = rng.bytes(payload)
+    names = []
+    for s in range(0, samples, per_shard):
+        shard = f"{name}-{s // per_shard:04d}.tar"
+        with tarfile.open(os.path.join(folder, shard), "w") as tar:
+            for i in range(s, min(samples, s + per_shard)):
+                for ext, data in (("bin", blob), ("cls", str(i % 10).encode())):
+                    info = tarfile.TarInfo(f"{i:08d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        names.append(shard)
+    return names
+
+
+def timed(server, make_iterable):
+    server.reset_counts()
+    t0 = time.perf_counter()
+    count = sum(1 for _ in make_iterable())
+    return time.perf_counter() - t0, count, server.bytes_served(), server.gets()
+
+
+def run_set(folder, server, name, samples, per_shard, payload, ratios):
+    shards = write_shards(folder, name, samples, per_shard, payload)
+    urls = [f"{server.url}/{s}" for s in shards]
+    shard_bytes = sum(os.path.getsize(os.path.join(folder, s)) for s in shards)
+    t0 = time.perf_counter()
+    build_index(urls, out=os.path.join(folder, f"{name}.empidx"), progress=False)
+    index_s = time.perf_counter() - t0
+    rows = []
+    base = timed(server, lambda: wds.WebDataset(urls, shardshuffle=False))
+    rows.append(("plain wds.WebDataset(http urls)", "-", *base))
+
+    def pruned(ratio, index):
+        pruner = Pruner(samples, policy="random", prune_ratio=ratio, seed=1)
+        key_table = None if index else os.path.join(folder, f"{name}-{ratio}.keys")
+        stream = PrunedIterableDataset(urls, pruner, index=index, key_table=key_table)
+        if index is None:     # number every sample first: the timed epoch is a pruned one
+            stream.set_epoch(0)
+            sum(1 for _ in stream)
+            pruner.store.update(np.arange(samples), np.ones(samples, np.float32))
+        stream.set_epoch(1)
+        return stream
+
+    rows.append(("PrunedIterableDataset, no index", 0.7, *timed(server, lambda: pruned(0.7, None))))
+    for ratio in ratios:
+        index = os.path.join(folder, f"{name}.empidx")
+        rows.append(("PrunedIterableDataset, index", ratio, *timed(server, lambda: pruned(ratio, index))))
+    print(f"\n## {name}: {samples} samples of {payload} B in {len(shards)} shards, {shard_bytes / 1e6:.1f} MB; "
+          f"build_index over http: {index_s:.2f} s")
+    print("| stream | r | samples | epoch s | MB downloaded | requests | time / plain | bytes / shard bytes |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for label, ratio, seconds, count, served, gets in rows:
+        print(f"| {label} | {ratio} | {count} | {seconds:.2f} | {served / 1e6:.1f} | {gets} | "
+              f"{seconds / base[0]:.2f}x | {served / shard_bytes:.2f} |", flush=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--latency-ms", type=float, default=20.0)
+    ap.add_argument("--bandwidth-mbs", type=float, default=200.0)
+    ap.add_argument("--large-samples", type=int, default=800)
+    ap.add_argument("--small-samples", type=int, default=40000)
+    args = ap.parse_args(argv)
+    print(f"# remote_stream: loopback HTTP, {args.latency_ms:g} ms per request, {args.bandwidth_mbs:g} MB/s; "
+          f"{platform.machine()}, {os.cpu_count()} cores")
+    ratios = (0.0, 0.5, 0.7, 0.9)
+    with tempfile.TemporaryDirectory() as folder, \
+            ShardServer(folder, latency_s=args.latency_ms / 1000, bandwidth=args.bandwidth_mbs * 1e6) as server:
+        run_set(folder, server, "large", args.large_samples, 100, 100_000, ratios)
+        run_set(folder, server, "small", args.small_samples, 5000, 1024, ratios)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Dynamic pruning of WebDataset tar shards: a stream that drops pruned samples before any decoder
+runs (and, with an index, before their bytes are read).
+
+    import webdataset as wds
+    from emp_data import Pruner
+    from emp_data.webdataset import PrunedIterableDataset, build_index
+
+    index = build_index("data/shard-{000000..000099}.tar", out="data/index.empidx")
+    pruner = Pruner(index.num_samples, policy="emp", prune_ratio=0.7, epochs=E,
+                    store_path="data/scores.emp")                    # shared with loader workers
+    stream = PrunedIterableDataset("data/shard-{000000..000099}.tar", pruner, index="data/index.empidx")
+    pipeline = wds.DataPipeline(stream, wds.decode(), wds.to_tuple("__id__", "npy", "cls"))
+    for epoch in range(E):
+        stream.set_epoch(epoch)                                      # selects the epoch's samples
+        for ids, x, y in DataLoader(pipeline, batch_size=..., num_workers=...):
+            ...pruner.loss(per_sample, ids, logits=logits)
+
+The index (`shard_index`) and the key table (`key_table`) live in their own modules; their public
+names are importable from here too.
+"""
+from __future__ import annotations
+
+from ..key_table import KeyTable
+from ..shard_index import ShardIndex, build_index, expand_urls
+from ..wids_index import WidsIndex
+from .shares import MAX_WORKERS, shard_ownership
+from .stage import prune
+from .stream import PrunedIterableDataset
+
+__all__ = ["KeyTable", "MAX_WORKERS", "PrunedIterableDataset", "ShardIndex", "WidsIndex", "build_index", "expand_urls",
+           "prune", "shard_ownership"]

@@ -1,0 +1,212 @@
+"""How a stream reads one shard: indexed (only the kept members' bytes, by range reads), streamed
+(the whole tar, parsed in order, numbering samples by a wids index or the key table), or from a
+user's webdataset pipeline; and what a bad shard does (webdataset's handler semantics)."""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import os
+import tarfile
+import warnings
+
+import numpy as np
+
+from .. import remote
+from ..shard_index import _split_name
+
+
+class ShardReaders:
+    """PrunedIterableDataset's part that turns shards into kept samples (a mixin)."""
+
+    def _shard_samples(self, pos, shard, first, weights):
+        if self._index is not None:
+            return self._indexed_shard(pos, shard, first, weights)
+        return self._streamed_shard(pos, shard, first, weights)
+
+    def _pipeline_samples(self, first, weights):
+        """Samples of a user's pipeline, numbered by the key table; the first `first` are skipped
+        (resume: the pipeline must repeat an epoch's order, e.g. seeded shuffles)."""
+        ordinal = -1
+        for ordinal, sample in enumerate(self.pipeline):
+            if not isinstance(sample, dict) or "__key__" not in sample:
+                got = sorted(sample)[:6] if isinstance(sample, dict) else type(sample).__name__
+                raise ValueError(f"sample {ordinal} of the pipeline has no '__key__' (got {got}); "
+                                 "PrunedIterableDataset takes raw webdataset samples, before decoding or to_tuple")
+            self._position = (0, ordinal + 1)
+            if ordinal < first:
+                continue
+            url = sample.get("__url__", "")
+            out = self._keep(url, sample["__key__"], weights)
+            if out is not None:
+                out.update((k, v) for k, v in sample.items() if k not in out)
+                yield out
+        self._position = (0, ordinal + 1)
+
+    def _indexed_shard(self, pos, shard, first, weights):
+        """The kept samples of one shard, reading only their members' bytes: neighbouring members
+        share a request (gap below `read_gap`), a few requests run ahead of the consumer on remote
+        shards, and the whole span is one request when that is cheaper (see emp_data.remote)."""
+        url = self.urls[shard]
+        lo, _ = self._index.shard_range(shard)
+        shard_weights = weights.slice(*self._slot_range(shard))
+        kept = (np.flatnonzero(shard_weights[first:] > 0) + first).tolist()
+        meta = self._index.shards[shard]
+        self.shard_bytes += int(meta["size"])
+        members = [(j, field, off, size) for j in kept for field, off, size in self._index.sample_members(lo + j)]
+        local = remote.is_local(url)      # a pread per member: pruned bytes are never read
+        reads = remote.plan_reads([m[2] for m in members], [m[3] for m in members], gap=0 if local else self.read_gap,
+                                  shard_size=None if local else int(meta["size"]))
+        try:
+            yield from self._read_kept(pos, url, lo, meta, members, reads, shard_weights, local)
+        except (remote.ShardChanged, remote.RemoteError) as exc:    # as a corrupt shard in streamed mode
+            self._handle(ValueError(str(exc)))
+
+    def _read_kept(self, pos, url, lo, meta, members, reads, shard_weights, local):
+        with remote.RangeReader(url, meta["size"], meta.get("etag")) as reader:
+            samples: dict[int, dict] = {}
+            for read, data in _fetch_ahead(reader, reads, 1 if local else self.read_ahead):
+                self.bytes_read += len(data)
+                for m in read.members:
+                    j, field, off, size = members[m]
+                    if j not in samples:
+                        samples[j] = {"__key__": self._index.sample_key(lo + j), "__url__": url, "__id__": lo + j,
+                                      "__weight__": np.float32(shard_weights[j])}
+                    samples[j][field] = data[off - read.start:off - read.start + size]
+                # Members are in file order, so reads complete samples in order: every sample before
+                # the read's last one is whole, and that one too unless its next member is still to come.
+                last_m = read.members[-1]
+                last_j = members[last_m][0]
+                last_whole = last_m + 1 == len(members) or members[last_m + 1][0] != last_j
+                for j in sorted(j for j in samples if j < last_j or (j == last_j and last_whole)):
+                    self._position = (pos, j + 1)
+                    yield samples.pop(j)
+
+    def _streamed_shard(self, pos, shard, first, weights):
+        url = self.urls[shard]
+        self._pass_url = None
+        ids = None if self._wids is None else self._wids.shard_range(shard)   # wids: id = first + ordinal
+        ordinal = -1
+        try:
+            with remote.open_stream(url) as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+                current_key, current = None, None
+                for member in _members_with_data(tar):
+                    name, data = member
+                    key, ext = _split_name(name)
+                    if key is None:
+                        continue
+                    if key != current_key:
+                        if current is not None:
+                            ordinal += 1
+                            out = self._emit(url, current_key, current, ordinal, first, pos, weights, ids)
+                            if out is not None:
+                                yield out
+                        current_key, current = key, {}
+                    if ext in current:   # as build_index and webdataset's group_by_keys: an error
+                        raise _DuplicateMember(f"duplicate file name in tar file: {name} (sample '{key}' already "
+                                               f"has .{ext}) in shard '{url}'")
+                    current[ext] = data
+                if current is not None:
+                    ordinal += 1
+                    out = self._emit(url, current_key, current, ordinal, first, pos, weights, ids)
+                    if out is not None:
+                        yield out
+        except (tarfile.TarError, EOFError, OSError, _DuplicateMember) as exc:
+            err = exc if isinstance(exc, _DuplicateMember) else \
+                ValueError(f"shard '{url}' is corrupt or truncated near sample {ordinal + 1}: {exc}")
+            self._handle(err)
+            return
+        if ids is not None and ordinal + 1 < ids[1] - ids[0]:
+            # Ids stay unique (the shard's range is fixed), but the index no longer describes the shard.
+            warnings.warn(f"shard '{url}' holds {ordinal + 1} samples, the wids index says {ids[1] - ids[0]}: "
+                          "the index is stale; rebuild it", stacklevel=2)
+
+    def _handle(self, err: Exception) -> None:
+        """A bad shard, as webdataset's handlers mean it: no handler raises; a handler returning True
+        (warn_and_continue) skips the rest of the shard; False (ignore_and_stop) ends the pass
+        quietly; a handler may also raise (reraise_exception)."""
+        if self.handler is None:
+            raise err from None
+        if not self.handler(err):
+            raise _StopPass()
+        self.skipped_shards += 1
+
+    def _emit(self, url, key, fields, ordinal, first, pos, weights, ids=None):
+        self._position = (pos, ordinal + 1)
+        sid = None
+        if ids is not None:
+            sid = ids[0] + ordinal
+            if sid >= ids[1]:
+                raise ValueError(f"shard '{url}' holds more than the {ids[1] - ids[0]} samples its wids index "
+                                 "says: the index is stale; rebuild it")
+        if ordinal < first:
+            return None
+        out = self._keep(url, key, weights, sid)
+        if out is not None:
+            out.update(fields)
+        return out
+
+    def _keep(self, url, key, weights, sid=None):
+        """The id/weight header of a kept sample, None for a pruned one. `sid` is given by a wids
+        index; otherwise it comes from the key table."""
+        if sid is None:
+            sid = self._key_table_id(url, key)
+        w = weights.at(self._slot(sid))
+        if not w > 0:
+            return None
+        return {"__key__": key, "__url__": url, "__id__": sid, "__weight__": np.float32(w)}
+
+    def _key_table_id(self, url, key) -> int:
+        try:
+            sid = self.key_table.id_of(url, key)
+        except ValueError as exc:     # more distinct samples than the pruner has
+            raise ValueError(f"{exc} (at '{url}' key {key!r})") from None
+        # The same key twice in one shard (non-consecutive members) maps to one id: report it.
+        # The set covers one shard at a time, so its memory stays bounded by the shard size.
+        if url != self._pass_url:
+            self._pass_url, self._pass_ids = url, set()
+        if sid in self._pass_ids:
+            if self.duplicate_keys == 0:
+                warnings.warn(f"key {key!r} occurs more than once in '{url}': its samples share one id and one "
+                              "score (counted in duplicate_keys)", stacklevel=4)
+            self.duplicate_keys += 1
+        self._pass_ids.add(sid)
+        return sid
+
+
+def _fetch_ahead(reader, reads, ahead: int):
+    """(read, bytes) for each planned read, in order, with up to `ahead` requests in flight."""
+    if ahead <= 1 or len(reads) <= 1:
+        for read in reads:
+            yield read, reader.read(read.start, read.end)
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=ahead) as pool:
+        pending = collections.deque()
+        for read in reads:
+            pending.append((read, pool.submit(reader.read, read.start, read.end)))
+            if len(pending) >= ahead:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+
+def _normal_url(url: str) -> str:
+    """A url as indexes record it: local paths absolute, remote urls as given."""
+    return os.path.abspath(remote.local_path(url)) if remote.is_local(url) else url
+
+
+class _DuplicateMember(ValueError):
+    """A member whose field the sample already has (an error, as in webdataset)."""
+
+
+class _StopPass(Exception):
+    """The handler returned False: end this pass quietly."""
+
+
+def _members_with_data(tar):
+    for info in tar:
+        if not info.isfile():
+            continue
+        f = tar.extractfile(info)
+        yield info.name, f.read() if f is not None else b""

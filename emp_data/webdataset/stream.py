@@ -1,0 +1,309 @@
+"""PrunedIterableDataset: WebDataset samples with the pruned ones dropped before any decoder runs."""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Iterator
+
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .. import remote
+from .._validate import as_count
+from ..epoch_weights import EpochWeights, pass_done, passes_done
+from ..key_table import KeyTable
+from ..pruner import Pruner
+from ..shard_index import ShardIndex, _is_url_list, expand_urls
+from ..sharded import ShardedPruner
+from ..store import ScoreStore
+from ..wids_index import WidsIndex, looks_like_json
+from .readers import ShardReaders, _StopPass, _normal_url
+from .shares import RankShares, _split, _worker_count
+
+
+class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
+    """Iterates WebDataset samples as dicts with ``__key__``, ``__url__``, ``__id__`` (int64 dense
+    id) and ``__weight__`` (float32), dropping the samples the pruner pruned this epoch before any
+    later stage (decoder, map) sees them.
+
+    ``source`` is either shard urls (a list or a brace pattern) or an existing webdataset pipeline
+    that yields raw samples (e.g. ``wds.WebDataset(urls, shardshuffle=...)`` or
+    ``wds.DataPipeline(wds.SimpleShardList(urls), wds.split_by_worker, wds.tarfile_to_samples())``,
+    with no decoder yet).
+
+    With urls and ``index=`` (from `build_index`) only kept samples' bytes are read (seek + read per
+    member). ``index=`` also takes a wids shard index (``widsindex create`` JSON, or a `WidsIndex`):
+    ids are then dense in shard order from its per-shard counts, and shards are streamed. With an
+    index, ``source=None`` takes the index's urls. Otherwise ids come from a `KeyTable` (url + key
+    -> id in order of first appearance): ``key_table=`` takes a path or a KeyTable; by default it is
+    the file ``<store_path>.keys`` beside the pruner's memory-mapped store, shared by DataLoader
+    workers and reused by a restarted job.
+
+    With urls, shards are shuffled per epoch with the pruner's seed and split across DDP ranks and
+    DataLoader workers like ``wds.split_by_node`` / ``wds.split_by_worker``; a pipeline source does
+    its own shuffling and splitting. In DataLoader workers the keep flags and weights are read from
+    the pruner's memory-mapped store (``Pruner(store_path=...)``). ``state_dict()`` holds (epoch,
+    shard position, sample offset) for exact resume.
+    """
+
+    def __init__(self, source, pruner: Pruner, *, index=None, key_table=None, shuffle_shards: bool = True,
+                 handler=None, epoch_length: int | None = None):
+        if not isinstance(pruner, Pruner):
+            raise TypeError(f"pruner must be an emp_data.Pruner, got {type(pruner).__name__}")
+        if source is None and index is None:
+            raise ValueError("source=None needs index= (the shards are then the index's); otherwise pass shard urls "
+                             "or a webdataset pipeline")
+        self.pipeline = None if source is None or _is_url_list(source) else source
+        if self.pipeline is not None:
+            if not hasattr(source, "__iter__"):
+                raise TypeError(f"source must be shard urls or an iterable webdataset pipeline, got {type(source).__name__}")
+            if index is not None:
+                raise ValueError("index= needs shard urls as the source (it reads members by offset); a pipeline "
+                                 "source has read the bytes already, so ids come from the key table")
+        self.urls = [] if self.pipeline is not None or source is None else expand_urls(source)
+        self.pruner = pruner
+        self.store_path = pruner.store_path     # the file workers read weights from (GPU store: its host copy)
+        self.seed = pruner.seed
+        self.shuffle_shards = bool(shuffle_shards)
+        self.handler = handler
+        self.epoch_length = epoch_length
+        self.index_path = None
+        self._index = None           # ShardIndex: ids and member offsets
+        self._wids = None            # WidsIndex: ids from per-shard counts, shards streamed
+        if index is not None:
+            if isinstance(index, (ShardIndex, WidsIndex)):
+                loaded = index
+            else:
+                loaded = WidsIndex.load(index) if looks_like_json(index) else ShardIndex.load(index)
+                self.index_path = os.fspath(index) if isinstance(loaded, ShardIndex) else None
+            if isinstance(loaded, WidsIndex):
+                self._wids, index_urls = loaded, loaded.urls
+            else:
+                self._index, index_urls = loaded, [s["url"] for s in loaded.shards]
+            if source is None:
+                self.urls = list(index_urls)
+            elif [_normal_url(u) for u in self.urls] != [_normal_url(u) for u in index_urls]:
+                raise ValueError("the index was built for other shards (or another order) than `urls`")
+            if loaded.num_samples != pruner.num_samples:
+                raise ValueError(f"index has {loaded.num_samples} samples, the pruner {pruner.num_samples}")
+        self.ownership = None        # a ShardedPruner's: this rank reads only the shards it owns
+        self._targets = None         # (epoch, samples per worker for 1..MAX_WORKERS workers), sharded DDP
+        if isinstance(pruner, ShardedPruner):
+            self._own_shards(pruner.ownership)
+        self.key_table = None
+        if index is None:
+            if isinstance(key_table, KeyTable):
+                self.key_table = key_table
+            else:
+                if key_table is None and pruner.store_path is not None:
+                    key_table = pruner.store_path + ".keys"
+                self.key_table = KeyTable(pruner.num_samples, key_table)
+            if self.key_table.max_samples != pruner.num_samples:
+                raise ValueError(f"key table numbers {self.key_table.max_samples} samples, the pruner {pruner.num_samples}")
+            if self.key_table.existed:
+                # Reopened (a restart, maybe after a crash or a power loss): void what a killed
+                # process left half-done and check every id, before any worker starts. Not only when
+                # the clean flag is off: after a power loss that flag's page may be older than others.
+                repaired = self.key_table.recover()
+                if repaired:
+                    warnings.warn(f"key table '{self.key_table.path}': {repaired} insert(s) cut short by a crash "
+                                  "were voided; those keys get fresh ids", stacklevel=2)
+        self.epoch = 0
+        self._start = (0, 0)        # (shard position, sample offset) to resume from
+        self._position = (0, 0)
+        self._finished = None        # the last epoch this copy of the stream read to its end
+        self._dist = None            # (rank, world) of the training process, for workers (see _rank_world)
+        self.skipped_shards = 0
+        self.read_gap = remote.DEFAULT_GAP  # indexed mode: merge kept members closer than this (bytes)
+        self.read_ahead = 4                 # indexed mode: requests in flight on a remote shard
+        self.bytes_read = 0                 # indexed mode: bytes fetched from shards (this copy of the stream)
+        self.shard_bytes = 0                # ...and the sizes of the shards those came from
+        self.duplicate_keys = 0      # samples whose (url, key) already appeared in the same shard pass
+        self._pass_url, self._pass_ids = None, set()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["pruner"] = None
+        state["_dist"] = self._rank_world()      # pickled in the training process: its rank
+        if self.index_path is not None:
+            state["_index"] = None
+        if self.key_table is not None and self.key_table.path is None:
+            state["key_table"] = None   # anonymous memory: main process only (checked in __iter__)
+        return state
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make `epoch` current: selects it in the pruner (main process) and re-shuffles shards."""
+        self.epoch = int(epoch)
+        self._start = (0, 0)
+        self._dist = self._rank_world()          # forked workers copy it from here
+        if self.pruner is not None:
+            self._select_in_trainer()
+
+    def _select_in_trainer(self) -> None:
+        """Select the stream's epoch in the training process (every rank at once under DDP): the
+        pruner's selection, the check that ranks share one key table, and for a ShardedPruner the
+        per-worker sample targets that keep the ranks in step."""
+        if self.pruner.epoch != self.epoch:
+            self.pruner.select(self.epoch)
+        if self.key_table is not None and self._rank_world()[1] > 1:
+            self._check_shared_key_table()
+        if self.ownership is not None and self._rank_world()[1] > 1:
+            self._publish_targets(EpochWeights(self.epoch, array=self.pruner.store.weight))
+
+    def steps_per_epoch(self, batch_size: int, num_workers: int = 0, drop_last: bool = False,
+                        epoch: int | None = None) -> int:
+        """Batches this rank's DataLoader yields in `epoch` (default: the current one), exactly: each
+        DataLoader worker batches its own share of the shards, so each ends with its own partial
+        batch, and under torch.distributed this is one rank's count (every rank's is the same; see
+        'Equal batches'). For LR schedulers and progress bars. Needs an index (counts known in
+        advance) and the training process's stream."""
+        batch_size = as_count(batch_size, "batch_size", minimum=1)
+        num_workers = as_count(num_workers, "num_workers", minimum=0)
+        if self._index is None and self._wids is None:
+            raise ValueError("steps_per_epoch needs an index (build_index or a wids index): without one the "
+                             "number of samples is not known before the pass")
+        if self.pruner is None:
+            raise ValueError("steps_per_epoch runs in the training process (it reads the pruner's selection)")
+        saved = self.epoch
+        self.epoch = self.epoch if epoch is None else as_count(epoch, "epoch")
+        try:
+            self._select_in_trainer()
+            kept = self._kept_per_shard(EpochWeights(self.epoch, array=self.pruner.store.weight))
+            order, rank, world = self._rank_view()
+            workers = max(num_workers, 1)
+            counts = [int(kept[_split(order, rank, world, w, workers)].sum()) for w in range(workers)]
+            if self._rank_world()[1] > 1:
+                counts = [self._equal_share(kept, workers)] * workers
+        finally:
+            self.epoch = saved
+        return sum(c // batch_size if drop_last else -(-c // batch_size) for c in counts)
+
+    def __len__(self):
+        if self.epoch_length is None:
+            raise TypeError("PrunedIterableDataset has no length unless epoch_length= is given")
+        return self.epoch_length
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "shard": self._position[0], "sample": self._position[1]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+        self._start = (int(state["shard"]), int(state["sample"]))
+        if self.pruner is not None and get_worker_info() is None:
+            self._select_in_trainer()          # stamp the store: workers (persistent ones too) follow it
+
+    def _weights(self) -> "EpochWeights":
+        """This epoch's weights. In the training process they are the pruner's (selected here if
+        needed). A DataLoader worker reads the pruner's memory-mapped store and takes the epoch from
+        its stamp, so persistent workers follow `set_epoch` and a resume made in the main process."""
+        in_worker = get_worker_info() is not None
+        if self.pruner is not None and not in_worker:
+            self._select_in_trainer()
+            return EpochWeights(self.epoch, array=self.pruner.store.weight)
+        # A worker always reads the shared file: a forked copy of an in-memory store would be a
+        # snapshot that silently goes stale (persistent workers).
+        if self.store_path is None:
+            raise ValueError("DataLoader workers cannot see an in-memory store: create the Pruner with "
+                             "store_path= so its keep flags are shared through a memory-mapped file")
+        store = ScoreStore.open(self.store_path, readonly=True)
+        stamp = store.epoch_stamp()
+        if stamp is None:
+            raise ValueError(f"no epoch is selected in the store '{self.store_path}': call stream.set_epoch(epoch) "
+                             "(or pruner.select(epoch)) in the training process before iterating")
+        if stamp != self.epoch:
+            # The trainer selected another epoch than this copy of the stream knows (persistent
+            # workers, or a resume): the store wins; a saved position only holds for its own epoch.
+            self.epoch, self._start = stamp, (0, 0)
+        elif self._start == (0, 0) and (self._finished == stamp or
+                                         passes_done(self.store_path, stamp) >= _worker_count()):
+            warnings.warn(f"epoch {stamp} is read a second time: the store still holds its selection. Call "
+                          "stream.set_epoch(epoch) before each epoch", stacklevel=3)
+        return EpochWeights(stamp, store=store)
+
+    def __iter__(self) -> Iterator[dict]:
+        if self._index is None and self.index_path is not None:
+            self._index = ShardIndex.load(self.index_path)
+        if self._index is None and self._wids is None and self.key_table is None:
+            raise ValueError("DataLoader workers cannot share an in-memory key table: create the Pruner with "
+                             "store_path= (the table then lives beside it) or pass key_table=<path>")
+        weights = self._weights()
+        self._pass_url = None        # duplicate-key tracking starts afresh each pass
+        start_shard, start_sample = self._start
+        self._start = (0, 0)
+        if self.pipeline is not None:
+            yield from self._pipeline_samples(start_sample, weights)
+            self._end_epoch()
+            return
+        shards = self._my_shards()
+        target = kept = None
+        if self._rank_world()[1] > 1:
+            if self._index is None and self._wids is None:
+                raise ValueError("under torch.distributed every rank must run the same number of batches per epoch, "
+                                 "and a stream without an index cannot know its count in advance: build an index "
+                                 "(build_index) or pass a wids index")
+            kept = self._kept_per_shard(weights)
+            target = self._equal_share(kept)
+        stopped = False
+        try:
+            for pos in range(start_shard, len(shards)):
+                shard = shards[pos]
+                first = start_sample if pos == start_shard else 0
+                self._position = (pos, first)
+                yield from self._shard_samples(pos, shard, first, weights)
+        except _StopPass:          # the handler said stop (webdataset's ignore_and_stop)
+            stopped = True
+        if target is not None and not stopped:
+            mine = int(kept[shards].sum())
+            padded = start_sample if start_shard >= len(shards) else 0
+            yield from self._padding(shards, mine > 0, target - mine, padded, weights)
+        self._position = (len(shards), 0)
+        self._end_epoch()
+
+    def _padding(self, shards, kept_any, count, done, weights):
+        """`count` repeats of this worker's kept samples, in order and cycling (of every shard's, if
+        it kept none), the first `done` of them already yielded before a resume. The position is
+        (number of shards, repeats so far)."""
+        if kept_any:
+            source = shards
+        elif self.ownership is not None:
+            raise ValueError(f"rank {self.ownership.rank} kept no sample of its shards in epoch {self.epoch}, so it "
+                             "has nothing to repeat to stay in step with the other ranks; use a lower prune ratio "
+                             "or more, smaller shards per rank")
+        else:
+            source = self._shard_order().tolist()
+        produced = 0
+        while produced < count:
+            cycle_start = produced
+            for shard in source:
+                for sample in self._shard_samples(len(shards), shard, 0, weights):
+                    produced += 1
+                    if produced > done:
+                        self._position = (len(shards), produced)
+                        yield sample
+                    if produced == count:
+                        return
+            if produced == cycle_start:
+                return      # nothing kept anywhere (cannot happen when count > 0): never spin
+
+    def _end_epoch(self):
+        self._finished = self.epoch
+        if get_worker_info() is not None:
+            pass_done(self.store_path, self.epoch)
+        if self.key_table is not None:
+            self.key_table.flush()   # the ids of this pass survive a power loss
+        if self.pruner is not None and get_worker_info() is None:
+            # The training process moves on by itself: a checkpoint taken now resumes at the start
+            # of the next epoch, not at the end of this one (which would yield nothing).
+            self.epoch += 1
+            self._position = (0, 0)
+
+    @property
+    def samples_seen(self) -> int:
+        """Distinct samples numbered so far by the key table (all processes), or the index's count."""
+        if self.key_table is not None:
+            return len(self.key_table)
+        return (self._index or self._wids).num_samples
+
+    @property
+    def key_collisions(self) -> int:
+        """Distinct keys whose 64-bit hash collided with an earlier key (kept apart; 0 with an index)."""
+        return self.key_table.collisions if self.key_table is not None else 0
