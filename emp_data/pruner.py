@@ -3,7 +3,8 @@
     pruner = Pruner(len(dataset), policy="emp", prune_ratio=0.7, epochs=E)
     for epoch in range(E):
         ids, weights = pruner.select(epoch)          # this epoch's kept ids (shuffled)
-        for batch_ids in chunks(ids, batch_size):
+        for start in range(0, len(ids), 256):
+            batch_ids = ids[start:start + 256]
             logits = model(x[batch_ids])
             per_sample = F.cross_entropy(logits, y[batch_ids], reduction="none")
             pruner.loss(per_sample, batch_ids, logits=logits).backward()

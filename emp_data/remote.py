@@ -8,7 +8,8 @@ Two ways in:
 - `RangeReader(url, size, etag)`: byte ranges of a shard (indexed mode). Only the kept members'
   bytes are requested: `plan_reads` merges ranges closer than a gap threshold into one request
   (one request per 1 KiB sample would be slower than streaming the shard) and reads the shard's
-  whole span in one request when the merged requests would fetch most of it anyway.
+  whole span in one request when that costs less than the merged requests (each request counted as
+  REQUEST_LATENCY_BYTES / requests in flight bytes of transfer).
 
 Transient failures (connection reset, timeout, HTTP 5xx/429) are retried with exponential backoff;
 a shard that changed since its index was built (another size or ETag) and a short body are errors
@@ -26,8 +27,11 @@ from dataclasses import dataclass
 RETRIES = 5               # attempts after the first, for transient failures
 BACKOFF_S = 0.05          # first retry delay; doubles each time
 TIMEOUT_S = 60.0
-DEFAULT_GAP = 64 * 1024   # merge kept members whose gap is below this (bytes)
-STREAM_FRACTION = 0.75    # read the shard's whole span when merged requests would fetch more than this share
+DEFAULT_GAP = 64 * 1024            # merge kept members whose gap is below this (bytes)
+# What one request's latency is worth in transfer: latency x bandwidth (20 ms x 200 MB/s, an object
+# store). Divided by the requests in flight, it is what one more request costs in plan_reads.
+REQUEST_LATENCY_BYTES = 4_000_000
+REQUEST_COST = REQUEST_LATENCY_BYTES // 32
 
 
 def is_local(url: str) -> bool:
@@ -242,10 +246,11 @@ class Read:
 
 
 def plan_reads(offsets, sizes, gap: int = DEFAULT_GAP, shard_size: int | None = None,
-               stream_fraction: float = STREAM_FRACTION) -> list[Read]:
+               request_cost: int = REQUEST_COST) -> list[Read]:
     """Requests for members (offset, size) in file order: neighbours closer than `gap` bytes share
-    one request; when the merged requests would fetch more than `stream_fraction` of the shard, the
-    whole span is one request (streaming it is cheaper than many requests)."""
+    one request. With `shard_size` (a remote shard), the whole span becomes one request when that
+    costs less, counting each request as `request_cost` bytes: many small requests for most of a
+    shard are slower than streaming it."""
     reads: list[Read] = []
     for m, (off, size) in enumerate(zip(offsets, sizes)):
         off, size = int(off), int(size)
@@ -255,8 +260,9 @@ def plan_reads(offsets, sizes, gap: int = DEFAULT_GAP, shard_size: int | None = 
         else:
             reads.append(Read(off, off + size, [m]))
     if shard_size and len(reads) > 1:
-        fetched = sum(r.end - r.start for r in reads)
-        if fetched > stream_fraction * shard_size:
+        split = sum(r.end - r.start for r in reads) + len(reads) * request_cost
+        whole = reads[-1].end - reads[0].start + request_cost
+        if whole <= split:
             return [Read(reads[0].start, reads[-1].end, [m for r in reads for m in r.members])]
     return reads
 

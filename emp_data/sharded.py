@@ -1,11 +1,14 @@
 """ShardedPruner: each torch.distributed rank holds, scores and trains only the samples it owns.
 
-    dist.init_process_group(...)
+    dist.init_process_group("gloo")               # under torchrun (or "nccl")
     pruner = ShardedPruner(len(dataset), policy="emp", prune_ratio=0.7, epochs=E)
     for epoch in range(E):
         ids, weights = pruner.select(epoch)       # this rank's kept ids; equal length on every rank
-        for batch_ids in chunks(ids, batch_size):
-            ...pruner.loss(per_sample, batch_ids, logits=logits).backward()   # local: no collective
+        for start in range(0, len(ids), 256):
+            batch_ids = ids[start:start + 256]
+            logits = model(x[batch_ids])
+            per_sample = F.cross_entropy(logits, y[batch_ids], reduction="none")
+            pruner.loss(per_sample, batch_ids, logits=logits).backward()   # local: no collective
 
 Memory per rank is 24 bytes x (its samples), N / world for map-style data. `loss()` updates only the
 local store. The selection is still global: each rule's mean, budget and thresholds are reduced over

@@ -2,7 +2,7 @@
 
     dataset = IndexedDataset(my_dataset)            # items become (id, sample)
     sampler = PrunedSampler(pruner)                 # this epoch's kept ids, epoch advances itself
-    loader = DataLoader(dataset, batch_size=256, sampler=sampler, num_workers=4)
+    loader = DataLoader(dataset, batch_size=256, sampler=sampler, num_workers=2)
     for epoch in range(E):
         for ids, (x, y) in loader:
             logits = model(x)

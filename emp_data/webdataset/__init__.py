@@ -5,15 +5,16 @@ runs (and, with an index, before their bytes are read).
     from emp_data import Pruner
     from emp_data.webdataset import PrunedIterableDataset, build_index
 
-    index = build_index("data/shard-{000000..000099}.tar", out="data/index.empidx")
+    index = build_index("data/train-{00000..00099}.tar", out="data/index.empidx")
     pruner = Pruner(index.num_samples, policy="emp", prune_ratio=0.7, epochs=E,
                     store_path="data/scores.emp")                    # shared with loader workers
-    stream = PrunedIterableDataset("data/shard-{000000..000099}.tar", pruner, index="data/index.empidx")
+    stream = PrunedIterableDataset("data/train-{00000..00099}.tar", pruner, index="data/index.empidx")
     pipeline = wds.DataPipeline(stream, wds.decode(), wds.to_tuple("__id__", "npy", "cls"))
     for epoch in range(E):
         stream.set_epoch(epoch)                                      # selects the epoch's samples
-        for ids, x, y in DataLoader(pipeline, batch_size=..., num_workers=...):
-            ...pruner.loss(per_sample, ids, logits=logits)
+        for ids, x, y in DataLoader(pipeline, batch_size=64, num_workers=2):
+            logits = model(x)
+            pruner.loss(F.cross_entropy(logits, y, reduction="none"), ids, logits=logits).backward()
 
 The index (`shard_index`) and the key table (`key_table`) live in their own modules; their public
 names are importable from here too.

@@ -2,7 +2,7 @@
 
     pipeline = wds.DataPipeline(wds.SimpleShardList(urls), wds.split_by_worker, wds.tarfile_to_samples(),
                                 prune(pruner), wds.decode(), wds.to_tuple("__id__", "npy", "cls"))
-    dataset = wds.WebDataset(urls).compose(prune(pruner)).decode()
+    dataset = wds.WebDataset(urls, shardshuffle=False).compose(prune(pruner)).decode()
 
 It is PrunedIterableDataset over the samples the stage receives (its pipeline-source mode: ids from
 the key table beside the pruner's store, keep flags and weights from the store), not a second

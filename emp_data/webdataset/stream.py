@@ -114,7 +114,8 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
         self._dist = None            # (rank, world) of the training process, for workers (see _rank_world)
         self.skipped_shards = 0
         self.read_gap = remote.DEFAULT_GAP  # indexed mode: merge kept members closer than this (bytes)
-        self.read_ahead = 4                 # indexed mode: requests in flight on a remote shard
+        self.read_ahead = 32                # indexed mode: requests in flight on a remote shard
+        self.request_cost = None            # indexed mode: bytes one request costs (None: latency bytes / read_ahead)
         self.bytes_read = 0                 # indexed mode: bytes fetched from shards (this copy of the stream)
         self.shard_bytes = 0                # ...and the sizes of the shards those came from
         self.duplicate_keys = 0      # samples whose (url, key) already appeared in the same shard pass
