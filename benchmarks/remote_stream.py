@@ -3,9 +3,9 @@
     python benchmarks/remote_stream.py                       # 20 ms per request, 200 MB/s
     python benchmarks/remote_stream.py --latency-ms 50 --bandwidth-mbs 100
 
-Shards are written to a temp dir and served by a loopback HTTP server (tests/_http_server.py: Range
-requests, bytes counted server-side) that waits `latency` before answering each request and sends
-at most `bandwidth`. Two shard sets: 100 KB samples (image-sized) and 1 KiB samples. For each: one
+Shards are written to a temp dir and served by a loopback HTTP server in its own process
+(tests/_http_server.py: Range requests, bytes counted server-side) that waits `latency` before
+answering each request and sends at most `bandwidth` over all its connections together. Two shard sets: 100 KB samples (image-sized) and 1 KiB samples. For each: one
 epoch of plain `wds.WebDataset(http urls)` (webdataset's curl reader), of PrunedIterableDataset
 without an index (the whole shards are streamed), and with an index at r = 0, 0.5, 0.7, 0.9
 (policy `random`: exactly (1-r)N kept). Prints epoch time and bytes downloaded against plain.
@@ -24,10 +24,8 @@ import time
 import numpy as np
 import webdataset as wds
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from _http_server import ShardServer  # noqa: E402
-
 from emp_data import Pruner  # noqa: E402
+from emp_data import remote  # noqa: E402
 from emp_data.webdataset import PrunedIterableDataset, build_index  # noqa: E402
 
 
@@ -47,11 +45,46 @@ def write_shards(folder, name, samples, per_shard, payload):
     return names
 
 
+SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "_http_server.py")
+
+
+class Server:
+    """tests/_http_server.py in a process of its own (so the client's threads do not share a GIL with
+    it), with its byte and request counts read over HTTP."""
+
+    def __init__(self, folder, latency_ms, bandwidth_mbs):
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, SERVER, folder, "--latency-ms", str(latency_ms),
+                                      "--bandwidth-mbs", str(bandwidth_mbs)], stdout=subprocess.PIPE, text=True)
+        self.url = self.proc.stdout.readline().strip()
+
+    def _stats(self, what):
+        import json
+
+        return json.loads(remote.http_get(f"{self.url}/{what}").body)
+
+    def reset_counts(self):
+        self._stats("__reset__")
+
+    def counts(self):
+        stats = self._stats("__stats__")
+        return stats["bytes"], stats["gets"]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+
+
 def timed(server, make_iterable):
     server.reset_counts()
     t0 = time.perf_counter()
     count = sum(1 for _ in make_iterable())
-    return time.perf_counter() - t0, count, server.bytes_served(), server.gets()
+    seconds = time.perf_counter() - t0
+    return (seconds, count, *server.counts())
 
 
 def run_set(folder, server, name, samples, per_shard, payload, ratios):
@@ -100,8 +133,7 @@ def main(argv=None):
     print(f"# remote_stream: loopback HTTP, {args.latency_ms:g} ms per request, {args.bandwidth_mbs:g} MB/s; "
           f"{platform.machine()}, {os.cpu_count()} cores")
     ratios = (0.0, 0.5, 0.7, 0.9)
-    with tempfile.TemporaryDirectory() as folder, \
-            ShardServer(folder, latency_s=args.latency_ms / 1000, bandwidth=args.bandwidth_mbs * 1e6) as server:
+    with tempfile.TemporaryDirectory() as folder, Server(folder, args.latency_ms, args.bandwidth_mbs) as server:
         run_set(folder, server, "large", args.large_samples, 100, 100_000, ratios)
         run_set(folder, server, "small", args.small_samples, 5000, 1024, ratios)
     return 0

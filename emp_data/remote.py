@@ -17,6 +17,7 @@ that name the url and the offset.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import os
 import threading
@@ -32,6 +33,8 @@ DEFAULT_GAP = 64 * 1024            # merge kept members whose gap is below this 
 # store). Divided by the requests in flight, it is what one more request costs in plan_reads.
 REQUEST_LATENCY_BYTES = 4_000_000
 REQUEST_COST = REQUEST_LATENCY_BYTES // 32
+MAX_READ = 2 << 20                 # a longer planned read is split (at member boundaries) into parts fetched
+                                   # side by side: the consumer starts on the first while the rest arrive
 
 
 def is_local(url: str) -> bool:
@@ -142,40 +145,65 @@ def http_stat(url: str) -> dict:
 
 # ------------------------------------------------------------------------------------ streams
 class _HttpStream:
-    """A remote shard as a sequential file object, fetched in large ranges with retries (so a reset
-    mid-shard resumes where it stopped instead of restarting or failing)."""
+    """A remote shard as a sequential file object, fetched in ranges of CHUNK bytes with retries (so a
+    reset mid-shard resumes where it stopped instead of restarting or failing); the next range is
+    fetched by a helper thread while the reader parses this one."""
 
-    CHUNK = 8 << 20
+    CHUNK = 4 << 20
 
     def __init__(self, url: str):
         self.url = url
         info = http_stat(url)
         self.size, self.etag = info["size"], info["etag"]
         self.pos = 0
-        self._buf = b""
+        self._buf, self._off = b"", 0    # the current range, and how much of it was read
+        self._fetched_to = 0          # end of what has been requested so far
+        self._next = None             # the next range, in flight
+        self._pool = None
 
     def read(self, n: int = -1) -> bytes:
         if self.size is None:        # no length: one plain GET
             if self.pos == 0 and not self._buf:
-                self._buf = http_get(self.url).body
-                self.size = len(self._buf)
+                self._buf, self._off = http_get(self.url).body, 0
+                self.size = self._fetched_to = len(self._buf)
         out = []
         want = (self.size - self.pos) if n is None or n < 0 else n
         while want > 0 and self.pos < self.size:
-            if not self._buf:
-                end = min(self.size, self.pos + max(self.CHUNK, want))
-                resp = http_get(self.url, self.pos, end)
-                check_range(self.url, resp, self.pos, end, self.size, self.etag)
-                self._buf = resp.body
-            take = self._buf[:want]
-            self._buf = self._buf[len(take):]
+            if self._off == len(self._buf):
+                self._buf, self._off = self._take_next(), 0
+            take = self._buf[self._off:self._off + want]     # a copy of what is asked only
+            self._off += len(take)
             self.pos += len(take)
             want -= len(take)
             out.append(take)
         return b"".join(out)
 
+    def _fetch(self, start: int, end: int) -> bytes:
+        resp = http_get(self.url, start, end)
+        check_range(self.url, resp, start, end, self.size, self.etag)
+        return resp.body
+
+    def _request_next(self) -> None:
+        if self._fetched_to < self.size:
+            start, end = self._fetched_to, min(self.size, self._fetched_to + self.CHUNK)
+            self._fetched_to = end
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+            self._next = self._pool.submit(self._fetch, start, end)
+
+    def _take_next(self) -> bytes:
+        if self._next is None:
+            self._request_next()
+        data = self._next.result()
+        self._next = None
+        self._request_next()           # the one after, while this one is parsed
+        return data
+
     def close(self):
-        self._buf = b""
+        self._buf, self._off = b"", 0
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def __enter__(self):
         return self
@@ -246,7 +274,7 @@ class Read:
 
 
 def plan_reads(offsets, sizes, gap: int = DEFAULT_GAP, shard_size: int | None = None,
-               request_cost: int = REQUEST_COST) -> list[Read]:
+               request_cost: int = REQUEST_COST, max_read: int | None = None) -> list[Read]:
     """Requests for members (offset, size) in file order: neighbours closer than `gap` bytes share
     one request. With `shard_size` (a remote shard), the whole span becomes one request when that
     costs less, counting each request as `request_cost` bytes: many small requests for most of a
@@ -263,8 +291,23 @@ def plan_reads(offsets, sizes, gap: int = DEFAULT_GAP, shard_size: int | None = 
         split = sum(r.end - r.start for r in reads) + len(reads) * request_cost
         whole = reads[-1].end - reads[0].start + request_cost
         if whole <= split:
-            return [Read(reads[0].start, reads[-1].end, [m for r in reads for m in r.members])]
+            reads = [Read(reads[0].start, reads[-1].end, [m for r in reads for m in r.members])]
+    if max_read:
+        reads = [part for read in reads for part in _split_read(read, offsets, sizes, max_read)]
     return reads
+
+
+def _split_read(read: Read, offsets, sizes, max_read: int) -> list[Read]:
+    """`read` cut at member boundaries into parts of about `max_read` bytes (a member is never cut)."""
+    parts, members, start = [], [], read.start
+    for i, m in enumerate(read.members):
+        members.append(m)
+        end = int(offsets[m]) + int(sizes[m])
+        if end - start >= max_read and i + 1 < len(read.members):
+            parts.append(Read(start, end, members))
+            members, start = [], int(offsets[read.members[i + 1]])
+    parts.append(Read(start, read.end, members))
+    return parts
 
 
 class RangeReader:

@@ -5,8 +5,10 @@ bandwidth cap shared by all connections."""
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,6 +48,12 @@ class ShardServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self):
+                super().setup()
+                # As real servers do: without it, headers and body in two writes meet the client's
+                # delayed ACK and every small response waits ~40 ms.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def log_message(self, *args):
                 pass
 
@@ -59,6 +67,15 @@ class ShardServer:
                 if server.latency_s:
                     time.sleep(server.latency_s)
                 rel = self.path.lstrip("/").split("?")[0]
+                if rel in ("__stats__", "__reset__"):     # for a server run in its own process
+                    if rel == "__reset__":
+                        server.reset_counts()
+                    body = json.dumps({"bytes": server.bytes_served(), "gets": server.gets()}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 path = os.path.join(server.folder, rel)
                 fault = server.faults.take("/" + rel)
                 if fault and fault[0] == "status":
@@ -116,8 +133,6 @@ class ShardServer:
                     sent += len(piece)
                 server._record("GET", rel, sent)
                 if fault and fault[0] == "reset":
-                    import socket
-
                     self.connection.shutdown(socket.SHUT_RDWR)
 
         class Server(ThreadingHTTPServer):
@@ -161,3 +176,24 @@ class ShardServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def main(argv=None) -> None:
+    """Serve a folder in this process until killed (benchmarks run the server apart from the client,
+    as a real store is): prints the url, then serves; GET /__stats__ and /__reset__ for the counts."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("folder")
+    ap.add_argument("--latency-ms", type=float, default=0.0)
+    ap.add_argument("--bandwidth-mbs", type=float, default=0.0)
+    args = ap.parse_args(argv)
+    server = ShardServer(args.folder, latency_s=args.latency_ms / 1000, bandwidth=args.bandwidth_mbs * 1e6 or None)
+    print(server.url, flush=True)
+    sys.stdout.close()
+    server.httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

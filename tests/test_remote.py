@@ -159,3 +159,10 @@ def test_a_remote_wids_index_names_shards_relative_to_itself(served, tmp_path):
     (tmp_path / "abs.json").write_text(json.dumps({"wids_version": 1, "shardlist": [
         {"url": "s3://bucket/a.tar", "nsamples": 7}]}))
     assert WidsIndex.load(tmp_path / "abs.json").urls == ["s3://bucket/a.tar"]
+
+
+def test_a_long_read_is_cut_at_member_boundaries():
+    reads = remote.plan_reads([0, 100, 200, 300], [100, 100, 100, 100], gap=1000, max_read=150)
+    assert [(r.start, r.end, r.members) for r in reads] == [(0, 200, [0, 1]), (200, 400, [2, 3])]
+    whole = remote.plan_reads([0, 100, 200, 300], [100, 100, 100, 100], gap=1000, max_read=10_000)
+    assert [(r.start, r.end, r.members) for r in whole] == [(0, 400, [0, 1, 2, 3])]

@@ -57,7 +57,8 @@ class ShardReaders:
         reads = remote.plan_reads([m[2] for m in members], [m[3] for m in members], gap=0 if local else self.read_gap,
                                   shard_size=None if local else int(meta["size"]),
                                   request_cost=self.request_cost if self.request_cost is not None else
-                                  remote.REQUEST_LATENCY_BYTES // max(self.read_ahead, 1))
+                                  remote.REQUEST_LATENCY_BYTES // max(self.read_ahead, 1),
+                                  max_read=None if local else remote.MAX_READ)
         try:
             yield from self._read_kept(pos, url, lo, meta, members, reads, shard_weights, local)
         except (remote.ShardChanged, remote.RemoteError) as exc:    # as a corrupt shard in streamed mode
