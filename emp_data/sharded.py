@@ -18,8 +18,11 @@ ranks are exactly those a single-process Pruner selects from the same scores.
 """
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
+import secrets
 
 import numpy as np
 import torch
@@ -232,14 +235,19 @@ class ShardedPruner(Pruner):
                         "rank writes its own part")
 
     def save(self, path: str | os.PathLike) -> None:
-        """Collective: every rank writes its part (``<path>.rank<r>-of-<world>``, atomically), then rank
-        0 writes the manifest `path` naming them. The manifest appears only once every part is on disk."""
+        """Collective: every rank writes its part (``<path>.<save>.rank<r>-of-<world>``, atomically, named
+        by this save), then rank 0 replaces the manifest `path` with one naming them, and each rank
+        removes its part of the previous save. A save cut anywhere leaves the previous checkpoint
+        whole: its manifest still names its own parts."""
         path = os.fspath(path)
         rank, world = self.ownership.rank, self.ownership.world
+        # One name for this save on every rank: rank 0's random number, summed over the ranks.
+        token = int(self._sum(np.array([secrets.randbits(62) if rank == 0 else 0], dtype=np.int64))[0])
+        save_id = f"{token:016x}"
         failed = np.zeros(1, dtype=np.int64)
         error = None
         try:
-            super().save(_part_path(path, rank, world))
+            super().save(_part_path(path, rank, world, save_id))
         except Exception as exc:    # noqa: BLE001 - reported to every rank below, then re-raised here
             failed[0], error = 1, exc
         if int(self._sum(failed)[0]):
@@ -248,10 +256,17 @@ class ShardedPruner(Pruner):
             raise RuntimeError(f"ShardedPruner.save('{path}'): another rank failed to write its part")
         if rank == 0:
             manifest = {"format": SHARDED_FORMAT, "version": SHARDED_VERSION, "world": world,
-                        "num_samples": self.num_samples, "parts": [os.path.basename(_part_path(path, r, world))
-                                                                   for r in range(world)]}
+                        "num_samples": self.num_samples,
+                        "parts": [os.path.basename(_part_path(path, r, world, save_id)) for r in range(world)]}
             _write_atomically(path, lambda f: f.write(json.dumps(manifest).encode()))
         self._sum(np.zeros(1, dtype=np.int64))     # a barrier: the manifest exists when save returns
+        mine = _part_path(path, rank, world, save_id)
+        for old in glob.glob(glob.escape(path) + ".*.rank*-of-*"):     # earlier saves' parts
+            own = old.endswith(f".rank{rank}-of-{world}")
+            other_world = not old.endswith(f"-of-{world}")              # a save before a re-partition
+            if old != mine and (own or (rank == 0 and other_world)):
+                with contextlib.suppress(OSError):
+                    os.unlink(old)
 
     @classmethod
     def load(cls, path, group=None, store_path=None, device=None) -> "ShardedPruner":
@@ -320,8 +335,8 @@ class ShardedPruner(Pruner):
 _FIELDS = ("loss", "memory", "loss_mean", "loss_var", "times_selected", "weight")
 
 
-def _part_path(path: str, rank: int, world: int) -> str:
-    return f"{path}.rank{rank}-of-{world}"
+def _part_path(path: str, rank: int, world: int, save_id: str) -> str:
+    return f"{path}.{save_id}.rank{rank}-of-{world}"
 
 
 def _read_manifest(path: str) -> dict:

@@ -118,8 +118,33 @@ def test_one_process_sharded_pruner_is_a_pruner(tmp_path):
     assert mapped.store_path == str(tmp_path / "live.emp")
     assert np.array_equal(mapped.store.weight, sharded.store.weight)
     assert mapped.select(2)[0].tolist() == sharded.select(2)[0].tolist()
+    (part,) = tmp_path.glob("ck.*.rank0-of-1")
     with pytest.raises(ValueError, match="not a ShardedPruner checkpoint"):
-        ShardedPruner.load(tmp_path / "ck.rank0-of-1")
+        ShardedPruner.load(part)
+
+
+def test_a_save_cut_before_its_manifest_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    import emp_data.sharded as sharded_module
+
+    pruner = ShardedPruner(1000, policy="infobatch", prune_ratio=0.5)
+    pruner.select(0)
+    pruner.save(tmp_path / "ck")
+    first = pruner.store.loss.copy()
+    pruner.store.update(np.arange(1000), np.ones(1000, np.float32))
+    pruner.select(1)
+
+    def cut(*args):
+        raise OSError("killed before the manifest")
+
+    monkeypatch.setattr(sharded_module, "_write_atomically", cut)
+    with pytest.raises(OSError, match="killed"):
+        pruner.save(tmp_path / "ck")
+    back = ShardedPruner.load(tmp_path / "ck")
+    assert np.array_equal(back.store.loss, first, equal_nan=True) and back.epoch == 0
+    monkeypatch.undo()
+    pruner.save(tmp_path / "ck")                                  # a whole save replaces it, parts cleaned
+    assert len(list(tmp_path.glob("ck.*.rank0-of-1"))) == 1
+    assert ShardedPruner.load(tmp_path / "ck").epoch == 1
 
 
 def test_ownership_layouts():
