@@ -357,9 +357,15 @@ def _scan_shard(url: str, handler) -> tuple[dict, dict]:
         return arrays, {"url": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                         "num_samples": len(arrays["key_offsets"]) - 1}
     with tempfile.NamedTemporaryFile(prefix="emp_shard_", suffix=".tar") as tmp:
-        with remote.open_stream(url) as stream:
-            shutil.copyfileobj(stream, tmp, 4 << 20)
-            etag = getattr(stream, "etag", None)
+        try:
+            with remote.open_stream(url) as stream:
+                shutil.copyfileobj(stream, tmp, 4 << 20)
+                etag = getattr(stream, "etag", None)
+        except OSError as exc:       # failed for good after the retries (remote.RemoteError), or unreadable
+            err = ValueError(f"shard '{url}' could not be read: {exc}")
+            if handler is None or not handler(err):
+                raise err from None
+            return _no_samples(), {"url": url, "size": 0, "num_samples": 0}   # skipped: no ids
         tmp.flush()
         arrays = _index_file(url, tmp.name, handler)
         size = os.path.getsize(tmp.name)
@@ -367,6 +373,14 @@ def _scan_shard(url: str, handler) -> tuple[dict, dict]:
     if etag is not None:
         entry["etag"] = etag
     return arrays, entry
+
+
+def _no_samples() -> dict:
+    """The index arrays of a shard with no samples (one a handler skipped)."""
+    empty_u8, zero = np.zeros(0, np.uint8), np.zeros(1, np.int64)
+    return {"keys": empty_u8, "key_offsets": zero, "exts": empty_u8, "ext_offsets": zero.copy(),
+            "member_offset": np.zeros(0, np.uint64), "member_size": np.zeros(0, np.uint64),
+            "sample_first_member": zero.copy(), "key_hash": np.zeros(0, np.uint64)}
 
 
 def _index_file(url: str, path: str, handler) -> dict:

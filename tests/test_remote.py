@@ -166,3 +166,35 @@ def test_a_long_read_is_cut_at_member_boundaries():
     assert [(r.start, r.end, r.members) for r in reads] == [(0, 200, [0, 1]), (200, 400, [2, 3])]
     whole = remote.plan_reads([0, 100, 200, 300], [100, 100, 100, 100], gap=1000, max_read=10_000)
     assert [(r.start, r.end, r.members) for r in whole] == [(0, 400, [0, 1, 2, 3])]
+
+
+def test_build_index_names_a_shard_that_fails_for_good_or_skips_it_with_a_handler(served, tmp_path, monkeypatch):
+    local, http, server = served
+    monkeypatch.setattr(remote, "BACKOFF_S", 0.001)
+    server.faults.add("/r-2.tar", *[("status", 503)] * 20)
+    with pytest.raises(ValueError, match=r"shard '.*/r-2\.tar' could not be read: .*HTTP 503"):
+        build_index(http, workers=1)
+    skipped = []
+    index = build_index(http, workers=1, handler=lambda exc: skipped.append(exc) or True)
+    assert len(skipped) == 1 and index.shard_range(2) == (20, 20) and index.num_samples == 30
+
+
+def test_fsspec_urls_read_ranges_and_stream(served, tmp_path):
+    """Other protocols go through fsspec (its in-memory filesystem here: no S3-compatible server is
+    available on this machine): the same samples in both modes, and an index built from them."""
+    import fsspec
+
+    local, _, _ = served
+    fs = fsspec.filesystem("memory")
+    urls = []
+    for path in local:
+        name = f"/emp-test/{os.path.basename(path)}"
+        fs.pipe(name, open(path, "rb").read())
+        urls.append(f"memory://{name}")
+    index = build_index(urls, out=tmp_path / "mem.empidx")
+    assert all(s["url"].startswith("memory://") for s in index.shards)
+    want, _ = epoch(local, build_index(local))
+    got, stream = epoch(urls, tmp_path / "mem.empidx")
+    assert got == want and stream.bytes_read < 0.35 * stream.shard_bytes
+    streamed, _ = epoch(urls, None, ratio=0.0, policy="full")
+    assert sorted(s[1] for s in streamed) == sorted(w[1] for w in epoch(local, None, ratio=0.0, policy="full")[0])
