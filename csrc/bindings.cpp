@@ -125,7 +125,8 @@ PYBIND11_MODULE(_C, m) {
       .value("FULL", Rule::Full)
       .value("SOFT", Rule::Soft)
       .value("TOPK", Rule::TopK)
-      .value("WEIGHTED", Rule::Weighted);
+      .value("WEIGHTED", Rule::Weighted)
+      .value("SWEEP", Rule::Sweep);
   py::enum_<ScoreKind>(m, "ScoreKind")
       .value("LOSS", ScoreKind::Loss)
       .value("EMP", ScoreKind::Emp)

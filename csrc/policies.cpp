@@ -288,6 +288,40 @@ void select_weighted(Store& store, const Partition& part, const SelectConfig& cf
   }
 }
 
+// RS2 without replacement (Okanovic et al., ICLR 2024): each pass over the data walks a seeded
+// permutation in chunks of k; a pass is ceil(N / k) epochs, and its last chunk wraps to the head of
+// the same permutation (so it is exactly k, with no repeat inside the epoch), as RS2's reference
+// sampler does; the next pass draws a new permutation. A permutation is the order of the keys
+// draw(stream(seed, pass), id), so the chunk at positions [a, b) is "in the top b, not in the top
+// a", found by the same radix selection as every top-k: no sort of N, and the same over ranks.
+void select_sweep(Store& store, const Partition& part, const SelectConfig& cfg, uint64_t seed, uint64_t epoch) {
+  const uint64_t n = store.size();
+  float* w = store.weight();
+  const uint64_t total = part.ids.global_n();
+  const uint64_t k = budget(cfg.prune_ratio, total);
+  if (k == 0) {
+    for_blocks(n, [&](size_t, size_t begin, size_t end) { std::fill(w + begin, w + end, 0.0f); });
+    return;
+  }
+  const uint64_t epochs_per_pass = (total + k - 1) / k;
+  const uint64_t pass = epoch / epochs_per_pass;
+  const uint64_t a = (epoch % epochs_per_pass) * k;  // the chunk's first position in the permutation
+  const uint64_t b = a + k;
+  const uint64_t stream = stream_key(seed, pass, Purpose::Sweep);
+  auto key = [&](uint64_t, uint64_t g) { return draw(stream, g) | 1ull; };
+  const RankThreshold head = topk_threshold(part, a, key);                      // positions [0, a)
+  const RankThreshold upto = topk_threshold(part, b <= total ? b : b - total, key);
+  const bool wraps = b > total;  // [a, N) and [0, b - N)
+  for_blocks(n, [&](size_t, size_t begin, size_t end) {
+    part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
+      const uint64_t kk = key(i, g);
+      const bool before_a = within(kk, static_cast<int64_t>(g), head);
+      const bool before_b = within(kk, static_cast<int64_t>(g), upto);
+      w[i] = (wraps ? (!before_a || before_b) : (before_b && !before_a)) ? 1.0f : 0.0f;
+    });
+  });
+}
+
 // The kept slots in shuffled order (a stream of this rank's own, `part.salt`), as global ids; with
 // `count`, each kept slot's times_selected goes up by one.
 Selection current_selection_counting(Store& store, const Partition& part, uint64_t seed, uint64_t epoch, bool count,
@@ -324,6 +358,9 @@ Selection select(Store& store, const Partition& part, const SelectConfig& cfg, u
       break;
     case Rule::Weighted:
       with_score(cfg, [&](const auto& score) { select_weighted(store, part, cfg, score, seed, epoch, sel); });
+      break;
+    case Rule::Sweep:
+      select_sweep(store, part, cfg, seed, epoch);
       break;
   }
   return current_selection_counting(store, part, seed, epoch, count, sel);

@@ -16,6 +16,7 @@ enum class Rule {
   Soft,      // InfoBatch: keep scores >= mean; keep the rest with prob 1-r at weight 1/(1-r)
   TopK,      // k = round((1-r)N): (1-explore)k best scores + explore*k uniform among the rest
   Weighted,  // k without replacement, P ~ score^alpha, Horvitz-Thompson weights
+  Sweep,     // RS2 without replacement: the next k of a seeded permutation, a new one per pass
 };
 
 // Which per-sample score a rule ranks by.

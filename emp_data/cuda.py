@@ -167,6 +167,8 @@ class CudaScoreStore:
             elif cfg.rule == _C.Rule.SOFT:
                 info = ext.select_soft_exact(self.stats.data_ptr(), n, *score, float(cfg.prune_ratio), int(seed),
                                              int(epoch), self.weights.data_ptr(), s)
+            elif cfg.rule == _C.Rule.SWEEP:
+                raise ValueError("policy 'sweep' runs on the CPU store only for now (use device=None)")
             elif cfg.rule == _C.Rule.TOPK:
                 info = ext.select_topk(self.stats.data_ptr(), n, *score, float(cfg.prune_ratio), float(cfg.explore),
                                        int(seed), int(epoch), self.weights.data_ptr(), s)

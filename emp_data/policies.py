@@ -10,6 +10,7 @@
 | emp (soft)       | loss + beta * memory           | as infobatch                                  | as infobatch |
 | emp (topk)       | loss + beta * memory           | (1-eps)k best + eps*k uniform                 | 1 |
 | weighted         | a score s (default: loss + beta*memory) | k without replacement, P ~ s^alpha    | Horvitz-Thompson 1/pi, normalised |
+| sweep (RS2)      | -                              | the next k of a seeded permutation; new one per pass | 1 |
 
 Never-seen samples are always kept by soft rules and ranked first by top-k rules, so the first
 epoch trains on everything (soft) or a uniform k (top-k).
@@ -174,7 +175,20 @@ class Weighted(Policy):
         return cfg
 
 
-POLICIES = {cls.name: cls for cls in (Full, Random, InfoBatch, EpsilonGreedy, UCB, EMP, Weighted)}
+@dataclass(frozen=True)
+class Sweep(Policy):
+    """RS2 without replacement (Okanovic et al., ICLR 2024): every epoch trains on the next k =
+    round((1-r)N) samples of a seeded random permutation, so a pass of ceil(N/k) epochs sees every
+    sample once (the pass's last chunk tops up from the head of the same permutation); the next pass
+    draws a new permutation. Weight 1. Scores are not used: the cheap baseline a score-based rule
+    must beat at an equal budget."""
+    name: ClassVar[str] = "sweep"
+
+    def config(self, prune_ratio):
+        return self._base(_C.Rule.SWEEP, _C.ScoreKind.LOSS, prune_ratio)
+
+
+POLICIES = {cls.name: cls for cls in (Full, Random, InfoBatch, EpsilonGreedy, UCB, EMP, Weighted, Sweep)}
 
 
 def make_policy(policy, **options) -> Policy:

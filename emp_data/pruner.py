@@ -36,7 +36,7 @@ class Pruner:
 
     Args:
         num_samples: N.
-        policy: a name (full, random, infobatch, epsilon_greedy, ucb, emp, weighted) or a Policy.
+        policy: a name (full, random, infobatch, epsilon_greedy, ucb, emp, weighted, sweep) or a Policy.
         prune_ratio: r, the nominal fraction left out per pruned epoch, in [0, 1).
         epochs: planned epochs; with `anneal`, epochs >= anneal * epochs train on the full data
             with weight 1 (InfoBatch's annealing). None: never anneal.
@@ -309,7 +309,7 @@ class Pruner:
             raise ValueError("planned_steps needs epochs= on the Pruner")
         batch_size = as_count(batch_size, "batch_size", minimum=1)
         cfg = self.policy.config(self.prune_ratio)
-        fixed = cfg.rule in (_C.Rule.TOPK, _C.Rule.WEIGHTED, _C.Rule.FULL) or cfg.exact_budget
+        fixed = cfg.rule in (_C.Rule.TOPK, _C.Rule.WEIGHTED, _C.Rule.FULL, _C.Rule.SWEEP) or cfg.exact_budget
         if not fixed and self.prune_ratio > 0:
             raise ValueError(f"policy {self.policy.name!r} keeps a data-dependent number of samples per epoch; "
                              "use exact_budget=True for a step count known in advance")

@@ -15,6 +15,7 @@ POLICIES = [
     ("emp", {"beta": 0.7}), ("emp", {"beta": 0.7, "exact_budget": True}), ("emp", {"mode": "topk", "epsilon": 0.2}),
     ("emp", {"mode": "topk"}), ("ucb", {"c": 0.5}), ("epsilon_greedy", {"epsilon": 0.3}),
     ("weighted", {"alpha": 1.0}), ("weighted", {"alpha": 2.0, "score": "emp", "beta": 0.5, "normalize": False}),
+    ("sweep", {}),
 ]
 SELECTION_N = 100_000
 

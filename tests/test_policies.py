@@ -228,3 +228,28 @@ def test_times_selected_counted_once_per_epoch_and_stats():
 def test_bad_config(kwargs, err, match):
     with pytest.raises(err, match=match):
         Pruner(10, **kwargs)
+
+
+@pytest.mark.parametrize("n,ratio", [(1000, 0.75), (1003, 0.7), (5, 0.0)])
+def test_sweep_walks_one_permutation_per_pass_in_chunks_of_k(n, ratio):
+    """RS2 without replacement: exactly k per epoch, no repeat inside an epoch, every sample once per
+    pass of ceil(N/k) epochs (plus the head samples the last chunk tops up with), a new order the
+    next pass, and the same selection when an epoch is selected again by a fresh pruner."""
+    from emp_data import Pruner
+
+    pruner = Pruner(n, policy="sweep", prune_ratio=ratio, seed=3)
+    k = round((1 - ratio) * n)
+    per_pass = -(-n // k)
+    passes = []
+    for p in range(2):
+        chunks = [pruner.select(p * per_pass + e)[0] for e in range(per_pass)]
+        assert all(len(c) == k and len(np.unique(c)) == k for c in chunks)
+        seen = np.concatenate(chunks)
+        assert set(seen.tolist()) == set(range(n))                    # every sample this pass
+        assert len(seen) - n == per_pass * k - n                      # repeats: only the top-up
+        passes.append(chunks)
+    if per_pass > 1:
+        assert not np.array_equal(np.sort(passes[0][0]), np.sort(passes[1][0]))   # a new permutation
+    again, epoch = Pruner(n, policy="sweep", prune_ratio=ratio, seed=3), per_pass + per_pass // 2
+    assert np.array_equal(np.sort(again.select(epoch)[0]), np.sort(pruner.select(epoch)[0]))   # no state
+    assert (pruner.select(2 * per_pass)[1] == 1).all()
