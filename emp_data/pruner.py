@@ -396,7 +396,7 @@ class Pruner:
         arrays = state["store"]
         for name in _STORE_FIELDS:
             src = np.asarray(arrays[name])
-            if src.shape != (self.num_samples,):
+            if src.shape != (len(self.store),):
                 raise ValueError(f"state store array {name!r} has shape {src.shape}")
         self._apply_meta(state)
         if self.on_gpu:
@@ -450,15 +450,21 @@ class Pruner:
         if store_path is not None and os.path.exists(store_path) and os.path.samefile(path, store_path):
             raise ValueError(f"store_path '{os.fspath(store_path)}' is the checkpoint itself; give the live store "
                              "another file")
+        return cls._restore(store, meta, device=device, store_path=store_path)
+
+    @classmethod
+    def _restore(cls, store: ScoreStore, meta: dict, device=None, store_path=None, **init) -> "Pruner":
+        """A Pruner over a checkpoint's loaded store and state: that store itself, or a store of its own
+        (on the GPU, or a memory-mapped file for workers) filled by the resume path. `init`: further
+        constructor arguments (a ShardedPruner's ownership and group)."""
         on_gpu = device is not None and torch is not None and torch.device(device).type == "cuda"
         if store_path is None and not on_gpu:
             pruner = cls(meta["num_samples"], policy=meta["policy"], prune_ratio=meta["prune_ratio"], store=store,
-                         **meta["policy_options"])
+                         **init, **meta["policy_options"])
             pruner._apply_meta(meta)            # the loaded store is the Pruner's: no copy
             return pruner
-        # A store of its own (on the GPU, or a memory-mapped file for workers), filled by the resume path.
         pruner = cls(meta["num_samples"], policy=meta["policy"], prune_ratio=meta["prune_ratio"], device=device,
-                     store_path=store_path, overwrite=True, **meta["policy_options"])
+                     store_path=store_path, overwrite=True, **init, **meta["policy_options"])
         pruner.load_state_dict(dict(meta, store={name: getattr(store, name) for name in _STORE_FIELDS}))
         return pruner
 

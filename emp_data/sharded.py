@@ -30,7 +30,7 @@ import torch.distributed as dist
 
 from ._validate import as_count
 from .ownership import Ownership
-from .pruner import Pruner
+from .pruner import _STORE_FIELDS, Pruner
 from .shard_index import _write_atomically
 from .store import ScoreStore
 
@@ -44,7 +44,7 @@ class ShardedPruner(Pruner):
     Args (besides Pruner's):
         num_samples: N, over all ranks.
         ownership: which ids this rank owns (an `Ownership`); default: ``Ownership.strided`` (id %
-            world == rank) for map-style data. Streams use ``PrunedIterableDataset.ownership(...)``.
+            world == rank) for map-style data. Streams use ``emp_data.webdataset.shard_ownership(index)``.
         group: the process group (default: the global one). Without torch.distributed initialised
             the pruner is a one-rank partition (same results as a Pruner).
         store_path: this rank's memory-mapped store (one file per rank, e.g. with the rank in the
@@ -80,17 +80,14 @@ class ShardedPruner(Pruner):
                          store_path=store_path, overwrite=overwrite, ema_decay=ema_decay, nonfinite=nonfinite, distributed=False,
                          **policy_options)
         self.num_samples = num_samples              # global; the store holds ownership.local_samples
-        self._reset_epoch_shares()
+        self._share: dict[int, tuple[int, int, int]] = {}   # epoch -> (rank batch length, global kept, global padding)
+        self._global_kept: dict[int, int] = {}              # epoch -> kept over all ranks
+        self._zero_pad_slots = np.zeros(0, dtype=np.int64)  # slots padding a rank that kept nothing (weight 0)
         self.traffic = {"collectives": 0, "bytes": 0}   # of the reductions, since construction
 
     @property
     def local_samples(self) -> int:
         return self.ownership.local_samples
-
-    def _reset_epoch_shares(self):
-        self._share: dict[int, tuple[int, int, int]] = {}   # epoch -> (rank batch length, global kept, global padding)
-        self._global_kept: dict[int, int] = {}
-        self._zero_pad_slots = np.zeros(0, dtype=np.int64)
 
     # -------------------------------------------------------------------------------- reductions
     def _reduce(self, array: np.ndarray, op) -> np.ndarray:
@@ -109,11 +106,12 @@ class ShardedPruner(Pruner):
 
         device = _device_for(self.group)
         (out,) = all_gather_varlen(torch.from_numpy(np.ascontiguousarray(array)).to(device))
-        self._count(8 * (1 + int(out.numel())))
+        # Two all_gathers: the row counts (8 B a rank), then the rows (sent padded to the longest rank's).
+        self._count(8 * dist.get_world_size(self.group) + out.element_size() * int(out.numel()), calls=2)
         return out.cpu().numpy()
 
-    def _count(self, nbytes: int) -> None:
-        self.traffic["collectives"] += 1
+    def _count(self, nbytes: int, calls: int = 1) -> None:
+        self.traffic["collectives"] += calls
         self.traffic["bytes"] += int(nbytes)
 
     def _sum(self, array):
@@ -298,7 +296,7 @@ class ShardedPruner(Pruner):
                 ids = old.global_ids()
                 slots = ownership.find_slots(ids)
                 mine = slots >= 0
-                for name in _FIELDS:
+                for name in _STORE_FIELDS:
                     getattr(pruner.store, name)[slots[mine]] = getattr(part, name)[mine]
         meta = dict(meta, share={}, kept={}, nonfinite_skipped=skipped if rank == 0 else 0)
         pruner._apply_meta(meta)
@@ -314,25 +312,12 @@ class ShardedPruner(Pruner):
         rank, world = _rank_world(group)
         if (ownership.rank, ownership.world) != (rank, world):
             raise ValueError(f"'{part_path}' is rank {ownership.rank} of {ownership.world}'s part, this is rank {rank}")
-        if store_path is None:
-            pruner = cls(meta["num_samples"], policy=meta["policy"], prune_ratio=meta["prune_ratio"],
-                         ownership=ownership, group=group, store=part, **meta["policy_options"])
-        else:
-            pruner = cls(meta["num_samples"], policy=meta["policy"], prune_ratio=meta["prune_ratio"],
-                         ownership=ownership, group=group, store_path=store_path, overwrite=True,
-                         **meta["policy_options"])
-            with pruner.store.writing_weights(meta["epoch"]):
-                for name in _FIELDS:
-                    getattr(pruner.store, name)[:] = getattr(part, name)
-        pruner._apply_meta(meta)
-        return pruner
+        return cls._restore(part, meta, store_path=store_path, ownership=ownership, group=group)
 
     def __repr__(self) -> str:
         return (f"ShardedPruner(num_samples={self.num_samples}, {self.ownership}, policy={self.policy}, "
                 f"prune_ratio={self.prune_ratio})")
 
-
-_FIELDS = ("loss", "memory", "loss_mean", "loss_var", "times_selected", "weight")
 
 
 def _part_path(path: str, rank: int, world: int, save_id: str) -> str:

@@ -6,6 +6,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from _training_jobs import _floats, write_xcls_shards
 from emp_data import Pruner, PrunedSampler
 from emp_data.sharded import ShardedPruner
 
@@ -179,29 +180,14 @@ STREAM_COUNTS = [37, 12, 55, 20, 41, 8, 33, 26, 49, 15, 30]     # uneven shards:
 
 def write_stream_shards(folder):
     """Tar shards of (x: 4 float32, cls) samples with the counts above, and their index."""
-    import io
-    import tarfile
-
     from emp_data.webdataset import build_index
 
-    rng = np.random.default_rng(0)
-    for s, count in enumerate(STREAM_COUNTS):
-        with tarfile.open(os.path.join(folder, f"u-{s:02d}.tar"), "w") as tar:
-            for i in range(count):
-                x = rng.standard_normal(4).astype(np.float32)
-                for ext, data in (("x", x.tobytes()), ("cls", str(int(np.argmax(x[:3]))).encode())):
-                    info = tarfile.TarInfo(f"u{s:02d}_{i:03d}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+    write_xcls_shards(folder, "u", STREAM_COUNTS)
     return build_index(stream_urls(folder), out=os.path.join(folder, "reference.empidx"))
 
 
 def stream_urls(folder):
     return os.path.join(folder, "u-{00..%02d}.tar" % (len(STREAM_COUNTS) - 1))
-
-
-def _floats(raw):
-    return torch.from_numpy(np.frombuffer(raw, np.float32).copy())
 
 
 def train_stream(pruner, folder, epochs, num_workers=0):

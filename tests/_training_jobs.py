@@ -151,6 +151,23 @@ def varlen_gather_worker(rank, world, init_file, out_dir):
         dist.destroy_process_group()
 
 
+def write_xcls_shards(folder, prefix, counts):
+    """Tar shards <prefix>-00.tar, ... of (x: 4 float32, cls: argmax of x[:3]) samples, `counts[s]`
+    in shard s, from one seeded generator: the data of the stream tests."""
+    import io
+    import tarfile
+
+    rng = np.random.default_rng(0)
+    for s, count in enumerate(counts):
+        with tarfile.open(os.path.join(folder, f"{prefix}-{s:02d}.tar"), "w") as tar:
+            for i in range(count):
+                x = rng.standard_normal(4).astype(np.float32)
+                for ext, data in (("x", x.tobytes()), ("cls", str(int(np.argmax(x[:3]))).encode())):
+                    info = tarfile.TarInfo(f"{prefix}{s:02d}_{i:03d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+
+
 def _floats(raw):
     return torch.from_numpy(np.frombuffer(raw, np.float32).copy())
 

@@ -158,20 +158,9 @@ def test_planned_steps_round_half_like_the_selection():
 
 def _stream_shards(folder, sizes=(10, 50, 20, 40, 30, 30, 15, 45, 25, 35)):
     """10 shards of unequal sizes (300 samples): ranks and workers get unequal shares."""
-    import io
-    import tarfile
-
     from emp_data.webdataset import build_index
 
-    rng = np.random.default_rng(0)
-    for s, per_shard in enumerate(sizes):
-        with tarfile.open(os.path.join(folder, f"d-{s:02d}.tar"), "w") as tar:
-            for i in range(per_shard):
-                x = rng.standard_normal(4).astype(np.float32)
-                for ext, data in (("x", x.tobytes()), ("cls", str(int(np.argmax(x[:3]))).encode())):
-                    info = tarfile.TarInfo(f"d{s:02d}_{i:03d}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+    jobs.write_xcls_shards(folder, "d", sizes)
     build_index(os.path.join(folder, "d-{00..09}.tar"), out=os.path.join(folder, "d.empidx"))
 
 
