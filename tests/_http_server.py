@@ -42,6 +42,8 @@ class ShardServer:
         self.faults = Faults()
         self.requests: list[tuple[str, str, int]] = []     # (method, path, body bytes sent)
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)    # notified when a counted request ends
+        self._in_flight = 0
         self._link_free_at = 0.0
         server = self
 
@@ -76,6 +78,18 @@ class ShardServer:
                     self.end_headers()
                     self.wfile.write(body)
                     return
+                # A client can have read the whole body before this thread records it: the counts
+                # wait for requests in flight (see _settled), or a test would read them short.
+                with server._lock:
+                    server._in_flight += 1
+                try:
+                    self._serve_file(rel, head)
+                finally:
+                    with server._lock:
+                        server._in_flight -= 1
+                        server._idle.notify_all()
+
+            def _serve_file(self, rel, head):
                 path = os.path.join(server.folder, rel)
                 fault = server.faults.take("/" + rel)
                 if fault and fault[0] == "status":
@@ -156,16 +170,23 @@ class ShardServer:
         with self._lock:
             self.requests.append((method, rel, sent))
 
+    def _settled(self) -> None:
+        """Waits (holding the lock; at most 5 s) until no counted request is being served."""
+        self._idle.wait_for(lambda: self._in_flight == 0, timeout=5.0)
+
     def bytes_served(self) -> int:
         with self._lock:
+            self._settled()
             return sum(sent for method, _, sent in self.requests if method == "GET")
 
     def gets(self) -> int:
         with self._lock:
+            self._settled()
             return sum(1 for method, _, _ in self.requests if method == "GET")
 
     def reset_counts(self) -> None:
         with self._lock:
+            self._settled()
             self.requests.clear()
 
     def __enter__(self):
