@@ -20,7 +20,7 @@ from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
 CUDA_SOURCES = ["cuda/kernels.cu", "cuda/bindings_cuda.cpp"]
-SOURCES = ["buffer.cpp", "store.cpp", "partition.cpp", "sampling.cpp", "policies.cpp", "tar_index.cpp", "key_table.cpp", "bindings.cpp"]
+SOURCES = ["buffer.cpp", "store.cpp", "partition.cpp", "sampling.cpp", "policies.cpp", "kmeans.cpp", "tar_index.cpp", "key_table.cpp", "bindings.cpp"]
 
 
 def _compiler():

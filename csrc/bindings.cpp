@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "file_util.h"
+#include "kmeans.h"
 #include "parallel.h"
 #include "partition.h"
 #include "policies.h"
@@ -89,6 +90,7 @@ py::dict selection_info(const Selection& sel) {
   py::dict info;
   info["unseen"] = sel.unseen;
   info["above_threshold"] = sel.above_threshold;
+  info["forced"] = sel.forced;
   info["threshold"] = sel.threshold;
   info["budget_exceeded"] = sel.budget_exceeded;
   return info;
@@ -126,7 +128,8 @@ PYBIND11_MODULE(_C, m) {
       .value("SOFT", Rule::Soft)
       .value("TOPK", Rule::TopK)
       .value("WEIGHTED", Rule::Weighted)
-      .value("SWEEP", Rule::Sweep);
+      .value("SWEEP", Rule::Sweep)
+      .value("SETA", Rule::Seta);
   py::enum_<ScoreKind>(m, "ScoreKind")
       .value("LOSS", ScoreKind::Loss)
       .value("EMP", ScoreKind::Emp)
@@ -139,11 +142,15 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("score", &SelectConfig::score)
       .def_readwrite("prune_ratio", &SelectConfig::prune_ratio)
       .def_readwrite("beta", &SelectConfig::beta)
+      .def_readwrite("loss_weight", &SelectConfig::loss_weight)
       .def_readwrite("ucb_c", &SelectConfig::ucb_c)
       .def_readwrite("explore", &SelectConfig::explore)
       .def_readwrite("alpha", &SelectConfig::alpha)
       .def_readwrite("exact_budget", &SelectConfig::exact_budget)
-      .def_readwrite("normalize", &SelectConfig::normalize);
+      .def_readwrite("normalize", &SelectConfig::normalize)
+      .def_readwrite("max_gap", &SelectConfig::max_gap)
+      .def_readwrite("groups", &SelectConfig::groups)
+      .def_readwrite("window", &SelectConfig::window);
 
   py::class_<Store>(m, "Store")
       .def_static("create", &Store::create, py::arg("num_samples"), py::call_guard<py::gil_scoped_release>())
@@ -190,7 +197,8 @@ PYBIND11_MODULE(_C, m) {
              if (name == "memory") return view<float>(self, &st->memory, s.size(), sizeof(SampleStats));
              if (name == "loss_mean") return view<float>(self, &st->loss_mean, s.size(), sizeof(SampleStats));
              if (name == "loss_var") return view<float>(self, &st->loss_var, s.size(), sizeof(SampleStats));
-             if (name == "times_selected") return view<uint32_t>(self, s.times_selected(), s.size(), sizeof(uint32_t));
+             if (name == "times_selected") return view<uint16_t>(self, s.times_selected(), s.size(), sizeof(uint16_t));
+             if (name == "idle") return view<uint16_t>(self, s.idle(), s.size(), sizeof(uint16_t));
              if (name == "weight") return view<float>(self, s.weight(), s.size(), sizeof(float));
              throw py::value_error("unknown store array '" + name + "'");
            },
@@ -273,6 +281,18 @@ PYBIND11_MODULE(_C, m) {
           return py::make_tuple(to_numpy(std::move(ws.ids)), to_numpy(std::move(ws.inv_prob)), ws.tau);
         },
         py::arg("weights"), py::arg("k"), py::arg("seed"), py::arg("epoch"));
+
+  m.def("histogram_kmeans",
+        [](const py::array_t<uint64_t, py::array::c_style>& counts, double lo, double hi, int groups) {
+          if (counts.ndim() != 1 || counts.size() < 1) throw py::value_error("counts must be a non-empty 1-D array");
+          if (groups < 1 || groups > 1024) throw py::value_error("groups must be in 1..1024");
+          if (!(hi > lo)) throw py::value_error("hi must be above lo");
+          std::vector<uint64_t> c(counts.data(), counts.data() + counts.size());
+          std::vector<uint16_t> out = histogram_kmeans(c, lo, hi, groups);
+          return to_numpy(std::move(out));
+        },
+        py::arg("counts"), py::arg("lo"), py::arg("hi"), py::arg("groups"),
+        "SeTa's clustering: each histogram bin's cluster, clusters by ascending centre (for tests)");
 
   m.def("topk_threshold",
         [](const py::array_t<uint64_t, py::array::c_style>& keys, uint64_t k, int digit_bits, uint64_t gather_limit) {

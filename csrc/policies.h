@@ -17,12 +17,13 @@ enum class Rule {
   TopK,      // k = round((1-r)N): (1-explore)k best scores + explore*k uniform among the rest
   Weighted,  // k without replacement, P ~ score^alpha, Horvitz-Thompson weights
   Sweep,     // RS2 without replacement: the next k of a seeded permutation, a new one per pass
+  Seta,      // SeTa (CVPR 2025): a random subset, k-means of its scores, a window sliding easy -> hard
 };
 
 // Which per-sample score a rule ranks by.
 enum class ScoreKind {
   Loss,  // last loss
-  Emp,   // last loss + beta * memory term
+  Emp,   // loss_weight * last loss + beta * memory term
   Mean,  // running mean of the loss
   Ucb,   // running mean + c * running std
 };
@@ -32,11 +33,15 @@ struct SelectConfig {
   ScoreKind score = ScoreKind::Loss;
   double prune_ratio = 0.5;     // r in [0, 1)
   double beta = 0.0;            // Emp: weight of the memory term
+  double loss_weight = 1.0;     // Emp: weight of the loss (0: the memory term alone ranks samples)
   double ucb_c = 1.0;           // Ucb: weight of the std
   double explore = 0.0;         // TopK: share of k drawn uniformly from the non-top samples
   double alpha = 1.0;           // Weighted: exponent on the score
-  bool exact_budget = false;    // Soft: keep exactly round((1-r)N)
+  bool exact_budget = false;    // Soft, Seta: keep exactly round((1-r)N)
   bool normalize = true;        // Weighted: scale weights so they sum to N over kept samples
+  uint32_t max_gap = 0;         // > 0: a sample idle (not kept) for max_gap pruned epochs is forced in
+  uint32_t groups = 10;         // Seta: k-means clusters of the subset's scores
+  double window = 0.5;          // Seta: share of the clusters the sliding window covers
 };
 
 struct Selection {
@@ -44,6 +49,7 @@ struct Selection {
   BigVector<float> weights;     // loss weight per kept id
   uint64_t unseen = 0;          // samples never updated (always kept by Soft, ranked first by TopK)
   uint64_t above_threshold = 0; // Soft: samples kept unconditionally (score >= mean, or unseen)
+  uint64_t forced = 0;          // max_gap: samples forced in (idle for max_gap pruned epochs)
   double threshold = 0.0;       // Soft: the mean score of seen samples
   bool budget_exceeded = false; // Soft exact budget: more samples than k are above the mean, so the
                                 // k best were kept and the rest pruned (no longer unbiased)

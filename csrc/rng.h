@@ -22,7 +22,8 @@ EMP_HD inline uint64_t splitmix64(uint64_t x) {
 }
 
 // What a stream is used for; distinct purposes give independent streams for the same epoch.
-enum class Purpose : uint64_t { Keep = 1, TieBreak = 2, Shuffle = 3, ShuffleBucket = 4, Explore = 5, Weighted = 6, Sweep = 7 };
+enum class Purpose : uint64_t { Keep = 1, TieBreak = 2, Shuffle = 3, ShuffleBucket = 4, Explore = 5, Weighted = 6, Sweep = 7,
+                              Coverage = 8, Seta = 9 };
 
 EMP_HD inline uint64_t stream_key(uint64_t seed, uint64_t epoch, Purpose purpose) {
   return splitmix64(splitmix64(splitmix64(seed) ^ epoch) ^ static_cast<uint64_t>(purpose));

@@ -73,8 +73,8 @@ struct Segments {
 
 }  // namespace
 
-void gather_shuffled(const float* weight, uint64_t n, uint64_t key, uint32_t* times, BigVector<int64_t>& ids,
-                     BigVector<float>& weights) {
+void gather_shuffled(const float* weight, uint64_t n, uint64_t key, const SelectionCounts& counts,
+                     BigVector<int64_t>& ids, BigVector<float>& weights) {
   // Every pass is branch-free on the keep flag: kept/pruned is a coin flip per id for soft rules,
   // and a mispredicted branch per id costs more than all the arithmetic here.
   const Segments seg(n);
@@ -108,7 +108,10 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, uint32_t* ti
       bucket[o] = b;
       c[b] += keep;
       o += keep;
-      if (times != nullptr) times[i] += keep & static_cast<uint32_t>(times[i] != UINT32_MAX);
+      if (counts.times != nullptr) {
+        counts.times[i] = static_cast<uint16_t>(counts.times[i] + (keep & (counts.times[i] != kCountMax)));
+        counts.idle[i] = static_cast<uint16_t>((counts.idle[i] + (counts.idle[i] != kCountMax)) * (1 - keep));
+      }
     }
     kept_in_segment[s] = o - first;
   }
@@ -191,7 +194,7 @@ WeightedSample sample_weighted(const double* w, uint64_t n, uint64_t k, uint64_t
   WeightedSample out;
   BigVector<float> mark(n);
   out.tau = weighted_marks(Partition::whole(n), w, k, seed, epoch, mark.data());
-  gather_shuffled(mark.data(), n, stream_key(seed, epoch, Purpose::Shuffle), nullptr, out.ids, out.inv_prob);
+  gather_shuffled(mark.data(), n, stream_key(seed, epoch, Purpose::Shuffle), SelectionCounts{}, out.ids, out.inv_prob);
   return out;
 }
 

@@ -9,6 +9,7 @@
 #include "parallel.h"
 #include "partition.h"
 #include "radix_select.h"
+#include "store.h"  // kCountMax
 
 namespace emp {
 
@@ -83,9 +84,14 @@ RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of) {
 // (weight, key): each kept id goes to a random bucket by a hash of (key, id), buckets are laid out in
 // order and each (cache-resident) is Fisher-Yates shuffled. Conditional on the bucket
 // sizes every order within a bucket is equally likely, so the permutation is uniform (Sanders 1998).
-// With `times` given, also adds one to times[i] of every kept i (saturating), in the same pass.
-void gather_shuffled(const float* weight, uint64_t n, uint64_t key, uint32_t* times, BigVector<int64_t>& ids,
-                     BigVector<float>& weights);
+// With `counts` given, also counts the selection in the same pass: times[i] + 1 for every kept i,
+// idle[i] back to 0 for every kept i and + 1 for every other (both saturating at kCountMax).
+struct SelectionCounts {
+  uint16_t* times = nullptr;  // null: count nothing
+  uint16_t* idle = nullptr;
+};
+void gather_shuffled(const float* weight, uint64_t n, uint64_t key, const SelectionCounts& counts,
+                     BigVector<int64_t>& ids, BigVector<float>& weights);
 
 struct WeightedSample {
   BigVector<int64_t> ids;          // shuffled

@@ -67,7 +67,10 @@ void verify_header(const FileHeader& h, uint64_t file_size, const std::string& p
     throw std::runtime_error("store file '" + path + "' was written on a machine of the other byte order");
   if (h.version != kFormatVersion)
     throw std::runtime_error("store file '" + path + "' has format version " + std::to_string(h.version) +
-                             ", this emp_data reads version " + std::to_string(kFormatVersion));
+                             ", this emp_data reads version " + std::to_string(kFormatVersion) +
+                             (h.version == 1 ? " (a version 1 snapshot is converted by ScoreStore.load / Pruner.load; save it "
+                                               "again to write version 2)"
+                                             : ""));
   if (h.header_checksum != header_checksum(h))
     throw std::runtime_error("store file '" + path + "' has a corrupt header (checksum mismatch)");
   if (h.header_bytes != kHeaderBytes || h.bytes_per_sample != kBytesPerSample)
@@ -130,7 +133,8 @@ Store::Layout Store::layout_for(uint64_t n) {
   Layout l;
   l.stats = kHeaderBytes;
   l.times = align_up(l.stats + n * sizeof(SampleStats), 64);
-  l.weight = align_up(l.times + n * sizeof(uint32_t), 64);
+  l.idle = align_up(l.times + n * sizeof(uint16_t), 64);
+  l.weight = align_up(l.idle + n * sizeof(uint16_t), 64);
   l.data_end = l.weight + n * sizeof(float);
   return l;
 }
@@ -170,13 +174,15 @@ void Store::release() noexcept {
 void Store::reset() {
   begin_weights_write();
   SampleStats* s = stats();
-  uint32_t* t = times_selected();
+  uint16_t* t = times_selected();
+  uint16_t* g = idle();
   float* w = weight();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   for_blocks(n_, [&](size_t, size_t begin, size_t end) {
     for (size_t i = begin; i < end; ++i) {
       s[i] = SampleStats{nan, nan, nan, 0.0f};
       t[i] = 0;
+      g[i] = 0;
       w[i] = 1.0f;
     }
   });
@@ -339,6 +345,8 @@ Store Store::from_file(const std::string& path, bool readonly, bool map) {
     throw std::runtime_error("store file '" + path + "' is truncated (" + std::to_string(file_size) + " bytes)");
   FileHeader h;
   read_all(fd.fd, &h, sizeof(h), 0, path);
+  if (!map && h.version == 1 && std::memcmp(h.magic, kMagic, sizeof(kMagic)) == 0)
+    return from_version1(fd.fd, h, file_size, path);
   verify_header(h, file_size, path);
   const Layout layout = layout_for(h.num_samples);
   if (layout.data_end != h.data_bytes || layout.stats != h.stats_offset || layout.times != h.times_offset ||
@@ -380,6 +388,56 @@ Store Store::from_file(const std::string& path, bool readonly, bool map) {
     live.header_checksum = header_checksum(live);
     std::memcpy(s.base_, &live, sizeof(live));
   }
+  return s;
+}
+
+// A version 1 file (uint32 times_selected, no idle counts) read into a version 2 store: every check
+// of a current file (header checksum, sizes before arithmetic, layout, data checksum) on the old
+// layout, then converted in place in the new store's own memory (the two layouts are the same size
+// but for alignment, so a large snapshot is never held twice): times clamped to uint16, idle 0.
+Store Store::from_version1(int fd, const FileHeader& h1, uint64_t file_size, const std::string& path) {
+  FileHeader h = h1;
+  if (h.header_checksum != header_checksum(h))
+    throw std::runtime_error("store file '" + path + "' has a corrupt header (checksum mismatch)");
+  h.version = kFormatVersion;  // then every other check exactly as for a current file
+  h.header_checksum = header_checksum(h);
+  verify_header(h, file_size, path);
+  const uint64_t n = h.num_samples;
+  const uint64_t times1 = align_up(kHeaderBytes + n * sizeof(SampleStats), 64);
+  const uint64_t weight1 = align_up(times1 + n * sizeof(uint32_t), 64);
+  const uint64_t end1 = weight1 + n * sizeof(float);
+  if (h.stats_offset != kHeaderBytes || h.times_offset != times1 || h.weight_offset != weight1 || h.data_bytes != end1)
+    throw std::runtime_error("store file '" + path + "' has an unexpected layout");
+  Store s;
+  s.n_ = n;
+  s.layout_ = layout_for(n);
+  s.owned_.resize(std::max(end1, s.layout_.data_end));
+  s.base_ = s.owned_.data();
+  read_all(fd, s.base_, end1, 0, path);
+  if ((h.flags & kFlagDataChecksum) && checksum_bytes(s.base_ + kHeaderBytes, end1 - kHeaderBytes) != h.data_checksum)
+    throw std::runtime_error("store file '" + path + "' is corrupt (data checksum mismatch)");
+  // Stats stay where they are (same offset). times: uint32 at 4i -> uint16 at 2i, walking forward
+  // (each write lands at or below the read that precedes it); then the weights move up to their
+  // new offset (never below the old one), and the idle counts are zeroed in the space between.
+  static_assert(sizeof(SampleStats) == 16, "layouts differ after the stats");
+  unsigned char* t = s.base_ + s.layout_.times;
+  for (uint64_t i = 0; i < n; ++i) {
+    uint32_t old;
+    std::memcpy(&old, t + i * sizeof(uint32_t), sizeof(old));
+    const uint16_t clamped = static_cast<uint16_t>(std::min<uint32_t>(old, kCountMax));
+    std::memcpy(t + i * sizeof(uint16_t), &clamped, sizeof(clamped));
+  }
+  std::memmove(s.base_ + s.layout_.weight, s.base_ + weight1, n * sizeof(float));
+  std::memset(s.base_ + s.layout_.idle, 0, n * sizeof(uint16_t));
+  s.owned_.resize(s.layout_.data_end);
+  s.base_ = s.owned_.data();
+  std::memset(s.base_, 0, sizeof(FileHeader));  // the header is rebuilt by save; the live page stays
+  if (load_u64(&s.live()->seq) & 1) {  // a writer died mid-write: the weights name no epoch
+    s.begin_weights_write();
+    s.end_weights_write(-1);
+  }
+  s.metadata_.resize(h.metadata_bytes);
+  if (h.metadata_bytes > 0) read_all(fd, &s.metadata_[0], h.metadata_bytes, h.metadata_offset, path);
   return s;
 }
 

@@ -19,9 +19,13 @@ struct SampleStats {
 };
 static_assert(sizeof(SampleStats) == 16, "SampleStats must stay 16 bytes");
 
-constexpr uint32_t kFormatVersion = 1;
+// Version 2: times_selected became a saturating uint16 and `idle` (pruned epochs since the sample was
+// last kept, for max_gap) took the other half of its old uint32; still 24 bytes a sample. Version 1
+// snapshots are converted by `load`.
+constexpr uint32_t kFormatVersion = 2;
 constexpr size_t kHeaderBytes = 4096;
-constexpr size_t kBytesPerSample = sizeof(SampleStats) + sizeof(uint32_t) + sizeof(float);
+constexpr size_t kBytesPerSample = sizeof(SampleStats) + 2 * sizeof(uint16_t) + sizeof(float);
+constexpr uint16_t kCountMax = 0xFFFF;  // times_selected and idle saturate here
 // Largest sample count (ids are int64 and every size product must fit in 64 bits with room).
 constexpr uint64_t kMaxSamples = uint64_t(1) << 48;
 
@@ -44,7 +48,7 @@ struct FileHeader {
   uint64_t header_bytes;       // kHeaderBytes
   uint64_t num_samples;
   uint64_t bytes_per_sample;   // kBytesPerSample
-  uint64_t stats_offset, times_offset, weight_offset;  // array offsets from file start
+  uint64_t stats_offset, times_offset, weight_offset;  // array offsets from file start (idle: after times)
   uint64_t data_bytes;         // end of the last array
   uint64_t metadata_offset, metadata_bytes;  // opaque blob after the arrays (Pruner config)
   uint64_t flags;              // kFlagDataChecksum: data_checksum is valid (a saved snapshot)
@@ -85,12 +89,16 @@ class Store {
 
   SampleStats* stats() { return reinterpret_cast<SampleStats*>(base_ + layout_.stats); }
   const SampleStats* stats() const { return reinterpret_cast<const SampleStats*>(base_ + layout_.stats); }
-  uint32_t* times_selected() { return reinterpret_cast<uint32_t*>(base_ + layout_.times); }
-  const uint32_t* times_selected() const { return reinterpret_cast<const uint32_t*>(base_ + layout_.times); }
+  // Epochs each sample was kept in (saturating).
+  uint16_t* times_selected() { return reinterpret_cast<uint16_t*>(base_ + layout_.times); }
+  const uint16_t* times_selected() const { return reinterpret_cast<const uint16_t*>(base_ + layout_.times); }
+  // Pruned epochs since each sample was last kept (0 once kept; saturating): max_gap reads it.
+  uint16_t* idle() { return reinterpret_cast<uint16_t*>(base_ + layout_.idle); }
+  const uint16_t* idle() const { return reinterpret_cast<const uint16_t*>(base_ + layout_.idle); }
   float* weight() { return reinterpret_cast<float*>(base_ + layout_.weight); }
   const float* weight() const { return reinterpret_cast<const float*>(base_ + layout_.weight); }
 
-  // Bring every sample back to "never seen", weight 1, never selected.
+  // Bring every sample back to "never seen", weight 1, never selected, not idle.
   void reset();
 
   // Weights writers bracket their writes (see LiveHeader); `epoch` < 0 stamps "no epoch".
@@ -108,10 +116,11 @@ class Store {
 
  private:
   struct Layout {
-    uint64_t stats = 0, times = 0, weight = 0, data_end = 0;
+    uint64_t stats = 0, times = 0, idle = 0, weight = 0, data_end = 0;
   };
   static Layout layout_for(uint64_t n);
   static Store from_file(const std::string& path, bool readonly, bool map);
+  static Store from_version1(int fd, const FileHeader& h, uint64_t file_size, const std::string& path);
   FileHeader make_header(const std::string& metadata, bool with_checksum) const;
   uint64_t data_checksum() const;
   void release() noexcept;

@@ -156,6 +156,13 @@ class CudaScoreStore:
         """Run `cfg` (a _C.SelectConfig) for (seed, epoch); returns (ids, weights) tensors on the
         GPU, shuffled, and an info dict. Synchronises (the kept count sizes the outputs)."""
         self.check()
+        if cfg.rule in (_C.Rule.SWEEP, _C.Rule.SETA):
+            name = "sweep" if cfg.rule == _C.Rule.SWEEP else "seta"
+            raise ValueError(f"policy {name!r} runs on the CPU store only for now (use device=None)")
+        if cfg.max_gap:
+            raise ValueError("max_gap runs on the CPU store only for now (use device=None): the GPU store does not "
+                             "count idle epochs")
+        _refuse_loss_weight(cfg)
         ext, s, n = self._ext, _stream(self.device), self.num_samples
         score = (int(cfg.score.value), float(cfg.beta), float(cfg.ucb_c))
         with torch.cuda.device(self.device):
@@ -167,8 +174,6 @@ class CudaScoreStore:
             elif cfg.rule == _C.Rule.SOFT:
                 info = ext.select_soft_exact(self.stats.data_ptr(), n, *score, float(cfg.prune_ratio), int(seed),
                                              int(epoch), self.weights.data_ptr(), s)
-            elif cfg.rule == _C.Rule.SWEEP:
-                raise ValueError("policy 'sweep' runs on the CPU store only for now (use device=None)")
             elif cfg.rule == _C.Rule.TOPK:
                 info = ext.select_topk(self.stats.data_ptr(), n, *score, float(cfg.prune_ratio), float(cfg.explore),
                                        int(seed), int(epoch), self.weights.data_ptr(), s)
@@ -193,6 +198,7 @@ class CudaScoreStore:
         return ids, weights
 
     def scores(self, cfg) -> torch.Tensor:
+        _refuse_loss_weight(cfg)
         out = torch.empty(self.num_samples, dtype=torch.float32, device=self.device)
         with torch.cuda.device(self.device):
             self._ext.compute_scores(self.stats.data_ptr(), self.num_samples, int(cfg.score.value), float(cfg.beta),
@@ -204,7 +210,10 @@ class CudaScoreStore:
         if name in _FIELDS:
             return self.stats[:, _FIELDS[name]].cpu().numpy()
         if name == "times_selected":
-            return self.times.cpu().numpy().view(np.uint32)
+            return _as_count16(self.times.cpu().numpy())
+        if name == "idle":
+            # The kernels do not count idle epochs (max_gap runs on the CPU store only): never idle.
+            return np.zeros(self.num_samples, np.uint16)
         if name == "weight":
             return self.weights.cpu().numpy()
         raise KeyError(name)
@@ -214,6 +223,7 @@ class CudaScoreStore:
     loss_mean = property(lambda self: self._host("loss_mean"), doc="host copy of the running loss means")
     loss_var = property(lambda self: self._host("loss_var"), doc="host copy of the running loss variances")
     times_selected = property(lambda self: self._host("times_selected"), doc="host copy of times selected")
+    idle = property(lambda self: self._host("idle"), doc="zeros: the GPU store does not count idle epochs")
     weight = property(lambda self: self._host("weight"), doc="host copy of this epoch's weights")
 
     @property
@@ -228,7 +238,9 @@ class CudaScoreStore:
         if name in _FIELDS:
             self.stats[:, _FIELDS[name]] = torch.from_numpy(values.astype(np.float32)).to(self.device)
         elif name == "times_selected":
-            self.times.copy_(torch.from_numpy(values.astype(np.uint32).view(np.int32)).to(self.device))
+            self.times.copy_(torch.from_numpy(values.astype(np.int32)).to(self.device))
+        elif name == "idle":
+            pass    # not kept on the GPU (see _host)
         elif name == "weight":
             self.weights.copy_(torch.from_numpy(values.astype(np.float32)).to(self.device))
         else:
@@ -242,12 +254,13 @@ class CudaScoreStore:
             raise ValueError(f"host store has {len(host)} samples, this one {self.num_samples}")
         self.check()
         stats = self.stats.cpu().numpy()
-        times = self.times.cpu().numpy().view(np.uint32)
+        times = _as_count16(self.times.cpu().numpy())
         weights = self.weights.cpu().numpy()
         with host.writing_weights(epoch):
             for name, column in _FIELDS.items():
                 getattr(host, name)[:] = stats[:, column]
             host.times_selected[:] = times
+            host.idle[:] = 0
             host.weight[:] = weights
 
     def to_host(self):
@@ -263,3 +276,14 @@ class CudaScoreStore:
 
     def __repr__(self) -> str:
         return f"CudaScoreStore(num_samples={self.num_samples}, device={self.device})"
+
+
+def _as_count16(times: np.ndarray) -> np.ndarray:
+    """The device's int32 selection counts as the host store's uint16, saturating as the CPU does."""
+    return np.minimum(times.view(np.uint32), 0xFFFF).astype(np.uint16)
+
+
+def _refuse_loss_weight(cfg) -> None:
+    """The kernels score EMP as loss + beta * memory: another loss weight is CPU only for now."""
+    if cfg.score == _C.ScoreKind.EMP and cfg.loss_weight != 1.0:
+        raise ValueError("emp with loss_weight != 1 runs on the CPU store only for now (use device=None)")

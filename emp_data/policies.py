@@ -11,6 +11,12 @@
 | emp (topk)       | loss + beta * memory           | (1-eps)k best + eps*k uniform                 | 1 |
 | weighted         | a score s (default: loss + beta*memory) | k without replacement, P ~ s^alpha    | Horvitz-Thompson 1/pi, normalised |
 | sweep (RS2)      | -                              | the next k of a seeded permutation; new one per pass | 1 |
+| seta             | last loss                      | random k, 1-D k-means of their scores, a window sliding easy -> hard | 1 |
+
+``max_gap=m`` (every rule but full and sweep): a sample not kept in the last m pruned epochs is
+forced in, inside the budget, at weight 1 (exact for the rule's promise: a forced sample's inclusion
+probability is 1). It bounds how long any sample can go untrained, the "low-frequency learning" the
+EMP paper describes.
 
 Never-seen samples are always kept by soft rules and ranked first by top-k rules, so the first
 epoch trains on everything (soft) or a uniform k (top-k).
@@ -21,7 +27,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 from . import _C
-from ._validate import MAX_ALPHA, MAX_COEFFICIENT, as_finite, as_ratio
+from ._validate import MAX_ALPHA, MAX_COEFFICIENT, as_count, as_finite, as_ratio
+
+MAX_GAP = 0xFFFF    # the store's idle counts saturate here
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,10 @@ class Policy:
     def config(self, prune_ratio: float) -> "_C.SelectConfig":
         raise NotImplementedError
 
+    def annealing_config(self, prune_ratio: float) -> "_C.SelectConfig":
+        """What annealing epochs (the last 1 - anneal share) train on: every sample at weight 1."""
+        return Full().config(0.0)
+
     def options(self) -> dict:
         return asdict(self)
 
@@ -40,7 +52,11 @@ class Policy:
         cfg.rule = rule
         cfg.score = score
         cfg.prune_ratio = prune_ratio
+        cfg.max_gap = int(getattr(self, "max_gap", 0))
         return cfg
+
+    def _check_gap(self) -> None:
+        as_count(self.max_gap, "max_gap", minimum=0, maximum=MAX_GAP)
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,10 @@ class Random(Policy):
     """Exactly round((1-r)N) samples, uniformly without replacement, weight 1 (the loss is already a
     mean, so an unweighted mean over a uniform subset is unbiased)."""
     name: ClassVar[str] = "random"
+    max_gap: int = 0
+
+    def __post_init__(self):
+        self._check_gap()
 
     def config(self, prune_ratio):
         cfg = self._base(_C.Rule.TOPK, _C.ScoreKind.LOSS, prune_ratio)
@@ -70,6 +90,10 @@ class InfoBatch(Policy):
     above-mean sample plus a uniform draw of the rest, weighted by the inverse draw probability."""
     name: ClassVar[str] = "infobatch"
     exact_budget: bool = False
+    max_gap: int = 0
+
+    def __post_init__(self):
+        self._check_gap()
 
     def config(self, prune_ratio):
         cfg = self._base(_C.Rule.SOFT, _C.ScoreKind.LOSS, prune_ratio)
@@ -83,9 +107,11 @@ class EpsilonGreedy(Policy):
     epsilon share drawn uniformly from the rest."""
     name: ClassVar[str] = "epsilon_greedy"
     epsilon: float = 0.1
+    max_gap: int = 0
 
     def __post_init__(self):
         as_ratio(self.epsilon, "epsilon", upper_inclusive=True)
+        self._check_gap()
 
     def config(self, prune_ratio):
         cfg = self._base(_C.Rule.TOPK, _C.ScoreKind.MEAN, prune_ratio)
@@ -98,9 +124,11 @@ class UCB(Policy):
     """Raju et al. 2021: top k by running mean + c * running std of the loss."""
     name: ClassVar[str] = "ucb"
     c: float = 1.0
+    max_gap: int = 0
 
     def __post_init__(self):
         as_finite(self.c, "c", minimum=0.0, maximum=MAX_COEFFICIENT)
+        self._check_gap()
 
     def config(self, prune_ratio):
         cfg = self._base(_C.Rule.TOPK, _C.ScoreKind.UCB, prune_ratio)
@@ -110,8 +138,16 @@ class UCB(Policy):
 
 @dataclass(frozen=True)
 class EMP(Policy):
-    """EMP (Xiao et al., arXiv 2408.16031): score = loss + beta * memory term, where the memory term
-    is the (by default log(C)-normalised) entropy of the model's prediction.
+    """EMP (Xiao et al., arXiv 2408.16031): score = loss_weight * loss + beta * memory term.
+
+    The memory term comes from the model's prediction (computed from ``logits=`` in
+    ``Pruner.loss``), or is given by the caller (``memory=``, e.g. the contrastive term):
+      ``memory="entropy"`` (default): H(softmax(logits)), divided by log(C) with
+          ``normalize_entropy`` so it lies in [0, 1];
+      ``memory="mi"``: the sample's share of the mutual information between inputs and
+          predictions, KL(p(y|x) || p_bar) / log(C), with p_bar the running mean prediction.
+    ``loss_weight=0`` ranks by the memory term alone (the loss is still recorded). A negative beta
+    prefers samples with a low memory term (the sign is an empirical question; see README).
     ``mode="soft"`` selects as InfoBatch on that score, ``mode="topk"`` keeps the top k with an
     optional ``epsilon`` random share. beta = 0 reproduces infobatch / loss top-k exactly."""
     name: ClassVar[str] = "emp"
@@ -121,12 +157,19 @@ class EMP(Policy):
     epsilon: float = 0.0
     exact_budget: bool = False
     normalize_entropy: bool = True
+    max_gap: int = 0
+    loss_weight: float = 1.0
+    memory: str = "entropy"
 
     def __post_init__(self):
-        as_finite(self.beta, "beta", minimum=0.0, maximum=MAX_COEFFICIENT)
+        as_finite(self.beta, "beta", minimum=-MAX_COEFFICIENT, maximum=MAX_COEFFICIENT)
+        as_finite(self.loss_weight, "loss_weight", minimum=0.0, maximum=MAX_COEFFICIENT)
         if self.mode not in ("soft", "topk"):
             raise ValueError(f"mode must be 'soft' or 'topk', got {self.mode!r}")
+        if self.memory not in MEMORY_TERMS:
+            raise ValueError(f"memory must be one of {list(MEMORY_TERMS)}, got {self.memory!r}")
         as_ratio(self.epsilon, "epsilon", upper_inclusive=True)
+        self._check_gap()
 
     def config(self, prune_ratio):
         if self.mode == "soft":
@@ -136,7 +179,11 @@ class EMP(Policy):
             cfg = self._base(_C.Rule.TOPK, _C.ScoreKind.EMP, prune_ratio)
             cfg.explore = float(self.epsilon)
         cfg.beta = float(self.beta)
+        cfg.loss_weight = float(self.loss_weight)
         return cfg
+
+
+MEMORY_TERMS = ("entropy", "mi")
 
 
 _SCORES = {"loss": _C.ScoreKind.LOSS, "emp": _C.ScoreKind.EMP, "mean": _C.ScoreKind.MEAN, "ucb": _C.ScoreKind.UCB}
@@ -154,6 +201,7 @@ class Weighted(Policy):
     beta: float = 0.0
     c: float = 1.0
     normalize: bool = True
+    max_gap: int = 0
 
     @property
     def needs_memory(self) -> bool:  # type: ignore[override]
@@ -165,6 +213,7 @@ class Weighted(Policy):
         as_finite(self.c, "c", minimum=0.0, maximum=MAX_COEFFICIENT)
         if self.score not in _SCORES:
             raise ValueError(f"score must be one of {sorted(_SCORES)}, got {self.score!r}")
+        self._check_gap()
 
     def config(self, prune_ratio):
         cfg = self._base(_C.Rule.WEIGHTED, _SCORES[self.score], prune_ratio)
@@ -188,7 +237,44 @@ class Sweep(Policy):
         return self._base(_C.Rule.SWEEP, _C.ScoreKind.LOSS, prune_ratio)
 
 
-POLICIES = {cls.name: cls for cls in (Full, Random, InfoBatch, EpsilonGreedy, UCB, EMP, Weighted, Sweep)}
+@dataclass(frozen=True)
+class SeTa(Policy):
+    """SeTa (Zhou, Gao, Wang, "Scale Efficient Training for Large Datasets", CVPR 2025), as its
+    reference code (github.com/mrazhou/SeTa, seta.py) does it, with its defaults: each pruned epoch
+    draws a uniform k = round((1-r)N), groups their last losses by 1-D k-means into ``groups``
+    clusters ordered easy -> hard, and keeps the members of a window of round(groups * window)
+    clusters that slides one cluster per epoch from the easiest to the hardest, then starts over
+    (epoch 0: every cluster). Weight 1. So it keeps about ``window`` * k per epoch, fewer than k;
+    ``exact_budget=True`` keeps exactly k (a uniform k of the window's members over all samples,
+    topped up from outside the window when it holds fewer). Annealing epochs train on a uniform k
+    too (the reference's partial annealing), not on every sample."""
+    name: ClassVar[str] = "seta"
+    groups: int = 10
+    window: float = 0.5
+    exact_budget: bool = False
+    max_gap: int = 0
+
+    def __post_init__(self):
+        as_count(self.groups, "groups", minimum=1, maximum=1024)
+        as_finite(self.window, "window", minimum=0.0, maximum=1.0)
+        if not self.window > 0:
+            raise ValueError(f"window must be in (0, 1], got {self.window!r}")
+        if round(self.groups * self.window) < 1:
+            raise ValueError(f"groups * window must round to at least 1 cluster, got {self.groups} * {self.window}")
+        self._check_gap()
+
+    def config(self, prune_ratio):
+        cfg = self._base(_C.Rule.SETA, _C.ScoreKind.LOSS, prune_ratio)
+        cfg.groups = int(self.groups)
+        cfg.window = float(self.window)
+        cfg.exact_budget = bool(self.exact_budget)
+        return cfg
+
+    def annealing_config(self, prune_ratio):
+        return Random().config(prune_ratio)
+
+
+POLICIES = {cls.name: cls for cls in (Full, Random, InfoBatch, EpsilonGreedy, UCB, EMP, Weighted, Sweep, SeTa)}
 
 
 def make_policy(policy, **options) -> Policy:

@@ -20,7 +20,7 @@ import numpy as np
 from . import _C
 from ._validate import as_count, as_ema_decay, as_ids, as_nonfinite_mode, as_ratio
 from .policies import Full, Policy, make_policy
-from .scores import prediction_entropy
+from .scores import MarginalPrediction, prediction_entropy, prediction_mi
 from .store import ScoreStore
 
 STATE_VERSION = 1
@@ -36,7 +36,8 @@ class Pruner:
 
     Args:
         num_samples: N.
-        policy: a name (full, random, infobatch, epsilon_greedy, ucb, emp, weighted, sweep) or a Policy.
+        policy: a name (full, random, infobatch, epsilon_greedy, ucb, emp, weighted, sweep, seta) or a
+            Policy.
         prune_ratio: r, the nominal fraction left out per pruned epoch, in [0, 1).
         epochs: planned epochs; with `anneal`, epochs >= anneal * epochs train on the full data
             with weight 1 (InfoBatch's annealing). None: never anneal.
@@ -103,6 +104,7 @@ class Pruner:
         self._step = 0                   # loss() calls since the current epoch was selected (DDP stamp)
         self.nonfinite_skipped = 0
         self._gpu_skipped_base = 0       # GPU store: skips counted before it was created (resume)
+        self._marginal = MarginalPrediction()   # p_bar of emp's memory="mi" (from logits=)
 
     @property
     def store_path(self) -> str | None:
@@ -119,8 +121,10 @@ class Pruner:
         return epoch < self.anneal * self.epochs
 
     def _config(self, epoch: int):
-        if self.prune_ratio == 0.0 or not self.is_pruned_epoch(epoch):
+        if self.prune_ratio == 0.0:
             return Full().config(0.0)
+        if not self.is_pruned_epoch(epoch):
+            return self.policy.annealing_config(self.prune_ratio)
         return self.policy.config(self.prune_ratio)
 
     # -------------------------------------------------------------------------------- selection
@@ -239,7 +243,11 @@ class Pruner:
         """The batch's memory term as a detached float tensor (from `memory`, else computed from
         `logits` when the policy needs one), or None; checks its shape against the batch."""
         if memory is None and logits is not None and self.policy.needs_memory:
-            memory = prediction_entropy(logits, normalize=getattr(self.policy, "normalize_entropy", True))
+            normalize = getattr(self.policy, "normalize_entropy", True)
+            if getattr(self.policy, "memory", "entropy") == "mi":
+                memory = prediction_mi(logits, self._marginal.update(logits), normalize=normalize)
+            else:
+                memory = prediction_entropy(logits, normalize=normalize)
             if memory.shape[0] != batch:
                 raise ValueError(f"logits has {memory.shape[0]} rows but ids has {batch}")
         if memory is None:
@@ -308,16 +316,16 @@ class Pruner:
         if self.epochs is None:
             raise ValueError("planned_steps needs epochs= on the Pruner")
         batch_size = as_count(batch_size, "batch_size", minimum=1)
-        cfg = self.policy.config(self.prune_ratio)
-        fixed = cfg.rule in (_C.Rule.TOPK, _C.Rule.WEIGHTED, _C.Rule.FULL, _C.Rule.SWEEP) or cfg.exact_budget
-        if not fixed and self.prune_ratio > 0:
-            raise ValueError(f"policy {self.policy.name!r} keeps a data-dependent number of samples per epoch; "
-                             "use exact_budget=True for a step count known in advance")
         # Half away from zero, as the C++ budget (llround): Python's round() would differ at .5.
         k = math.floor((1 - self.prune_ratio) * self.num_samples + 0.5)
         steps = 0
         for epoch in range(self.epochs):
-            kept = k if self.is_pruned_epoch(epoch) and cfg.rule != _C.Rule.FULL else self.num_samples
+            cfg = self._config(epoch)
+            fixed = cfg.rule in (_C.Rule.TOPK, _C.Rule.WEIGHTED, _C.Rule.FULL, _C.Rule.SWEEP) or cfg.exact_budget
+            if not fixed:
+                raise ValueError(f"policy {self.policy.name!r} keeps a data-dependent number of samples per epoch; "
+                                 "use exact_budget=True for a step count known in advance")
+            kept = self.num_samples if cfg.rule == _C.Rule.FULL else k
             steps += kept // batch_size if drop_last else math.ceil(kept / batch_size)
         return steps
 
@@ -351,6 +359,7 @@ class Pruner:
             "score_std": float(seen.std()) if seen.size else float("nan"),
             "seen": int(seen.size),
             "above_threshold": int(self._last_info.get("above_threshold", 0)),
+            "forced": int(self._last_info.get("forced", 0)),
             "budget_exceeded": bool(self._last_info.get("budget_exceeded", False)),
             "nonfinite_skipped": self.nonfinite_skipped,
         }
@@ -379,6 +388,7 @@ class Pruner:
             "counted_through": self._counted_through,
             "kept": {str(k): v for k, v in self._kept.items()},
             "nonfinite_skipped": self.nonfinite_skipped,
+            "marginal": self._marginal.state(),
         }
 
     def state_dict(self) -> dict:
@@ -421,6 +431,7 @@ class Pruner:
         self._counted_through = meta["counted_through"]
         self._kept = {int(k): v for k, v in meta["kept"].items()}
         self.nonfinite_skipped = meta["nonfinite_skipped"]
+        self._marginal.load(meta.get("marginal"))
         if self.on_gpu:
             self._gpu_skipped_base = meta["nonfinite_skipped"] - self.store.skipped
 
@@ -473,7 +484,7 @@ class Pruner:
                 f"epochs={self.epochs}, anneal={self.anneal}, seed={self.seed})")
 
 
-_STORE_FIELDS = ("loss", "memory", "loss_mean", "loss_var", "times_selected", "weight")
+_STORE_FIELDS = ("loss", "memory", "loss_mean", "loss_var", "times_selected", "idle", "weight")
 
 
 def _refuse_existing_store(store_path, num_samples: int) -> None:

@@ -207,6 +207,7 @@ class ShardedPruner(Pruner):
             "score_std": std,
             "seen": n_seen,
             "above_threshold": int(self._last_info.get("above_threshold", 0)),
+            "forced": int(self._last_info.get("forced", 0)),
             "budget_exceeded": bool(self._last_info.get("budget_exceeded", False)),
             "nonfinite_skipped": int(counts[1]),
             "padding": share[2],

@@ -22,8 +22,9 @@ class ScoreStore:
     """Per-sample pruning state for `num_samples` samples with dense ids 0..N-1.
 
     Fields (numpy views, zero copy): ``loss`` (last loss, NaN = never seen), ``memory`` (last memory
-    term), ``loss_mean`` / ``loss_var`` (exponentially weighted), ``times_selected`` (uint32) and
-    ``weight`` (this epoch's loss weight; 0 = pruned, so ``keep`` is ``weight > 0``).
+    term), ``loss_mean`` / ``loss_var`` (exponentially weighted), ``times_selected`` (uint16,
+    saturating at 65535), ``idle`` (uint16: pruned epochs since the sample was last kept, for
+    ``max_gap``) and ``weight`` (this epoch's loss weight; 0 = pruned, so ``keep`` is ``weight > 0``).
     The selection score is not stored: each policy derives it from these fields (for EMP,
     ``loss + beta * memory``), see ``Pruner.scores()``.
 
@@ -122,6 +123,7 @@ class ScoreStore:
     loss_mean = property(lambda self: self._array("loss_mean"), doc="exponentially weighted loss mean")
     loss_var = property(lambda self: self._array("loss_var"), doc="exponentially weighted loss variance")
     times_selected = property(lambda self: self._array("times_selected"), doc="epochs each sample was kept")
+    idle = property(lambda self: self._array("idle"), doc="pruned epochs since each sample was last kept")
     weight = property(lambda self: self._array("weight"), doc="this epoch's loss weight, 0 = pruned")
 
     @property
@@ -152,7 +154,7 @@ class ScoreStore:
         return int(skipped)
 
     def reset(self) -> None:
-        """Forget everything: all samples never seen, weight 1, never selected."""
+        """Forget everything: all samples never seen, weight 1, never selected, not idle."""
         if self.readonly:
             raise ValueError("this store was opened read-only")
         self._core.reset()

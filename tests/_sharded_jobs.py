@@ -16,7 +16,9 @@ POLICIES = [
     ("emp", {"beta": 0.7}), ("emp", {"beta": 0.7, "exact_budget": True}), ("emp", {"mode": "topk", "epsilon": 0.2}),
     ("emp", {"mode": "topk"}), ("ucb", {"c": 0.5}), ("epsilon_greedy", {"epsilon": 0.3}),
     ("weighted", {"alpha": 1.0}), ("weighted", {"alpha": 2.0, "score": "emp", "beta": 0.5, "normalize": False}),
-    ("sweep", {}),
+    ("sweep", {}), ("seta", {}), ("seta", {"exact_budget": True, "max_gap": 2}),
+    ("infobatch", {"exact_budget": True, "max_gap": 2}), ("emp", {"beta": 0.7, "max_gap": 2}),
+    ("ucb", {"max_gap": 2}), ("weighted", {"max_gap": 2}), ("emp", {"loss_weight": 0.0, "exact_budget": True}),
 ]
 SELECTION_N = 100_000
 

@@ -174,3 +174,31 @@ def test_update_batches_reach_the_kernel_sorted_by_id_in_call_order():
         runs.update(s_ids[at].numpy(), s_loss[at].numpy(), s_mem[at].numpy())
     for field in ("loss", "memory", "loss_mean", "loss_var"):
         assert np.array_equal(getattr(ref, field), getattr(runs, field), equal_nan=True), field
+
+
+@pytest.mark.parametrize("policy,options,match", [
+    ("sweep", {}, "'sweep' runs on the CPU store only"), ("seta", {}, "'seta' runs on the CPU store only"),
+    ("infobatch", {"max_gap": 2}, "max_gap runs on the CPU store only"),
+    ("emp", {"loss_weight": 0.0}, r"loss_weight != 1 runs on the CPU store only")])
+def test_cpu_only_rules_are_refused_by_the_gpu_store_before_any_kernel(policy, options, match):
+    from emp_data.policies import make_policy
+
+    class NoKernels:            # the real CudaScoreStore.select, on an object that has no kernels at all
+        def check(self):
+            pass
+
+    cfg = make_policy(policy, **options).config(0.5)
+    with pytest.raises(ValueError, match=match):
+        emp_cuda.CudaScoreStore.select(NoKernels(), cfg, 0, 0, True)
+    if policy == "emp":
+        with pytest.raises(ValueError, match=match):
+            emp_cuda.CudaScoreStore.scores(NoKernels(), cfg)
+
+
+def test_gpu_selection_counts_reach_the_host_store_as_saturating_uint16(kernels_on_cpu):
+    store = KernelsOnCpu(4)
+    store.times.copy_(torch.tensor([0, 7, 70000, -1], dtype=torch.int32))   # -1: 2^32 - 1 as the device's uint32
+    host = ScoreStore(4)
+    host.idle[:] = 5
+    store.copy_to(host)
+    assert host.times_selected.tolist() == [0, 7, 0xFFFF, 0xFFFF] and host.idle.tolist() == [0, 0, 0, 0]

@@ -1,5 +1,6 @@
 import multiprocessing as mp
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,3 +181,56 @@ def test_mapped_store_cannot_save_onto_itself(tmp_path):
     reopened.update([1], np.array([7.0], np.float32))
     reopened.flush()
     assert ScoreStore.open(path).loss[1] == 7.0
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_a_version_1_snapshot_is_converted_on_load_and_refused_by_open(tmp_path):
+    """tests/data/pruner_v1.emp was written by Pruner.save of the format-1 code (uint32 times, no idle
+    counts): load converts it, a resumed Pruner selects what the old code selected, and it saves
+    as version 2. Mapping it (open) cannot convert in place, so it says how to."""
+    from emp_data import Pruner
+
+    store = ScoreStore.load(DATA / "pruner_v1.emp")
+    assert np.allclose(store.loss, [0.5, 0.7, 2.0, 0.1, 2.5, 0.2, 1.5])
+    assert np.allclose(store.loss_mean, [0.5, 0.94, 2.0, 0.1, 2.9, 0.2, 1.5])
+    assert store.times_selected.dtype == np.uint16 and store.times_selected.tolist() == [1, 0, 2, 1, 2, 2, 2]
+    assert store.idle.tolist() == [0] * 7 and store.weight.tolist() == [0, 0, 1, 0, 1, 2, 1]
+    assert store.epoch_stamp() == 1
+    pruner = Pruner.load(DATA / "pruner_v1.emp")
+    ids, weights = pruner.select(1)                       # the current epoch, rebuilt from the weights
+    assert ids.tolist() == [6, 4, 2, 5] and weights.tolist() == [1, 1, 1, 2]   # as the old code returned
+    pruner.save(tmp_path / "v2.emp")
+    assert int.from_bytes((tmp_path / "v2.emp").read_bytes()[8:12], "little") == 2
+    assert np.array_equal(ScoreStore.open(tmp_path / "v2.emp").loss, store.loss)
+    with pytest.raises(ValueError, match=r"format version 1, this emp_data reads version 2 \(a version 1 snapshot "
+                                         r"is converted by ScoreStore.load"):
+        ScoreStore.open(DATA / "pruner_v1.emp")
+    damaged = tmp_path / "damaged_v1.emp"
+    raw = bytearray((DATA / "pruner_v1.emp").read_bytes())
+    raw[4096 + 20] ^= 0xFF                                # a loss byte: the old data checksum catches it
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="data checksum mismatch"):
+        ScoreStore.load(damaged)
+
+
+def test_selection_counts_saturate_and_idle_counts_pruned_epochs():
+    from emp_data import Pruner
+
+    pruner = Pruner(100, policy="random", prune_ratio=0.5, epochs=4, anneal=0.5, seed=1)
+    pruner.store.times_selected[:3] = 0xFFFF
+    pruner.store.idle[3:6] = 0xFFFF
+    idle = {}
+    for epoch in range(4):
+        before = pruner.store.idle.astype(int).copy()
+        ids, _ = pruner.select(epoch)
+        kept = np.zeros(100, bool)
+        kept[ids] = True
+        want = np.where(kept, 0, np.minimum(before + 1, 0xFFFF))
+        assert np.array_equal(pruner.store.idle, want), epoch
+        idle[epoch] = pruner.store.idle.copy()
+    assert (pruner.store.times_selected[:3] == 0xFFFF).all()          # saturated, not wrapped
+    assert (idle[2] == 0).all() and (idle[3] == 0).all()              # annealing epochs keep every sample
+    pruner.select(3)                                                  # the same epoch again: counted once
+    assert np.array_equal(pruner.store.idle, idle[3])
