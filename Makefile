@@ -12,7 +12,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install demo test bench sanitize fuzz cuda cuda-sanitize clean
 
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*) $(wildcard csrc/cuda/*) $(wildcard emp_data/*.py) $(wildcard emp_data/webdataset/*.py)
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*) $(wildcard csrc/cuda/*) $(wildcard emp_data/*.py) $(wildcard emp_data/webdataset/*.py) $(wildcard emp_data/demo/*.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	if ! $(PY) -c "import torch" 2>/dev/null; then \
 	  if $(PIP) install -q --no-deps --no-index $(TORCH_SPEC); then $(PIP) install -q $(TORCH_SPEC); \

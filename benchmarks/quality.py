@@ -1,13 +1,14 @@
-"""Training-quality benchmark: accuracy vs pruning ratio per policy, saved sample-passes, and the
-times-selected histogram (EMP paper Fig. 1), on MNIST-1D and a generated task.
+"""Training-quality benchmark: every pruning rule at an equal sample budget against full data,
+full data for fewer epochs (full-short) and RS2 sweeps, on MNIST-1D, MNIST-1D with 20% flipped
+labels and a generated task; accuracy vs sample passes and the times-selected histogram.
 
-    python benchmarks/quality.py --quick    # MNIST-1D, 12 epochs, 3 seeds: under 10 min on 2 cores
-    python benchmarks/quality.py            # MNIST-1D and synthetic, 30 epochs, 3 seeds
+    python benchmarks/quality.py --quick    # MNIST-1D, 15 epochs, 3 seeds: a few minutes on 2 cores
+    python benchmarks/quality.py            # all three tasks, 30 epochs, 3 seeds, every arm
 
 Needs the demo extra: pip install "emp_data[demo]" (mnist1d, scikit-learn, matplotlib).
-The implementation lives in emp_data/quality.py so that `emp-data demo` can run it too.
+The implementation lives in emp_data/demo/ so that `emp-data demo` can run it too.
 """
-from emp_data.quality import main
+from emp_data.demo.supervised import main
 
 if __name__ == "__main__":
     main()
