@@ -241,7 +241,8 @@ def stat(url: str) -> dict:
 
     fs, path = fsspec.core.url_to_fs(url)
     info = fs.info(path)
-    return {"size": info.get("size"), "etag": info.get("ETag") or info.get("etag") or info.get("mtime")}
+    etag = info.get("ETag") or info.get("etag") or info.get("mtime")
+    return {"size": info.get("size"), "etag": None if etag is None else str(etag)}
 
 
 def check_range(url: str, resp: HttpResponse, start: int, end: int, size: int | None, etag: str | None) -> None:
@@ -322,6 +323,15 @@ class RangeReader:
             import fsspec
 
             self._fs, self._path = fsspec.core.url_to_fs(url)
+            if size is not None or etag is not None:
+                # fsspec's range reads carry no headers to check: one info() per reader instead.
+                now = _retry(lambda: stat(url), url, 0, 0)
+                if size is not None and now["size"] not in (None, size):
+                    raise ShardChanged(f"shard '{url}' changed since the index was built: {now['size']} bytes, the "
+                                       f"index says {size}; rebuild the index")
+                if etag is not None and now["etag"] not in (None, etag):
+                    raise ShardChanged(f"shard '{url}' changed since the index was built (ETag {now['etag']}, the "
+                                       f"index has {etag}); rebuild the index")
 
     def read(self, start: int, end: int) -> bytes:
         if self._fd is not None:

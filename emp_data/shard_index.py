@@ -358,9 +358,12 @@ def _scan_shard(url: str, handler) -> tuple[dict, dict]:
                         "num_samples": len(arrays["key_offsets"]) - 1}
     with tempfile.NamedTemporaryFile(prefix="emp_shard_", suffix=".tar") as tmp:
         try:
+            # An object store (fsspec) reports its ETag through info(), taken before the bytes: a
+            # shard replaced while it streams then fails the check of the first epoch's reads.
+            fsspec_etag = None if remote.is_http(url) or url.startswith("pipe:") else remote.stat(url)["etag"]
             with remote.open_stream(url) as stream:
                 shutil.copyfileobj(stream, tmp, 4 << 20)
-                etag = getattr(stream, "etag", None)
+                etag = getattr(stream, "etag", None) or fsspec_etag
         except OSError as exc:       # failed for good after the retries (remote.RemoteError), or unreadable
             err = ValueError(f"shard '{url}' could not be read: {exc}")
             if handler is None or not handler(err):

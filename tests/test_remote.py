@@ -198,3 +198,55 @@ def test_fsspec_urls_read_ranges_and_stream(served, tmp_path):
     assert got == want and stream.bytes_read < 0.35 * stream.shard_bytes
     streamed, _ = epoch(urls, None, ratio=0.0, policy="full")
     assert sorted(s[1] for s in streamed) == sorted(w[1] for w in epoch(local, None, ratio=0.0, policy="full")[0])
+
+
+@pytest.fixture
+def s3_bucket(served, monkeypatch):
+    """The shards in a bucket of moto's S3 server on the loopback interface, reached the way a user
+    points s3fs at an S3-compatible store: fsspec's FSSPEC_S3_ENDPOINT_URL (and fsspec.config, which
+    read the environment when fsspec was imported)."""
+    moto_server = pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    import boto3
+    import fsspec
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1"), ("FSSPEC_S3_ENDPOINT_URL", endpoint)):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": endpoint})
+    local, _, _ = served
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket="shards")
+    for path in local:
+        client.upload_file(path, "shards", f"train/{os.path.basename(path)}")
+    fsspec.filesystem("s3").invalidate_cache()
+    try:
+        yield local, [f"s3://shards/train/{os.path.basename(p)}" for p in local]
+    finally:
+        server.stop()
+
+
+def test_s3_urls_through_a_local_s3_compatible_server(s3_bucket, tmp_path):
+    local, urls = s3_bucket
+    index = build_index(urls, out=tmp_path / "s3.empidx")
+    assert [s["url"] for s in index.shards] == urls and all(s.get("etag") for s in index.shards)
+    want, _ = epoch(local, build_index(local))
+    got, stream = epoch(urls, tmp_path / "s3.empidx")
+    assert got == want and stream.bytes_read < 0.35 * stream.shard_bytes         # only kept bytes fetched
+    streamed, _ = epoch(urls, None, ratio=0.0, policy="full")
+    assert sorted(s[1] for s in streamed) == sorted(w[1] for w in epoch(local, None, ratio=0.0, policy="full")[0])
+    # A shard replaced in the bucket after indexing (same size, new content: a new ETag) is refused.
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=os.environ["FSSPEC_S3_ENDPOINT_URL"], region_name="us-east-1")
+    data = bytearray(open(local[1], "rb").read())
+    data[600] ^= 1
+    client.put_object(Bucket="shards", Key="train/r-1.tar", Body=bytes(data))
+    import fsspec
+
+    fsspec.filesystem("s3").invalidate_cache()
+    with pytest.raises(ValueError, match=r"r-1\.tar' changed since the index was built \(ETag .*rebuild"):
+        epoch(urls, tmp_path / "s3.empidx", ratio=0.0, policy="full", shuffle_shards=False)
