@@ -162,9 +162,8 @@ class CudaScoreStore:
         if cfg.max_gap:
             raise ValueError("max_gap runs on the CPU store only for now (use device=None): the GPU store does not "
                              "count idle epochs")
-        _refuse_loss_weight(cfg)
         ext, s, n = self._ext, _stream(self.device), self.num_samples
-        score = (int(cfg.score.value), float(cfg.beta), float(cfg.ucb_c))
+        score = (int(cfg.score.value), float(cfg.beta), float(cfg.ucb_c), float(cfg.loss_weight))
         with torch.cuda.device(self.device):
             if cfg.rule == _C.Rule.FULL:
                 info = ext.select_full(self.weights.data_ptr(), n, s)
@@ -198,11 +197,10 @@ class CudaScoreStore:
         return ids, weights
 
     def scores(self, cfg) -> torch.Tensor:
-        _refuse_loss_weight(cfg)
         out = torch.empty(self.num_samples, dtype=torch.float32, device=self.device)
         with torch.cuda.device(self.device):
             self._ext.compute_scores(self.stats.data_ptr(), self.num_samples, int(cfg.score.value), float(cfg.beta),
-                                     float(cfg.ucb_c), out.data_ptr(), _stream(self.device))
+                                     float(cfg.ucb_c), float(cfg.loss_weight), out.data_ptr(), _stream(self.device))
         return out
 
     # ------------------------------------------------------------------- host copies, persistence
@@ -281,9 +279,3 @@ class CudaScoreStore:
 def _as_count16(times: np.ndarray) -> np.ndarray:
     """The device's int32 selection counts as the host store's uint16, saturating as the CPU does."""
     return np.minimum(times.view(np.uint32), 0xFFFF).astype(np.uint16)
-
-
-def _refuse_loss_weight(cfg) -> None:
-    """The kernels score EMP as loss + beta * memory: another loss weight is CPU only for now."""
-    if cfg.score == _C.ScoreKind.EMP and cfg.loss_weight != 1.0:
-        raise ValueError("emp with loss_weight != 1 runs on the CPU store only for now (use device=None)")

@@ -71,7 +71,8 @@ def gpu_and_cpu_pruners(policy, **options):
 @pytest.mark.parametrize("policy,options", [
     ("full", {}), ("infobatch", {}), ("emp", {"beta": 1.5}), ("emp", {"mode": "topk", "epsilon": 0.2}),
     ("ucb", {"c": 0.5}), ("epsilon_greedy", {"epsilon": 0.3}), ("random", {}),
-    ("infobatch", {"exact_budget": True}), ("emp", {"beta": 1.5, "exact_budget": True})])
+    ("infobatch", {"exact_budget": True}), ("emp", {"beta": 1.5, "exact_budget": True}),
+    ("emp", {"loss_weight": 0.0, "exact_budget": True}), ("emp", {"loss_weight": 0.5, "beta": -1.0, "mode": "topk"})])
 def test_selections_match_cpu(policy, options):
     n, (cpu, dev) = gpu_and_cpu_pruners(policy, **options)
     for epoch in range(3):

@@ -85,7 +85,8 @@ def batches(n, steps, seed):
             torch.from_numpy(rng.standard_normal((64, 10)).astype(np.float32))
 
 
-@pytest.mark.parametrize("policy,options", [("emp", {"beta": 1.0}), ("ucb", {}), ("infobatch", {"exact_budget": True})])
+@pytest.mark.parametrize("policy,options", [("emp", {"beta": 1.0}), ("ucb", {}), ("infobatch", {"exact_budget": True}),
+                                            ("emp", {"loss_weight": 0.0})])
 def test_gpu_pruner_branches_match_the_cpu_pruner(kernels_on_cpu, tmp_path, policy, options):
     n = 2000
     cpu = Pruner(n, policy=policy, prune_ratio=0.6, epochs=4, seed=3, **options)
@@ -178,8 +179,7 @@ def test_update_batches_reach_the_kernel_sorted_by_id_in_call_order():
 
 @pytest.mark.parametrize("policy,options,match", [
     ("sweep", {}, "'sweep' runs on the CPU store only"), ("seta", {}, "'seta' runs on the CPU store only"),
-    ("infobatch", {"max_gap": 2}, "max_gap runs on the CPU store only"),
-    ("emp", {"loss_weight": 0.0}, r"loss_weight != 1 runs on the CPU store only")])
+    ("infobatch", {"max_gap": 2}, "max_gap runs on the CPU store only")])
 def test_cpu_only_rules_are_refused_by_the_gpu_store_before_any_kernel(policy, options, match):
     from emp_data.policies import make_policy
 
@@ -190,9 +190,6 @@ def test_cpu_only_rules_are_refused_by_the_gpu_store_before_any_kernel(policy, o
     cfg = make_policy(policy, **options).config(0.5)
     with pytest.raises(ValueError, match=match):
         emp_cuda.CudaScoreStore.select(NoKernels(), cfg, 0, 0, True)
-    if policy == "emp":
-        with pytest.raises(ValueError, match=match):
-            emp_cuda.CudaScoreStore.scores(NoKernels(), cfg)
 
 
 def test_gpu_selection_counts_reach_the_host_store_as_saturating_uint16(kernels_on_cpu):

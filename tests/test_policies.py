@@ -20,7 +20,7 @@ def scored_pruner(policy, prune_ratio=0.7, seed=0, n=N, memory=True, **options):
 @pytest.mark.parametrize("policy", ["infobatch", "emp"])
 def test_soft_kept_fraction_within_binomial_bounds(policy):
     r = 0.7
-    pruner, loss, mem = scored_pruner(policy, r, beta=0.5) if policy == "emp" else scored_pruner(policy, r)
+    pruner, loss, mem = scored_pruner(policy, r, beta=0.5, loss_weight=1.0) if policy == "emp" else scored_pruner(policy, r)
     score = loss + 0.5 * mem if policy == "emp" else loss
     ids, weights = pruner.select(0)
     hard = score >= score.astype(np.float64).mean()
@@ -67,25 +67,28 @@ def test_exact_budget_hits_k_and_reports_overflow():
 
 
 def test_emp_beta_zero_reproduces_infobatch_and_loss_topk():
-    a, _, _ = scored_pruner("emp", 0.7, beta=0.0)
+    a, _, _ = scored_pruner("emp", 0.7, beta=0.0, loss_weight=1.0)
     b, _, _ = scored_pruner("infobatch", 0.7)
     for epoch in range(3):
         ia, wa = a.select(epoch)
         ib, wb = b.select(epoch)
         assert np.array_equal(ia, ib) and np.array_equal(wa, wb)
-    topk, loss, _ = scored_pruner("emp", 0.7, beta=0.0, mode="topk")
+    topk, loss, _ = scored_pruner("emp", 0.7, beta=0.0, loss_weight=1.0, mode="topk")
     ids, weights = topk.select(0)
     k = round(0.3 * N)
     assert np.array_equal(np.sort(ids), np.sort(np.argsort(-loss, kind="stable")[:k])) and (weights == 1).all()
 
 
 def test_emp_memory_term_changes_selection():
-    pruner, loss, mem = scored_pruner("emp", 0.7, beta=2.0, mode="topk")
+    pruner, loss, mem = scored_pruner("emp", 0.7, beta=2.0, loss_weight=1.0, mode="topk")
     ids, _ = pruner.select(0)
     k = round(0.3 * N)
     expected = np.argsort(-(loss + np.float32(2.0) * mem), kind="stable")[:k]
     assert len(np.intersect1d(ids, expected)) >= k - 2  # float rounding at the boundary only
     assert len(np.intersect1d(ids, np.argsort(-loss)[:k])) < 0.9 * k
+    # The default (loss_weight=0): the memory term alone.
+    default, loss, mem = scored_pruner("emp", 0.7, mode="topk")
+    assert set(default.select(0)[0].tolist()) == set(np.argsort(-mem, kind="stable")[:k].tolist())
 
 
 def test_random_keeps_exact_budget_uniformly():

@@ -122,7 +122,7 @@ def test_cuda_matches_cpu():
 def test_feeds_pruner_memory_term():
     """The SSL path through the same store: EMP's score is loss + beta * contrastive entropy."""
     g = torch.Generator().manual_seed(5)
-    pruner = Pruner(100, policy="emp", prune_ratio=0.5, epochs=4, beta=2.0, seed=0)
+    pruner = Pruner(100, policy="emp", prune_ratio=0.5, epochs=4, beta=2.0, loss_weight=1.0, seed=0)
     ids, _ = pruner.select(0)
     batch = torch.from_numpy(ids[:20])
     z1 = torch.randn(20, 8, generator=g, requires_grad=True)

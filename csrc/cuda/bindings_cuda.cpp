@@ -27,11 +27,12 @@ py::dict summary_dict(const SelectSummary& s) {
   return d;
 }
 
-ScoreParams score_params(int kind, float beta, float c) {
+ScoreParams score_params(int kind, float beta, float c, float loss_weight) {
   ScoreParams p;
   p.kind = kind;
   p.beta = beta;
   p.c = c;
+  p.loss_weight = loss_weight;
   return p;
 }
 }  // namespace
@@ -53,9 +54,9 @@ PYBIND11_MODULE(_C_cuda, m) {
                              uintptr_t stream) {
     gather_weights(ptr<const float>(weight), n, ptr<const int64_t>(ids), count, ptr<float>(out), stream);
   });
-  m.def("compute_scores", [](uintptr_t stats, int64_t n, int kind, float beta, float c, uintptr_t out,
+  m.def("compute_scores", [](uintptr_t stats, int64_t n, int kind, float beta, float c, float loss_weight, uintptr_t out,
                              uintptr_t stream) {
-    compute_scores(ptr<const float>(stats), n, score_params(kind, beta, c), ptr<float>(out), stream);
+    compute_scores(ptr<const float>(stats), n, score_params(kind, beta, c, loss_weight), ptr<float>(out), stream);
   });
   m.def("select_full", [](uintptr_t weight, int64_t n, uintptr_t stream) {
     return summary_dict(select_full(ptr<float>(weight), n, stream));
@@ -63,12 +64,12 @@ PYBIND11_MODULE(_C_cuda, m) {
   // The two soft rules share one signature; the GIL is released while the kernels run.
   using SoftRule = SelectSummary (*)(const float*, int64_t, ScoreParams, double, uint64_t, uint64_t, float*, uintptr_t);
   auto bind_soft = [&m](const char* name, SoftRule rule) {
-    m.def(name, [rule](uintptr_t stats, int64_t n, int kind, float beta, float c, double prune_ratio, uint64_t seed,
+    m.def(name, [rule](uintptr_t stats, int64_t n, int kind, float beta, float c, float loss_weight, double prune_ratio, uint64_t seed,
                        uint64_t epoch, uintptr_t weight, uintptr_t stream) {
       SelectSummary s;
       {
         py::gil_scoped_release release;
-        s = rule(ptr<const float>(stats), n, score_params(kind, beta, c), prune_ratio, seed, epoch, ptr<float>(weight),
+        s = rule(ptr<const float>(stats), n, score_params(kind, beta, c, loss_weight), prune_ratio, seed, epoch, ptr<float>(weight),
                  stream);
       }
       return summary_dict(s);
@@ -76,23 +77,23 @@ PYBIND11_MODULE(_C_cuda, m) {
   };
   bind_soft("select_soft", &select_soft);
   bind_soft("select_soft_exact", &select_soft_exact);
-  m.def("select_weighted", [](uintptr_t stats, int64_t n, int kind, float beta, float c, double prune_ratio,
+  m.def("select_weighted", [](uintptr_t stats, int64_t n, int kind, float beta, float c, float loss_weight, double prune_ratio,
                               double alpha, bool normalize, uint64_t seed, uint64_t epoch, uintptr_t weight,
                               uintptr_t stream) {
     SelectSummary s;
     {
       py::gil_scoped_release release;
-      s = select_weighted(ptr<const float>(stats), n, score_params(kind, beta, c), prune_ratio, alpha, normalize, seed,
+      s = select_weighted(ptr<const float>(stats), n, score_params(kind, beta, c, loss_weight), prune_ratio, alpha, normalize, seed,
                           epoch, ptr<float>(weight), stream);
     }
     return summary_dict(s);
   });
-  m.def("select_topk", [](uintptr_t stats, int64_t n, int kind, float beta, float c, double prune_ratio,
+  m.def("select_topk", [](uintptr_t stats, int64_t n, int kind, float beta, float c, float loss_weight, double prune_ratio,
                           double explore, uint64_t seed, uint64_t epoch, uintptr_t weight, uintptr_t stream) {
     SelectSummary s;
     {
       py::gil_scoped_release release;
-      s = select_topk(ptr<const float>(stats), n, score_params(kind, beta, c), prune_ratio, explore, seed, epoch,
+      s = select_topk(ptr<const float>(stats), n, score_params(kind, beta, c, loss_weight), prune_ratio, explore, seed, epoch,
                       ptr<float>(weight), stream);
     }
     return summary_dict(s);

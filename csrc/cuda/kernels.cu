@@ -89,8 +89,10 @@ __device__ inline float score_of(const float* stats, int64_t i, ScoreParams p) {
   const float4 r = reinterpret_cast<const float4*>(stats)[i];
   const float loss = r.x, memory = r.y, mean = r.z, var = r.w;
   switch (p.kind) {
-    case kEmp:
-      return isnan(memory) ? loss : __fadd_rn(loss, __fmul_rn(p.beta, memory));
+    case kEmp: {
+      const float weighted = __fmul_rn(p.loss_weight, loss);  // the CPU's arithmetic: exact for 1
+      return isnan(memory) ? weighted : __fadd_rn(weighted, __fmul_rn(p.beta, memory));
+    }
     case kMean:
       return mean;
     case kUcb:

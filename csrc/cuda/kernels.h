@@ -17,8 +17,9 @@ enum ScoreKindId : int { kLoss = 0, kEmp = 1, kMean = 2, kUcb = 3 };
 
 struct ScoreParams {
   int kind = kLoss;
-  float beta = 0.0f;  // Emp
-  float c = 1.0f;     // Ucb
+  float beta = 0.0f;         // Emp
+  float loss_weight = 1.0f;  // Emp: the loss's weight (0: the memory term alone)
+  float c = 1.0f;            // Ucb
 };
 
 // Fills loss, memory and loss_mean with NaN, loss_var with 0 (as the CPU), times with 0, weight with 1.
