@@ -29,7 +29,7 @@ import torch.nn.functional as F
 import webdataset as wds
 
 from emp_data import Pruner
-from emp_data.quality_ssl import augment, linear_probe, make_encoder, make_projection
+from emp_data.demo.ssl import augment, linear_probe, make_encoder, make_projection
 from emp_data.scores import contrastive_scores
 from emp_data.webdataset import PrunedIterableDataset, build_index
 
@@ -97,7 +97,6 @@ def main(argv=None):
     ap.add_argument("--per-shard", type=int, default=2000)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--prune-ratio", type=float, default=0.7)
-    ap.add_argument("--beta", type=float, default=2.0)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--ssl", action="store_true", help="contrastive pretraining (labels only for the final probe)")
@@ -113,7 +112,7 @@ def main(argv=None):
         print(f"{len(urls)} shards, {index.num_samples} samples; index built in {time.perf_counter() - t0:.2f} s")
 
         pruner = Pruner(index.num_samples, policy="emp", prune_ratio=args.prune_ratio, epochs=args.epochs,
-                        beta=args.beta, seed=0, store_path=os.path.join(folder, "scores.emp"), overwrite=True)
+                        seed=0, store_path=os.path.join(folder, "scores.emp"), overwrite=True)
         stream = PrunedIterableDataset(urls, pruner, index=os.path.join(folder, "index.empidx"))
         pipeline = wds.DataPipeline(stream, wds.decode(), wds.to_tuple("__id__", "npy", "cls"))
         loader = torch.utils.data.DataLoader(pipeline, batch_size=args.batch_size, num_workers=args.workers)

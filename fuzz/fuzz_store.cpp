@@ -36,6 +36,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t raw_size) {
     emp::update(store, ids, loss, nullptr, 2, 0.8f, false);
     std::vector<float> w(n < 64 ? n : 64);
     store.read_weights(0, w.size(), w.data(), 1.0);
+    // The counts (a version 1 file is converted into them): the last of each array must be readable.
+    volatile unsigned counts = store.times_selected()[n - 1] + store.idle()[n - 1];
+    (void)counts;
     (void)store.stamped_epoch(1.0);
   } catch (const std::exception&) {
   }

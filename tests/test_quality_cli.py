@@ -89,6 +89,9 @@ def test_tuning_uses_the_validation_split_and_emp_gap_takes_emps_beta():
     assert mem_only.options == {"exact_budget": True, "beta": 1.0, "loss_weight": 0.0}
     neg = make_config(ARM["emp-mi"], 0.7, 0, 3, tuned={"beta": -arms.MEMORY_ONLY})
     assert neg.options == {"exact_budget": True, "memory": "mi", "beta": -1.0, "loss_weight": 0.0}
+    paper = make_config(ARM["emp"], 0.7, 0, 3, tuned={"beta": 8.0})       # the paper's form: loss + beta * memory
+    assert paper.options == {"exact_budget": True, "beta": 8.0, "loss_weight": 1.0}
+    assert make_config(ARM["emp-default"], 0.7, 0, 3).options == {"exact_budget": True}
 
 
 def test_validation_split_is_the_tail_of_the_training_set_and_never_the_test_set():

@@ -303,22 +303,6 @@ def test_no_index_stream_resumes_in_a_new_process(shards, tmp_path):
     assert len(set(ids)) == len(ids) and len(ids) == round(0.6 * SHARDS * PER_SHARD)
 
 
-@pytest.mark.parametrize("mode", [[], ["--ssl"]], ids=["supervised", "ssl"])
-def test_pretrain_example_runs_end_to_end(tmp_path, capsys, mode):
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(__file__), "..", "examples", "pretrain_webdataset.py")
-    spec = importlib.util.spec_from_file_location("pretrain_webdataset", path)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
-    example.main(["--samples", "1200", "--per-shard", "400", "--epochs", "2", "--workers", "2",
-                  "--dir", str(tmp_path)] + mode)
-    out = capsys.readouterr().out
-    assert "3 shards, 1200 samples" in out and "epoch 1: kept" in out and "effective pruning" in out
-    assert ("linear probe on frozen features" in out) == bool(mode)
-
-
-
 def test_duplicate_key_count_compares_keys_not_just_hashes():
     from emp_data.shard_index import _count_duplicate_keys
 

@@ -35,9 +35,11 @@ class Arm:
 
 
 def beta_options(beta: float) -> dict:
+    """EMP's options for a grid value: the paper's form, loss + beta * memory, or (beta = +-inf) the
+    memory term alone with that sign."""
     if math.isinf(beta):
         return {"beta": math.copysign(1.0, beta), "loss_weight": 0.0}
-    return {"beta": float(beta)}
+    return {"beta": float(beta), "loss_weight": 1.0}
 
 
 def beta_name(beta: float) -> str:
@@ -62,11 +64,12 @@ SUPERVISED = (
     Arm("ucb", "ucb"),
     Arm("seta", "seta", EXACT),
     Arm("infobatch+gap", "infobatch", EXACT, tune="gap", grid=GAP_FACTORS),
+    Arm("emp-default", "emp", EXACT),       # the library's defaults (memory term alone), nothing tuned
     Arm("emp", "emp", EXACT, tune="beta", grid=BETAS),
     Arm("emp+gap", "emp", EXACT, tune="gap", grid=GAP_FACTORS, beta_from="emp"),
     Arm("emp-mi", "emp", dict(EXACT, memory="mi"), tune="beta", grid=SIGNED_BETAS),
 )
-QUICK = ("full", "full-short", "random", "sweep", "infobatch", "seta", "emp")
+QUICK = ("full", "full-short", "random", "sweep", "infobatch", "seta", "emp-default", "emp")
 
 
 def select_arms(arms, labels=None):

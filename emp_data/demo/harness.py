@@ -27,6 +27,7 @@ class RunConfig:
     validation: bool = False    # train on the training split minus a validation part, score on it
     batch_size: int = 128
     lr: float = 3e-3
+    schedule: str = "step"      # cosine over the run's optimizer steps, or "epoch": stepped once an epoch
     tuned: dict = field(default_factory=dict)   # the validation choices behind `options`, for the report
 
 
@@ -63,8 +64,9 @@ def make_config(arm: Arm, ratio: float, seed: int, epochs: int, validation: bool
 
 def pruned_training(cfg: RunConfig, num_samples: int, params, step, train_mode, min_batch: int = 1):
     """Adam over cfg.epochs with a cosine learning rate over the run's optimizer steps (planned in
-    advance: every arm has a fixed budget), a Pruner for cfg.policy; step(batch_ids, pruner) returns
-    the loss to backpropagate. Returns (pruner, sample passes trained)."""
+    advance: every arm has a fixed budget; cfg.schedule="epoch" steps it once an epoch instead, the
+    usual epoch-based use), a Pruner for cfg.policy; step(batch_ids, pruner) returns the loss to
+    backpropagate. Returns (pruner, sample passes trained)."""
     import torch
 
     from ..pruner import Pruner
@@ -73,7 +75,9 @@ def pruned_training(cfg: RunConfig, num_samples: int, params, step, train_mode, 
     pruner = Pruner(num_samples, policy=cfg.policy, prune_ratio=ratio, epochs=cfg.epochs, anneal=ANNEAL,
                     seed=cfg.seed, **cfg.options)
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, pruner.planned_steps(cfg.batch_size)))
+    per_step = cfg.schedule == "step"
+    total = pruner.planned_steps(cfg.batch_size) if per_step else cfg.epochs
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total))
     passes = 0
     for epoch in range(cfg.epochs):
         ids, _ = pruner.select(epoch)
@@ -86,6 +90,9 @@ def pruned_training(cfg: RunConfig, num_samples: int, params, step, train_mode, 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if per_step:
+                sched.step()
+        if not per_step:
             sched.step()
     return pruner, passes
 

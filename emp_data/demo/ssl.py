@@ -34,10 +34,11 @@ ARMS = (
     Arm("sweep", "sweep"),
     Arm("infobatch", "infobatch", EXACT),
     Arm("seta", "seta", EXACT),
+    Arm("emp-default", "emp", EXACT),       # the library's defaults (memory term alone), nothing tuned
     Arm("emp", "emp", EXACT, tune="beta", grid=BETAS),
     Arm("emp-mi", "emp", dict(EXACT, memory="mi"), tune="beta", grid=SIGNED_BETAS),
 )
-QUICK = ("full", "full-short", "random", "sweep", "infobatch", "emp")
+QUICK = ("full", "full-short", "random", "sweep", "infobatch", "emp-default", "emp")
 
 
 def make_encoder(length: int):

@@ -54,24 +54,26 @@ def train_once(cfg, task=None) -> RunResult:
 
 
 def benchmark(task_name: str, *, epochs: int, seeds: int, ratios=RATIOS, workers: int, out_dir: str,
-              arm_labels=None, sweep_ratios=SWEEP_RATIOS, tuned=None, log=print, suffix: str = "") -> str:
+              arm_labels=None, sweep_ratios=SWEEP_RATIOS, tuned=None, log=print, suffix: str = "",
+              schedule: str = "step") -> str:
     t0 = time.perf_counter()
     task = load_task(task_name)
     arms = arms_mod.select_arms(arms_mod.SUPERVISED, arm_labels)
     log(f"[{task_name}] {len(task.x)} train / {len(task.x_test)} test samples, model {task.model}, {epochs} epochs, "
         f"{seeds} seeds, ratios {list(ratios)}, {workers} workers, arms {[a.label for a in arms]}")
     tuned = tune(task, arms, dict(tuned or {}), epochs=epochs, ratios=sweep_ratios, workers=workers, fn=train_once,
-                 label=task_name, log=log)
+                 label=task_name, log=log, schedule=schedule)
     configs = []
     for arm in arms:
         for r in ([0.0] if arm.label == "full" else ratios):
             for s in range(seeds):
-                configs.append(make_config(arm, r, s, epochs, tuned=tuned.get(arm.label)))
+                configs.append(make_config(arm, r, s, epochs, tuned=tuned.get(arm.label), schedule=schedule))
     results = run_all(task, configs, workers, train_once, task_name)
     summary = summarise(results)
     noisy = "flipped" if task.flipped is not None else None
-    table = format_table(f"{task_name}, {epochs} epochs, equal budget", summary, list(ratios), arms, tuned,
-                         noisy=noisy)
+    table = format_table(f"{task_name}, {epochs} epochs, equal budget"
+                         + (", learning rate stepped per epoch" if schedule == "epoch" else ""),
+                         summary, list(ratios), arms, tuned, noisy=noisy)
     png = os.path.join(out_dir, f"quality_{task_name}{suffix}.png")
     plot(png, task_name, summary, list(ratios), results, arms, tuned)
     log(table)
@@ -91,6 +93,8 @@ def benchmark_arguments(description: str, quick_help: str, ratios) -> argparse.A
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default="benchmarks/out")
     ap.add_argument("--arms", nargs="*", default=None, help="a subset of the table's rows")
+    ap.add_argument("--schedule", choices=("step", "epoch"), default="step",
+                    help="cosine learning rate over each run's optimizer steps (default), or stepped once an epoch")
     return ap
 
 
@@ -104,7 +108,8 @@ def main(argv=None):
     for name in tasks:
         benchmark(name, epochs=epochs, seeds=args.seeds, ratios=args.ratios, workers=args.workers, out_dir=args.out,
                   arm_labels=labels, sweep_ratios=(0.9,) if args.quick else SWEEP_RATIOS,
-                  suffix="_quick" if args.quick else "")
+                  suffix=("_quick" if args.quick else "") + ("_epoch_schedule" if args.schedule == "epoch" else ""),
+                  schedule=args.schedule)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,33 @@
+"""The examples run end to end as a user runs them (small sizes, DataLoader workers included)."""
+import importlib.util
+import os
+
+import pytest
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("mode", [[], ["--ssl"]], ids=["supervised", "ssl"])
+def test_pretrain_example_runs_end_to_end(tmp_path, capsys, mode):
+    load("pretrain_webdataset").main(["--samples", "1200", "--per-shard", "400", "--epochs", "2", "--workers", "2",
+                                      "--dir", str(tmp_path)] + mode)
+    out = capsys.readouterr().out
+    assert "3 shards, 1200 samples" in out and "epoch 1: kept" in out and "effective pruning" in out
+    assert ("linear probe on frozen features" in out) == bool(mode)
+
+
+def test_clip_example_trains_both_encoders_through_the_pruned_stream(tmp_path, capsys):
+    pytest.importorskip("mnist1d")
+    load("pretrain_clip_webdataset").main(["--samples", "1200", "--per-shard", "400", "--epochs", "2",
+                                           "--workers", "2", "--dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "3 shards, 1200 pairs" in out and "epoch 0: kept 1.00" in out and "epoch 1: kept" in out
+    assert "samples/s" in out and "of trained passes on mismatched pairs" in out and "zero-shot accuracy" in out
+    assert len([f for f in os.listdir(tmp_path) if f.startswith("pairs-")]) == 3
