@@ -4,7 +4,7 @@
     python benchmarks/sampling_throughput.py --large    # adds N = 1e8
     python benchmarks/sampling_throughput.py --device cuda   # GPU kernels (EMP_DATA_CUDA=1 build), N = 1e7 and 1e8
 
-Baselines: the InfoBatch reference `prune()` (its numpy/list code, written out below), the same
+Baselines: the InfoBatch and SeTa reference `prune()`s (their own code, written out below), the same
 rules vectorised in numpy (np.argpartition for top-k, exponential keys for weighted), and
 torch.multinomial(replacement=False). Times are the median of --repeat runs after one untimed
 warm-up call (the InfoBatch reference and torch.multinomial run once: they take seconds). Prints a markdown table with ratios (baseline / ours).
@@ -71,6 +71,30 @@ def numpy_topk(scores, k, rng):
 def numpy_weighted(w, k, rng):
     keys = np.log(rng.random(len(w))) / w
     return rng.permutation(np.argpartition(-keys, k - 1)[:k])
+
+
+def seta_reference(scores, keep_ratio, iteration, num_group=10, window_scale=0.5):
+    """SeTa's own prune() (github.com/mrazhou/SeTa, seta.py): torch.randperm subset, sklearn KMeans
+    of the subset's scores, a Python loop grouping them, the sliding window."""
+    from sklearn.cluster import KMeans
+
+    scores = torch.from_numpy(scores)
+    num = int(len(scores) * keep_ratio)
+    picked = torch.randperm(len(scores))[:num]
+    sub, indices = scores[picked], torch.arange(len(scores))[picked]
+    labels = KMeans(n_clusters=num_group, random_state=0).fit(sub.unsqueeze(1)).labels_
+    grouped_scores = [[] for _ in range(num_group)]
+    grouped_indices = [[] for _ in range(num_group)]
+    for score, index, label in zip(sub, indices, labels):
+        grouped_scores[label].append(score)
+        grouped_indices[label].append(index)
+    centres = [np.mean(g) for g in grouped_scores]
+    groups = [g for _, g in sorted(zip(centres, grouped_indices), key=lambda t: t[0])]
+    window = round(num_group * window_scale)
+    start = iteration % (num_group - window + 1)
+    kept = [i for g in groups[start:start + window] for i in g]
+    np.random.shuffle(kept)
+    return np.array(kept)
 
 
 def numpy_update(loss, mean, var, ids, values, decay=0.8):
@@ -188,6 +212,35 @@ def run(n, repeat, rows, skip_reference):
             tb = timeit(lambda: numpy_infobatch(scores, KEEP, rng, w_out), repeat)
             base = f"numpy {fmt_time(tb)}"
         rows.append((n, label, fmt_time(t), f"{p.kept_count() / n:.2f} kept", base, f"{tb / t:.1f}x"))
+
+    # RS2 sweep: the next k of a seeded permutation; numpy draws one permutation per pass of ceil(N/k)
+    # epochs and slices it, so its cost per epoch is a permutation over the pass's epochs.
+    p = Pruner(n, policy="sweep", prune_ratio=PRUNE_RATIO, store=pruner.store)
+    t = timeit(selecting(p), repeat)
+    per_pass = -(-n // k)
+    tb = timeit(lambda: rng.permutation(n)[:k], repeat) / per_pass
+    rows.append((n, "select sweep", fmt_time(t), f"{p.kept_count() / n:.2f} kept",
+                 f"numpy permutation / {per_pass} epochs {fmt_time(tb)}", f"{tb / t:.1f}x"))
+
+    # SeTa: against its reference prune() (sklearn KMeans and a Python loop over the subset), run once.
+    p = Pruner(n, policy="seta", prune_ratio=PRUNE_RATIO, store=pruner.store)
+    t = timeit(selecting(p), repeat)
+    if skip_reference:
+        ref_cell, ref_ratio = "skipped", "-"
+    else:
+        t_ref = timeit(lambda: seta_reference(loss, KEEP, 1), 1, warmup=False)
+        ref_cell, ref_ratio = f"SeTa ref {fmt_time(t_ref)}", f"{t_ref / t:.0f}x"
+    rows.append((n, "select seta", fmt_time(t), f"{p.kept_count() / n:.2f} kept", ref_cell, ref_ratio))
+
+    # max_gap: what forcing idle samples in costs an exact-budget soft rule (the same rule without it
+    # as the baseline); idle counts come from the epochs the timing itself selects.
+    plain = Pruner(n, policy="infobatch", prune_ratio=PRUNE_RATIO, store=pruner.store, exact_budget=True)
+    gapped = Pruner(n, policy="infobatch", prune_ratio=PRUNE_RATIO, store=pruner.store, exact_budget=True, max_gap=4)
+    t_plain = timeit(selecting(plain), repeat)
+    t_gap = timeit(selecting(gapped), repeat)
+    rows.append((n, "select infobatch exact, max_gap=4", fmt_time(t_gap),
+                 f"{gapped.stats()['forced'] / n:.2f} forced", f"without max_gap {fmt_time(t_plain)}",
+                 f"{t_plain / t_gap:.1f}x"))
 
     # top-k before any score is known (epoch 0): every rank key ties in its top 32 bits, the hard
     # case for the radix selection (more histogram passes before the boundary bin is small)

@@ -164,3 +164,20 @@ def test_untrained_probe_is_a_floor_below_pretraining_runs():
 
     accuracies = untrained_probe(tiny_task(), seeds=2)
     assert len(accuracies) == 2 and all(0.25 < a <= 1.0 for a in accuracies)
+
+
+def test_the_plot_and_the_saved_results_are_written(tmp_path):
+    import pickle
+
+    from emp_data.demo.report import plot, save_results
+
+    task = tiny_task()
+    chosen = [ARM[label] for label in ("full", "full-short", "random", "emp-default")]
+    results = run_all(task, [make_config(a, r, 0, 2, batch_size=64) for a in chosen for r in ([0.0] if a.label == "full"
+                                                                                              else (0.5, 0.9))],
+                      1, train_once, "tiny")
+    plot(str(tmp_path / "q.png"), "tiny", summarise(results), [0.5, 0.9], results, chosen, {})
+    save_results(str(tmp_path / "q.pkl"), results, {})
+    assert (tmp_path / "q.png").stat().st_size > 10_000
+    saved = pickle.loads((tmp_path / "q.pkl").read_bytes())
+    assert len(saved["results"]) == len(results) and saved["results"][0].accuracy == results[0].accuracy

@@ -24,7 +24,7 @@ import numpy as np
 from . import arms as arms_mod
 from .arms import BETAS, EXACT, Arm
 from .harness import RunResult, current_task, make_config, pruned_training, run_all, tune
-from .report import best_rows, format_table, plot, summarise
+from .report import best_rows, format_table, plot, save_results, summarise
 from .supervised import benchmark_arguments
 from .tasks import VALIDATION_SHARE
 
@@ -211,6 +211,7 @@ def benchmark(*, epochs: int, seeds: int, ratios=RATIOS, workers: int, out_dir: 
     png = os.path.join(out_dir, "quality_clip_mnist1d.png")
     plot(png, "CLIP on MNIST-1D pairs", summarise(results, "recall@1"), list(ratios), results, arms, tuned,
          metric="recall@1")
+    save_results(png[:-4] + ".pkl", results, tuned)
     for table in tables:
         log(table)
     log(f"[{label}] plot: {png}; {len(results)} runs in {time.perf_counter() - t0:.0f} s")

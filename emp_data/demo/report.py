@@ -81,6 +81,15 @@ def best_rows(summary: dict, ratios, arms, baselines=("full-short", "sweep", "ra
     return out
 
 
+def save_results(path: str, results, tuned: dict) -> None:
+    """Every run's config and outcome (pickle), so tables and plots can be made again without training."""
+    import pickle
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump({"results": results, "tuned": tuned}, f)
+
+
 def plot(path: str, title: str, summary: dict, ratios, results, arms, tuned: dict, metric: str = "test accuracy"):
     """Left: accuracy against the share of full's sample passes actually trained (one line per arm
     through its ratios). Right: how often each sample was trained, at the highest ratio (seed 0)."""
@@ -91,8 +100,10 @@ def plot(path: str, title: str, summary: dict, ratios, results, arms, tuned: dic
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     hist_ratio = max(ratios)
-    for arm in arms:
+    palette = plt.get_cmap("tab20")
+    for n, arm in enumerate(arms):
         name = arm_name(arm.label, tuned.get(arm.label, {}))
+        style = {"color": palette(n % 20), "ls": "-" if n < 10 else "--"}   # one colour per arm, both panels
         if arm.label == "full":
             s = summary.get(("full", 0.0))
             if s:
@@ -102,12 +113,12 @@ def plot(path: str, title: str, summary: dict, ratios, results, arms, tuned: dic
         pts = [summary[(arm.label, r)] for r in ratios if (arm.label, r) in summary]
         if pts:
             ax1.errorbar([p["passes"] for p in pts], [100 * p["mean"] for p in pts],
-                         yerr=[100 * p["std"] for p in pts], marker="o", capsize=3, label=name)
+                         yerr=[100 * p["std"] for p in pts], marker="o", capsize=3, label=name, **style)
         runs = [r for r in results if r.config.arm == arm.label and r.config.prune_ratio == hist_ratio
                 and r.config.seed == 0 and r.times_selected is not None]
         if runs and arm.label != "full-short":
             counts = np.bincount(runs[0].times_selected)
-            ax2.step(np.arange(len(counts)), counts, where="mid", label=name)
+            ax2.step(np.arange(len(counts)), counts, where="mid", label=name, **style)
     ax1.set_xlabel("sample passes trained / full's sample passes")
     ax1.set_ylabel(f"{metric} (%)")
     ax1.set_title(f"{title}: {metric} vs passes (ratios {', '.join(map(str, ratios))})")

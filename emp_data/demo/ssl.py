@@ -18,7 +18,7 @@ import numpy as np
 from . import arms as arms_mod
 from .arms import BETAS, EXACT, SIGNED_BETAS, Arm
 from .harness import RunResult, current_task, make_config, pruned_training, run_all, tune
-from .report import best_rows, format_table, plot, summarise
+from .report import best_rows, format_table, plot, save_results, summarise
 from .supervised import benchmark_arguments
 from .tasks import load_task
 
@@ -160,6 +160,7 @@ def benchmark(*, epochs: int, seeds: int, ratios=RATIOS, workers: int, out_dir: 
                          metric="linear-probe test accuracy")
     png = os.path.join(out_dir, "quality_ssl_mnist1d.png")
     plot(png, "SimCLR on MNIST-1D", summary, list(ratios), results, arms, tuned, metric="linear-probe accuracy")
+    save_results(png[:-4] + ".pkl", results, tuned)
     log(table)
     for line in best_rows(summary, list(ratios), arms):
         log(f"[{label}] {line}")

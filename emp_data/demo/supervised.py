@@ -20,7 +20,7 @@ import numpy as np
 
 from . import arms as arms_mod
 from .harness import RunResult, current_task, make_config, pruned_training, run_all, tune
-from .report import best_rows, format_table, plot, summarise
+from .report import best_rows, format_table, plot, save_results, summarise
 from .tasks import TASKS, load_task, make_model
 
 RATIOS = (0.5, 0.7, 0.9)
@@ -76,6 +76,7 @@ def benchmark(task_name: str, *, epochs: int, seeds: int, ratios=RATIOS, workers
                          summary, list(ratios), arms, tuned, noisy=noisy)
     png = os.path.join(out_dir, f"quality_{task_name}{suffix}.png")
     plot(png, task_name, summary, list(ratios), results, arms, tuned)
+    save_results(png[:-4] + ".pkl", results, tuned)
     log(table)
     for line in best_rows(summary, list(ratios), arms):
         log(f"[{task_name}] {line}")
