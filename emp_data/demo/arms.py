@@ -54,20 +54,28 @@ def max_gap(factor: int, ratio: float) -> int:
 
 
 EXACT = {"exact_budget": True}
-SUPERVISED = (
+# The cheap ways to spend the same compute, which every table holds.
+BASELINES = (
     Arm("full", "full"),
     Arm("full-short", "full", full_short=True),
     Arm("random", "random"),
     Arm("sweep", "sweep"),
-    Arm("infobatch", "infobatch", EXACT),
+)
+INFOBATCH = Arm("infobatch", "infobatch", EXACT)
+SETA = Arm("seta", "seta", EXACT)
+EMP_DEFAULT = Arm("emp-default", "emp", EXACT)     # the library's defaults (memory term alone), nothing tuned
+EMP = Arm("emp", "emp", EXACT, tune="beta", grid=BETAS)
+EMP_MI = Arm("emp-mi", "emp", dict(EXACT, memory="mi"), tune="beta", grid=SIGNED_BETAS)
+SUPERVISED = BASELINES + (
+    INFOBATCH,
     Arm("epsilon_greedy", "epsilon_greedy"),
     Arm("ucb", "ucb"),
-    Arm("seta", "seta", EXACT),
+    SETA,
     Arm("infobatch+gap", "infobatch", EXACT, tune="gap", grid=GAP_FACTORS),
-    Arm("emp-default", "emp", EXACT),       # the library's defaults (memory term alone), nothing tuned
-    Arm("emp", "emp", EXACT, tune="beta", grid=BETAS),
+    EMP_DEFAULT,
+    EMP,
     Arm("emp+gap", "emp", EXACT, tune="gap", grid=GAP_FACTORS, beta_from="emp"),
-    Arm("emp-mi", "emp", dict(EXACT, memory="mi"), tune="beta", grid=SIGNED_BETAS),
+    EMP_MI,
 )
 QUICK = ("full", "full-short", "random", "sweep", "infobatch", "seta", "emp-default", "emp")
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import arms as arms_mod
-from .arms import BETAS, EXACT, Arm
 from .harness import RunResult, current_task, make_config, pruned_training, run_all, tune
 from .report import best_rows, format_table, plot, save_results, summarise
 from .supervised import benchmark_arguments
@@ -34,15 +33,7 @@ DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 BUCKETS = 512          # hashed vocabulary of the text encoder
 EMBED = 32             # joint embedding width
 TRAINING = {"batch_size": 256, "lr": 2e-3}
-ARMS = (
-    Arm("full", "full"),
-    Arm("full-short", "full", full_short=True),
-    Arm("random", "random"),
-    Arm("sweep", "sweep"),
-    Arm("infobatch", "infobatch", EXACT),
-    Arm("emp-default", "emp", EXACT),       # the library's defaults (memory term alone), nothing tuned
-    Arm("emp", "emp", EXACT, tune="beta", grid=BETAS),
-)
+ARMS = arms_mod.BASELINES + (arms_mod.INFOBATCH, arms_mod.EMP_DEFAULT, arms_mod.EMP)
 
 
 def word_ids(text: str) -> list[int]:

@@ -4,6 +4,7 @@ actually trained, and the times-selected histogram (the EMP paper's Fig. 1)."""
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -79,6 +80,21 @@ def best_rows(summary: dict, ratios, arms, baselines=("full-short", "sweep", "ra
                      f"{100 * cells[b]['mean']:.2f}% ({diff:+.2f} points)")
         out.append(line)
     return out
+
+
+def publish(results, *, label: str, title: str, plot_title: str, png: str, ratios, arms, tuned: dict, log, t0: float,
+            metric: str = "test accuracy", plot_metric: str | None = None, noisy: str | None = None) -> str:
+    """The end of a benchmark: the table logged, the best-rule lines, the plot and the pickled
+    results written; returns the table."""
+    summary = summarise(results)
+    table = format_table(title, summary, ratios, arms, tuned, metric=metric, noisy=noisy)
+    plot(png, plot_title, summary, ratios, results, arms, tuned, metric=plot_metric or metric)
+    save_results(png[:-4] + ".pkl", results, tuned)
+    log(table)
+    for line in best_rows(summary, ratios, arms):
+        log(f"[{label}] {line}")
+    log(f"[{label}] plot: {png}; {len(results)} runs in {time.perf_counter() - t0:.0f} s")
+    return table
 
 
 def save_results(path: str, results, tuned: dict) -> None:

@@ -16,9 +16,8 @@ import time
 import numpy as np
 
 from . import arms as arms_mod
-from .arms import BETAS, EXACT, SIGNED_BETAS, Arm
 from .harness import RunResult, current_task, make_config, pruned_training, run_all, tune
-from .report import best_rows, format_table, plot, save_results, summarise
+from .report import publish
 from .supervised import benchmark_arguments
 from .tasks import load_task
 
@@ -27,17 +26,7 @@ FEATURES = 64      # encoder output: what the linear probe sees
 PROJECTION = 32    # projection head output: what NT-Xent compares
 TEMPERATURE = 0.2
 TRAINING = {"batch_size": 256, "lr": 2e-3}
-ARMS = (
-    Arm("full", "full"),
-    Arm("full-short", "full", full_short=True),
-    Arm("random", "random"),
-    Arm("sweep", "sweep"),
-    Arm("infobatch", "infobatch", EXACT),
-    Arm("seta", "seta", EXACT),
-    Arm("emp-default", "emp", EXACT),       # the library's defaults (memory term alone), nothing tuned
-    Arm("emp", "emp", EXACT, tune="beta", grid=BETAS),
-    Arm("emp-mi", "emp", dict(EXACT, memory="mi"), tune="beta", grid=SIGNED_BETAS),
-)
+ARMS = arms_mod.BASELINES + (arms_mod.INFOBATCH, arms_mod.SETA, arms_mod.EMP_DEFAULT, arms_mod.EMP, arms_mod.EMP_MI)
 QUICK = ("full", "full-short", "random", "sweep", "infobatch", "emp-default", "emp")
 
 
@@ -155,17 +144,10 @@ def benchmark(*, epochs: int, seeds: int, ratios=RATIOS, workers: int, out_dir: 
     configs = [make_config(arm, r, s, epochs, tuned=tuned.get(arm.label), **TRAINING)
                for arm in arms for r in ([0.0] if arm.label == "full" else ratios) for s in range(seeds)]
     results = run_all(task, configs, workers, pretrain_once, label)
-    summary = summarise(results)
-    table = format_table(f"{label} (SimCLR), {epochs} epochs, equal budget", summary, list(ratios), arms, tuned,
-                         metric="linear-probe test accuracy")
-    png = os.path.join(out_dir, "quality_ssl_mnist1d.png")
-    plot(png, "SimCLR on MNIST-1D", summary, list(ratios), results, arms, tuned, metric="linear-probe accuracy")
-    save_results(png[:-4] + ".pkl", results, tuned)
-    log(table)
-    for line in best_rows(summary, list(ratios), arms):
-        log(f"[{label}] {line}")
-    log(f"[{label}] plot: {png}; {len(results)} runs in {time.perf_counter() - t0:.0f} s")
-    return table
+    return publish(results, label=label, title=f"{label} (SimCLR), {epochs} epochs, equal budget",
+                   plot_title="SimCLR on MNIST-1D", png=os.path.join(out_dir, "quality_ssl_mnist1d.png"),
+                   ratios=list(ratios), arms=arms, tuned=tuned, log=log, t0=t0, metric="linear-probe test accuracy",
+                   plot_metric="linear-probe accuracy")
 
 
 def main(argv=None):

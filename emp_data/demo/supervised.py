@@ -20,7 +20,7 @@ import numpy as np
 
 from . import arms as arms_mod
 from .harness import RunResult, current_task, make_config, pruned_training, run_all, tune
-from .report import best_rows, format_table, plot, save_results, summarise
+from .report import publish
 from .tasks import TASKS, load_task, make_model
 
 RATIOS = (0.5, 0.7, 0.9)
@@ -69,19 +69,10 @@ def benchmark(task_name: str, *, epochs: int, seeds: int, ratios=RATIOS, workers
             for s in range(seeds):
                 configs.append(make_config(arm, r, s, epochs, tuned=tuned.get(arm.label), schedule=schedule))
     results = run_all(task, configs, workers, train_once, task_name)
-    summary = summarise(results)
-    noisy = "flipped" if task.flipped is not None else None
-    table = format_table(f"{task_name}, {epochs} epochs, equal budget"
-                         + (", learning rate stepped per epoch" if schedule == "epoch" else ""),
-                         summary, list(ratios), arms, tuned, noisy=noisy)
-    png = os.path.join(out_dir, f"quality_{task_name}{suffix}.png")
-    plot(png, task_name, summary, list(ratios), results, arms, tuned)
-    save_results(png[:-4] + ".pkl", results, tuned)
-    log(table)
-    for line in best_rows(summary, list(ratios), arms):
-        log(f"[{task_name}] {line}")
-    log(f"[{task_name}] plot: {png}; {len(results)} runs in {time.perf_counter() - t0:.0f} s")
-    return table
+    return publish(results, label=task_name, title=f"{task_name}, {epochs} epochs, equal budget"
+                   + (", learning rate stepped per epoch" if schedule == "epoch" else ""), plot_title=task_name,
+                   png=os.path.join(out_dir, f"quality_{task_name}{suffix}.png"), ratios=list(ratios), arms=arms,
+                   tuned=tuned, log=log, t0=t0, noisy="flipped" if task.flipped is not None else None)
 
 
 def benchmark_arguments(description: str, quick_help: str, ratios) -> argparse.ArgumentParser:
