@@ -62,10 +62,6 @@ class PairTask:
     labels_test: np.ndarray
     mismatched: np.ndarray     # which training pairs carry another pair's caption
 
-    @property
-    def classes(self) -> int:
-        return len(DIGITS)
-
     def split(self, validation: bool):
         """(x, captions, x_eval, captions_eval, labels_eval, mismatched): the validation split is the
         last VALIDATION_SHARE of the training pairs, captions as they are."""
