@@ -75,12 +75,58 @@ double ExactSum::value() const {
   if (neg_inf > 0) return -std::numeric_limits<double>::infinity();
   ExactSum canon = *this;
   canon.normalise();
-  // Low to high in long double: a fixed order over canonical limbs, so the same total gives the
-  // same double on every rank and in a single process.
-  long double total = 0.0L;
-  for (int e = 0; e < kLimbs; ++e)
-    if (canon.word_[e] != 0) total += std::ldexp(static_cast<long double>(canon.word_[e]), e - 150);
-  return static_cast<double>(total);
+  // One two's-complement integer, total * 2^150, in base-2^32 digits. Each chain of limbs has a
+  // signed top, so the chains must be added up exactly before the sign is known: reading signed
+  // limbs into a floating sum would cancel catastrophically for a negative total.
+  constexpr int kDigits = kLimbs / 32 + 4;
+  constexpr int64_t kBase = int64_t(1) << 32;
+  constexpr uint64_t kMask = 0xFFFFFFFFull;
+  int64_t digit[kDigits] = {};
+  for (int e = 0; e < kLimbs; ++e) {
+    const int64_t v = canon.word_[e];
+    if (v == 0) continue;
+    const int d = e / 32, shift = e % 32;
+    const uint64_t low = static_cast<uint64_t>(v) & kMask;             // v = high * 2^32 + low
+    const int64_t high = (v - static_cast<int64_t>(low)) / kBase;       // exact, |high| < 2^31
+    const uint64_t low_shifted = low << shift;                          // < 2^64
+    digit[d] += static_cast<int64_t>(low_shifted & kMask);
+    digit[d + 1] += static_cast<int64_t>(low_shifted >> 32);
+    const int64_t high_shifted = high * (int64_t(1) << shift);         // |.| < 2^62
+    const uint64_t hs_low = static_cast<uint64_t>(high_shifted) & kMask;
+    digit[d + 1] += static_cast<int64_t>(hs_low);
+    digit[d + 2] += (high_shifted - static_cast<int64_t>(hs_low)) / kBase;
+  }
+  auto carry = [&] {
+    for (int i = 0; i + 1 < kDigits; ++i) {
+      const int64_t v = digit[i];
+      const int64_t c = v >= 0 ? v / kBase : -((-(v + 1)) / kBase) - 1;  // floor(v / 2^32)
+      digit[i] = v - c * kBase;
+      digit[i + 1] += c;
+    }
+  };
+  carry();
+  const bool negative = digit[kDigits - 1] < 0;
+  if (negative) {
+    for (int64_t& v : digit) v = -v;
+    carry();
+  }
+  // The magnitude, correctly rounded to double (nearest, ties to even): the same double for the same
+  // exact total on every rank and thread count, and the same as Python's math.fsum.
+  int top = kDigits - 1;
+  while (top >= 0 && digit[top] == 0) --top;
+  if (top < 0) return 0.0;
+  int top_bits = 0;
+  while (top_bits < 32 && (static_cast<uint64_t>(digit[top]) >> top_bits) != 0) ++top_bits;
+  const int msb = top * 32 + top_bits - 1;  // index of the highest set bit
+  auto bit = [&](int b) { return b >= 0 && ((static_cast<uint64_t>(digit[b / 32]) >> (b % 32)) & 1u) != 0; };
+  uint64_t mantissa = 0;  // bits msb .. msb - 52
+  for (int b = msb; b > msb - 53; --b) mantissa = (mantissa << 1) | (bit(b) ? 1u : 0u);
+  const bool half = bit(msb - 53);
+  bool sticky = false;
+  for (int b = msb - 54; b >= 0 && !sticky; --b) sticky = bit(b);
+  if (half && (sticky || (mantissa & 1u))) ++mantissa;  // 2^53 after a carry is still exact
+  const double magnitude = std::ldexp(static_cast<double>(mantissa), msb - 52 - 150);
+  return negative ? -magnitude : magnitude;
 }
 
 }  // namespace emp

@@ -81,7 +81,8 @@ struct Collective {
 // m * 2^(e - 150) with |m| < 2^24 and e its biased exponent (1 for subnormals); limb e collects the
 // m of exponent e. Normalising carries every limb below the top 32 into [0, 2^32), which is the
 // canonical base-2^32 form of each chain of limbs e, e+32, e+64, ..., so the normalised limbs, and
-// the double read from them, depend only on the exact total.
+// the double read from them, depend only on the exact total. value() is that total correctly rounded
+// to double (nearest, ties to even), as Python's math.fsum computes it.
 class ExactSum {
  public:
   static constexpr int kLimbs = 320;            // exponents 0..254, plus room for carries of 2^48 floats
@@ -102,7 +103,7 @@ class ExactSum {
   }
   void merge(const ExactSum& other);
   void normalise();
-  double value() const;  // the total rounded to double (+-inf, or NaN for inf - inf, as a float sum)
+  double value() const;  // the exact total, correctly rounded (+-inf, or NaN for inf - inf, as a float sum)
   // The words to add over ranks (normalised first), and the sum read back from their total.
   int64_t* words() { return word_; }
 

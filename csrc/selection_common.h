@@ -22,7 +22,8 @@ inline uint64_t budget(double prune_ratio, uint64_t n) {
 // (NaN score) rank above every score. Low bit forced to 1 so the key is never 0 ("ineligible").
 EMP_HD inline uint64_t score_key(float score, uint64_t tie_stream, uint64_t i) {
   const bool never_seen = score != score;  // NaN test that compiles the same for host and device
-  const uint64_t top = never_seen ? 0xFFFFFFFFull : monotone_bits(score);
+  // + 0.0f turns -0.0 into +0.0: equal scores are tied, whatever their sign bit.
+  const uint64_t top = never_seen ? 0xFFFFFFFFull : monotone_bits(score + 0.0f);
   return (top << 32) | (draw(tie_stream, i) >> 32) | 1ull;
 }
 
