@@ -6,8 +6,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+import reference_selection
 from _training_jobs import _floats, write_xcls_shards
 from emp_data import Pruner, PrunedSampler
+from emp_data.scores import prediction_entropy
 from emp_data.sharded import ShardedPruner
 
 # Every policy and mode whose selection must be the same sharded and in one process.
@@ -39,10 +41,13 @@ def init(rank, world, init_file):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
 
 
-def record_selections(pruner, updates_for, epochs, slot_ids=None):
-    """Selects `epochs` epochs, recording between them; returns {epoch: (ids, weights)} unpadded."""
+def record_selections(pruner, updates_for, epochs, slot_ids=None, states=None):
+    """Selects `epochs` epochs, recording between them; returns {epoch: (ids, weights)} unpadded.
+    `states`: a dict that gets each epoch's store state before its select (single process)."""
     out = {}
     for epoch in range(epochs):
+        if states is not None:
+            states[epoch] = reference_selection.State.of(pruner.store)
         ids, weights = pruner.select(epoch)
         if isinstance(pruner, ShardedPruner):
             kept = pruner.store.weight > 0     # the unpadded kept set, straight from this rank's store
@@ -89,7 +94,7 @@ def train_epochs(pruner, epochs, first_epoch=0):
     process must record the same scores, whatever batch each sample lands in."""
     x, y = make_data()
     torch.manual_seed(1)
-    model = torch.nn.Linear(8, 2)
+    loss_all, memory_all = frozen_terms(torch.nn.Linear(8, 2), x, y)
     steps = []
     for epoch in range(first_epoch, first_epoch + epochs):
         sampler = PrunedSampler(pruner, start_epoch=epoch)
@@ -97,10 +102,20 @@ def train_epochs(pruner, epochs, first_epoch=0):
         steps.append(-(-len(ids) // BATCH))
         for start in range(0, len(ids), BATCH):
             batch = ids[start:start + BATCH]
-            with torch.no_grad():
-                logits = model(x[batch])
-            pruner.loss(F.cross_entropy(logits, y[batch], reduction="none"), batch, logits=logits)
+            pruner.loss(loss_all[batch], batch, memory=memory_all[batch])
     return steps
+
+
+def frozen_terms(model, x, y):
+    """A frozen model's per-sample loss and prediction entropy, one sample at a time. A sharded run
+    and a single process batch samples differently, and a batched matmul may round a row differently
+    with the batch's shape (MKL's AVX-512 kernels do); one row at a time, a sample's values are the
+    same bits in every run."""
+    with torch.no_grad():
+        logits = [model(x[i:i + 1]) for i in range(len(x))]
+        loss = torch.cat([F.cross_entropy(z, y[i:i + 1], reduction="none") for i, z in enumerate(logits)])
+        memory = torch.cat([prediction_entropy(z) for z in logits])
+    return loss, memory
 
 
 def records(pruner):
@@ -210,9 +225,8 @@ def train_stream(pruner, folder, epochs, num_workers=0):
         stream.set_epoch(epoch)
         count = 0
         for ids, x, y in loader:
-            with torch.no_grad():
-                logits = model(x)
-            pruner.loss(F.cross_entropy(logits, y, reduction="none"), ids, logits=logits)
+            loss, memory = frozen_terms(model, x, y)
+            pruner.loss(loss, ids, memory=memory)
             count += 1
         batches.append(count)
     return batches, stream

@@ -413,6 +413,30 @@ def possible_clusters(bins: np.ndarray, groups: int, rel_tol: float = 1e-9) -> d
     return out
 
 
+def assert_matches(exp: Expected, ids: np.ndarray, weights: np.ndarray, n: int, where: str = ""):
+    """Asserts that one draw (kept ids and their weights) is one the reference allows: every sure
+    sample kept, exactly the ranked number of tied ones, nothing the rule excludes, the budget, and
+    each kept sample's weight to the bit. Returns (kept mask, weight per sample)."""
+    assert len(np.unique(ids)) == len(ids), f"{where}: an id kept twice"
+    kept = np.zeros(n, bool)
+    kept[ids] = True
+    w = np.zeros(n, np.float32)
+    w[ids] = weights
+    dropped = exp.must & ~kept
+    assert not dropped.any(), f"{where}: samples the rule must keep were dropped: {np.flatnonzero(dropped)[:10]}"
+    in_ties = int((kept & exp.tied).sum())
+    assert in_ties >= exp.tie_draws, f"{where}: {in_ties} of the tied samples kept, the rule ranks {exp.tie_draws}"
+    outside = kept & ~(exp.must | exp.tied | exp.rest)
+    assert not outside.any(), f"{where}: kept samples the rule excludes: {np.flatnonzero(outside)[:10]}"
+    if not exp.rest_draws:
+        assert in_ties == exp.tie_draws, f"{where}: {in_ties} tied kept, expected {exp.tie_draws}"
+    if exp.count is not None:
+        assert len(ids) == exp.count, f"{where}: kept {len(ids)}, the budget is {exp.count}"
+    known = ~np.isnan(exp.weight) & kept
+    assert np.array_equal(w[known], exp.weight[known]), f"{where}: weights {w[known][:8]} != {exp.weight[known][:8]}"
+    return kept, w
+
+
 def counts_after(state: State, kept: np.ndarray):
     """times_selected and idle after a counted selection keeping `kept` (both saturate at 65535)."""
     times = np.minimum(state.times_selected.astype(np.int64) + kept, 0xFFFF).astype(np.uint16)
