@@ -436,10 +436,13 @@ class Pruner:
             self._gpu_skipped_base = meta["nonfinite_skipped"] - self.store.skipped
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write config, bookkeeping and the store to one checksummed file, atomically. Refuses the
-        live file that DataLoader workers read (`store_path`, under any name): replacing it would
-        cut the workers and this process off from each other."""
+        """Write config, bookkeeping and the store to one checksummed file, atomically, creating its
+        folder if needed. Refuses the live file that DataLoader workers read (`store_path`, under any
+        name): replacing it would cut the workers and this process off from each other."""
         live = self._mirror if self._mirror is not None else self.store
+        folder = os.path.dirname(os.fspath(path))
+        if folder:
+            os.makedirs(folder, exist_ok=True)
         if getattr(live, "path", None) is not None and live.is_file(path):
             raise ValueError(f"cannot save the Pruner onto its live store file '{os.fspath(path)}' (store_path "
                              f"{live.path!r}); save checkpoints to another path")

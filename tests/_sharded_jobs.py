@@ -131,7 +131,7 @@ def training_worker(rank, world, init_file, out_dir, policy, options):
     pruner = ShardedPruner(N, policy=policy, prune_ratio=0.7, epochs=EPOCHS + 2, seed=3, **options)
     steps = train_epochs(pruner, EPOCHS)
     stats = pruner.stats()
-    pruner.save(os.path.join(out_dir, "ckpt"))
+    pruner.save(os.path.join(out_dir, "checkpoints", "ckpt"))     # a folder that does not exist yet
     np.savez(os.path.join(out_dir, f"train_rank{rank}.npz"), steps=np.array(steps), **records(pruner),
              hist=stats["times_selected_histogram"], kept=stats["kept"], padding=stats["padding"],
              passes=stats["sample_passes"], share=stats["rank_batch_samples"])
@@ -141,7 +141,7 @@ def training_worker(rank, world, init_file, out_dir, policy, options):
 def resume_worker(rank, world, init_file, out_dir, policy, options):
     """Loads the 4-rank checkpoint on `world` ranks and trains two more epochs."""
     init(rank, world, init_file)
-    pruner = ShardedPruner.load(os.path.join(out_dir, "ckpt"))
+    pruner = ShardedPruner.load(os.path.join(out_dir, "checkpoints", "ckpt"))
     assert pruner.ownership.world == world
     train_epochs(pruner, 2, first_epoch=EPOCHS)
     np.savez(os.path.join(out_dir, f"resumed{world}_rank{rank}.npz"), **records(pruner))

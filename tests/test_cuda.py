@@ -194,3 +194,28 @@ def test_host_copy_for_workers_follows_each_select(tmp_path):
         mirror = ScoreStore.open(tmp_path / "s.emp")
         assert np.array_equal(mirror.weight, pruner.store.weight)
         assert np.array_equal(mirror.loss, pruner.store.loss)
+
+
+@gpu
+@pytest.mark.parametrize("policy,options", [
+    ("random", {}), ("infobatch", {}), ("infobatch", {"exact_budget": True}), ("epsilon_greedy", {"epsilon": 0.2}),
+    ("ucb", {"c": 0.5}), ("emp", {"beta": -1.0}), ("emp", {"beta": 0.5, "loss_weight": 1.0, "exact_budget": True}),
+    ("emp", {"mode": "topk", "epsilon": 0.1}), ("weighted", {"alpha": 2.0})])
+def test_gpu_selection_matches_the_numpy_reference(policy, options):
+    """The CUDA kernels against the independent reference (tests/reference_selection.py), on a
+    store with never-seen samples, ties and scores of both signs."""
+    import reference_selection as ref
+
+    n = 20_000
+    rng = np.random.default_rng(3)
+    pruner = Pruner(n, policy=policy, prune_ratio=0.7, seed=1, device="cuda", **options)
+    ids = rng.permutation(n)[: int(0.9 * n)].astype(np.int64)
+    loss = (rng.normal(0, 2, ids.size)).astype(np.float32)
+    loss[::7] = np.round(loss[::7])                                     # ties
+    mem = rng.random(ids.size).astype(np.float32)
+    pruner.store.update(torch.from_numpy(ids).cuda(), torch.from_numpy(loss).cuda(), torch.from_numpy(mem).cuda())
+    cpu = Pruner(n, policy=policy, prune_ratio=0.7, seed=1)
+    cpu.store.update(ids, loss, mem)
+    state = ref.State.of(cpu.store)
+    kept, weights = pruner.select(0)
+    ref.assert_matches(ref.expected(state, policy, 0.7, 0, **options), kept, weights, n, f"cuda {policy} {options}")

@@ -98,11 +98,11 @@ def test_resume_from_state_dict_and_file_is_bit_identical(policy, tmp_path):
     first = Pruner(3000, **kwargs)
     _train(first, 3)
     state = first.state_dict()
-    first.save(tmp_path / "ckpt.emp")
+    first.save(tmp_path / "ckpt" / "pruner.emp")                 # its folder is created
 
     from_state = Pruner(3000, **kwargs)
     from_state.load_state_dict(state)
-    from_file = Pruner.load(tmp_path / "ckpt.emp")
+    from_file = Pruner.load(tmp_path / "ckpt" / "pruner.emp")
     for resumed in (from_state, from_file):
         rest = _train(resumed, 3, start=3)
         for a, b in zip(full_run[3:], rest):

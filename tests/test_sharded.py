@@ -53,7 +53,7 @@ def test_sharded_selection_equals_single_process_for_every_policy(tmp_path):
 
 
 @pytest.mark.parametrize("policy,options", [("emp", {"beta": 0.5}), ("emp", {"mode": "topk", "epsilon": 0.1})])
-def test_sharded_training_records_equal_unsharded_and_resume_on_other_world_sizes(tmp_path, policy, options):
+def test_sharded_training_records_equal_unsharded_and_resume_on_other_world_sizes(tmp_path, capsys, policy, options):
     spawn(jobs.training_worker, tmp_path, policy, options)
     single = jobs.single_process_training(policy, options, jobs.EPOCHS)
     want = jobs.records(single)
@@ -73,6 +73,12 @@ def test_sharded_training_records_equal_unsharded_and_resume_on_other_world_size
     assert np.array_equal(parts[0]["hist"], stats["times_selected_histogram"])
     assert int(parts[0]["padding"]) == WORLD * int(parts[0]["share"]) - stats["kept"]
     assert len({int(p["share"]) for p in parts}) == 1
+    # `emp-data inspect` on the manifest summarises the whole checkpoint.
+    from emp_data import cli
+    assert cli.main(["inspect", str(tmp_path / "checkpoints" / "ckpt")]) == 0
+    out = capsys.readouterr().out
+    assert "ShardedPruner checkpoint saved by 4 ranks" in out and f"{jobs.N} samples" in out
+    assert f"epoch {jobs.EPOCHS - 1}: {stats['kept']} " in out and "'policy': 'emp'" in out
     # Save on 4 ranks, load on 2 and on 1, train two more epochs: the same as the single process.
     jobs.single_process_training(policy, options, 2, first_epoch=jobs.EPOCHS, pruner=single)
     want = jobs.records(single)
