@@ -439,3 +439,28 @@ def test_prune_stage_in_webdataset_pipelines_and_compose(shards, tmp_path):
     assert {key: i for key, i in composed} == {key: i for key, (i, _) in kept.items()}
     loader = torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=2)
     assert sorted(key for key, _, _ in loader) == sorted(kept)
+
+
+def test_set_epoch_refuses_non_integers_and_says_what_unusual_epochs_do(shards, tmp_path):
+    import warnings
+
+    build_index(shards, out=tmp_path / "idx.empidx")
+    n = SHARDS * PER_SHARD
+    pruner = Pruner(n, policy="random", prune_ratio=0.5, epochs=4, seed=0, store_path=tmp_path / "scores.emp")
+    ds = PrunedIterableDataset(shards, pruner, index=tmp_path / "idx.empidx")
+    for bad in (1.5, "1", True):
+        with pytest.raises(TypeError, match="epoch must be an integer"):
+            ds.set_epoch(bad)
+    with pytest.raises(ValueError, match="epoch must be >= 0"):
+        ds.set_epoch(-1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for epoch in (0, 2, 1, 0):                       # going back: one warning
+            ds.set_epoch(epoch)
+        ds.set_epoch(10)                                 # past epochs=4: one warning
+        ds.set_epoch(11)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2, messages
+    assert "set_epoch(1) after set_epoch(2)" in messages[0] and "other samples" in messages[0]
+    assert "past the pruner's epochs=4" in messages[1] and "every sample" in messages[1]
+    assert len(list(ds)) == n                            # epoch 11: annealing, every sample

@@ -111,6 +111,8 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
         self._start = (0, 0)        # (shard position, sample offset) to resume from
         self._position = (0, 0)
         self._finished = None        # the last epoch this copy of the stream read to its end
+        self._last_set = None        # the highest epoch given to set_epoch, and the warnings given once
+        self._warned: set[str] = set()
         self._dist = None            # (rank, world) of the training process, for workers (see _rank_world)
         self.skipped_shards = 0
         self.read_gap = remote.DEFAULT_GAP  # indexed mode: merge kept members closer than this (bytes)
@@ -132,12 +134,30 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
         return state
 
     def set_epoch(self, epoch: int) -> None:
-        """Make `epoch` current: selects it in the pruner (main process) and re-shuffles shards."""
-        self.epoch = int(epoch)
+        """Make `epoch` current: selects it in the pruner (main process) and re-shuffles shards.
+        `epoch` is an int >= 0. Going back to an earlier epoch, or past the pruner's `epochs`, is
+        allowed and warned about once (it re-selects from today's scores, or trains every sample)."""
+        epoch = as_count(epoch, "epoch")
+        self._warn_unusual_epoch(epoch)
+        self.epoch = epoch
         self._start = (0, 0)
         self._dist = self._rank_world()          # forked workers copy it from here
         if self.pruner is not None:
             self._select_in_trainer()
+
+    def _warn_unusual_epoch(self, epoch: int) -> None:
+        planned = getattr(self.pruner, "epochs", None)
+        if planned is not None and epoch >= planned and "past" not in self._warned:
+            self._warned.add("past")
+            warnings.warn(f"set_epoch({epoch}) is past the pruner's epochs={planned}: epochs from {planned} on are "
+                          "annealing epochs, which train every sample at weight 1", stacklevel=3)
+        last = self._last_set
+        if last is not None and epoch < last and "back" not in self._warned:
+            self._warned.add("back")
+            warnings.warn(f"set_epoch({epoch}) after set_epoch({last}): epoch {epoch} is selected again from the "
+                          "scores recorded since, so it keeps other samples than it did the first time",
+                          stacklevel=3)
+        self._last_set = epoch if last is None else max(last, epoch)
 
     def _select_in_trainer(self) -> None:
         """Select the stream's epoch in the training process (every rank at once under DDP): the
@@ -216,8 +236,8 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
             self.epoch, self._start = stamp, (0, 0)
         elif self._start == (0, 0) and (self._finished == stamp or
                                          passes_done(self.store_path, stamp) >= _worker_count()):
-            warnings.warn(f"epoch {stamp} is read a second time: the store still holds its selection. Call "
-                          "stream.set_epoch(epoch) before each epoch", stacklevel=3)
+            warnings.warn(f"epoch {stamp} is read a second time, with the same selection: the store holds no newer "
+                          f"epoch. To train the next one, call stream.set_epoch({stamp + 1}) first", stacklevel=3)
         return EpochWeights(stamp, store=store)
 
     def __iter__(self) -> Iterator[dict]:
