@@ -31,7 +31,7 @@ import webdataset as wds
 from emp_data import Pruner
 from emp_data.demo.ssl import augment, linear_probe, make_encoder, make_projection
 from emp_data.scores import contrastive_scores
-from emp_data.webdataset import PrunedIterableDataset, build_index
+from emp_data.webdataset import PrunedIterableDataset, PrunedPipeline, build_index
 
 LENGTH, CLASSES = 40, 10
 
@@ -114,7 +114,7 @@ def main(argv=None):
         pruner = Pruner(index.num_samples, policy="emp", prune_ratio=args.prune_ratio, epochs=args.epochs,
                         seed=0, store_path=os.path.join(folder, "scores.emp"), overwrite=True)
         stream = PrunedIterableDataset(urls, pruner, index=os.path.join(folder, "index.empidx"))
-        pipeline = wds.DataPipeline(stream, wds.decode(), wds.to_tuple("__id__", "npy", "cls"))
+        pipeline = PrunedPipeline(stream, wds.decode(), wds.to_tuple("__id__", "npy", "cls"))   # resumes by seeking
         loader = torch.utils.data.DataLoader(pipeline, batch_size=args.batch_size, num_workers=args.workers)
         views = torch.Generator().manual_seed(1)
         model = (make_encoder(LENGTH), make_projection()) if args.ssl else make_model()

@@ -178,3 +178,71 @@ def test_streams_over_http_resume_at_every_cut(tmp_path, mode):
     with ShardServer(str(tmp_path)) as server:
         urls = [f"{server.url}/{os.path.basename(u)}" for u in local]
         check_resume(_stream_runner(_make(mode, str(tmp_path), urls)))
+
+
+def _recipe(tmp_path, shards, calls=None, pruner=None):
+    """The README's recipe: the stream inside a pipeline of decode stages (a PrunedPipeline)."""
+    from emp_data.webdataset import PrunedPipeline
+
+    if pruner is None:
+        pruner = Pruner(N, policy="random", prune_ratio=0.5, epochs=3, seed=1, store_path=tmp_path / "scores.emp",
+                        overwrite=True)
+    stream = PrunedIterableDataset(shards, pruner, index=tmp_path / "idx.empidx")
+
+    def decode(sample):
+        if calls is not None:
+            calls.append(int(sample["__id__"]))
+        return sample
+
+    return PrunedPipeline(stream, wds.map(decode), wds.to_tuple("__id__", "cls"))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_readme_pipeline_resumes_by_seeking_not_replaying(tmp_path, workers):
+    import warnings
+
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    shards = write_shards(str(tmp_path))
+    build_index(shards, out=tmp_path / "idx.empidx")
+
+    def batches(loader):
+        return [b[0].tolist() for b in loader]
+
+    pipeline = _recipe(tmp_path, shards)
+    pipeline.set_epoch(EPOCH)
+    reference = batches(StatefulDataLoader(pipeline, batch_size=8, num_workers=workers))
+    for cut in (1, len(reference) // 2, len(reference) - 1):
+        pipeline = _recipe(tmp_path, shards)
+        pipeline.set_epoch(EPOCH)
+        loader = StatefulDataLoader(pipeline, batch_size=8, num_workers=workers)
+        it = iter(loader)
+        head = [next(it)[0].tolist() for _ in range(cut)]
+        state = loader.state_dict()
+        pipeline.stream.pruner.save(tmp_path / "ckpt" / "pruner.emp")
+        del it, loader, pipeline
+        calls = []
+        # A restarted job: the checkpoint into the live file the workers read, then the loader's state.
+        pruner = Pruner.load(tmp_path / "ckpt" / "pruner.emp", store_path=tmp_path / "scores.emp")
+        resumed = StatefulDataLoader(_recipe(tmp_path, shards, calls, pruner), batch_size=8, num_workers=workers)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            resumed.load_state_dict(state)
+            tail = batches(resumed)
+        assert head + tail == reference, cut
+        assert not [w for w in caught if "fast-forwarding" in str(w.message)]
+        if workers == 0:
+            # The decode stage ran on what was left of the epoch only: no replay of the first batches.
+            assert calls == [i for batch in tail for i in batch], cut
+
+
+def test_a_pipeline_stage_that_buffers_samples_is_refused(tmp_path):
+    from emp_data.webdataset import PrunedPipeline
+
+    shards = write_shards(str(tmp_path))
+    build_index(shards, out=tmp_path / "idx.empidx")
+    stream = PrunedIterableDataset(shards, Pruner(N, policy="random"), index=tmp_path / "idx.empidx")
+    with pytest.raises(ValueError, match=r"stage 2 \(shuffle\) holds samples in a buffer"):
+        PrunedPipeline(stream, wds.decode(), wds.shuffle(100))
+    with pytest.raises(TypeError, match="starts with a PrunedIterableDataset"):
+        PrunedPipeline(wds.SimpleShardList(shards), wds.decode())

@@ -3,13 +3,13 @@ runs (and, with an index, before their bytes are read).
 
     import webdataset as wds
     from emp_data import Pruner
-    from emp_data.webdataset import PrunedIterableDataset, build_index
+    from emp_data.webdataset import PrunedIterableDataset, PrunedPipeline, build_index
 
     index = build_index("data/train-{00000..00099}.tar", out="data/index.empidx")
     pruner = Pruner(index.num_samples, policy="emp", prune_ratio=0.7, epochs=E,
                     store_path="data/scores.emp")                    # shared with loader workers
     stream = PrunedIterableDataset("data/train-{00000..00099}.tar", pruner, index="data/index.empidx")
-    pipeline = wds.DataPipeline(stream, wds.decode(), wds.to_tuple("__id__", "npy", "cls"))
+    pipeline = PrunedPipeline(stream, wds.decode(), wds.to_tuple("__id__", "npy", "cls"))  # resumes by seeking
     for epoch in range(E):
         stream.set_epoch(epoch)                                      # selects the epoch's samples
         for ids, x, y in DataLoader(pipeline, batch_size=64, num_workers=2):
@@ -24,9 +24,10 @@ from __future__ import annotations
 from ..key_table import KeyTable
 from ..shard_index import ShardIndex, build_index, expand_urls
 from ..wids_index import WidsIndex
+from .pipeline import PrunedPipeline
 from .shares import MAX_WORKERS, shard_ownership
 from .stage import prune
 from .stream import PrunedIterableDataset
 
-__all__ = ["KeyTable", "MAX_WORKERS", "PrunedIterableDataset", "ShardIndex", "WidsIndex", "build_index", "expand_urls",
+__all__ = ["KeyTable", "MAX_WORKERS", "PrunedIterableDataset", "PrunedPipeline", "ShardIndex", "WidsIndex", "build_index", "expand_urls",
            "prune", "shard_ownership"]
