@@ -105,6 +105,7 @@ class Pruner:
         self.nonfinite_skipped = 0
         self._gpu_skipped_base = 0       # GPU store: skips counted before it was created (resume)
         self._marginal = MarginalPrediction()   # p_bar of emp's memory="mi" (from logits=)
+        self._trained: dict[int, int] = {}      # epoch -> samples passed to loss() (every rank's under DDP)
 
     @property
     def store_path(self) -> str | None:
@@ -220,6 +221,7 @@ class Pruner:
         record_ids = slots
         if self._distributed():
             record_ids, values = self._gather(ids_arr, values, self._stamp())
+        self._count_trained(len(record_ids))
         values_np = values.cpu().numpy()  # one device-to-host copy for everything recorded
         loss_np = np.ascontiguousarray(values_np[:, 0])
         mem_np = np.ascontiguousarray(values_np[:, 1]) if values_np.shape[1] > 1 else None
@@ -282,9 +284,14 @@ class Pruner:
             else:
                 record_ids, loss_values, mem_values = all_gather_varlen(ids, loss_values, memory.to(self.store.device),
                                                                         stamp=self._stamp())
+        self._count_trained(int(record_ids.shape[0]))
         self.store.update(record_ids, loss_values, mem_values, nonfinite=self.nonfinite, ema_decay=self.ema_decay)
         weights = self.store.gather_weights(ids).to(per_sample_loss.device, per_sample_loss.dtype)
         return (per_sample_loss * weights).mean()
+
+    def _count_trained(self, samples: int) -> None:
+        if self.epoch is not None:
+            self._trained[self.epoch] = self._trained.get(self.epoch, 0) + samples
 
     def _distributed(self) -> bool:
         from .distributed import is_distributed
@@ -338,7 +345,9 @@ class Pruner:
 
     def stats(self) -> dict:
         """Kept fraction this epoch, effective pruning so far, times-selected histogram (the EMP
-        paper's Fig. 1), and the mean/std of the scores of seen samples."""
+        paper's Fig. 1), and the mean/std of the scores of seen samples. ``trained`` counts the
+        samples passed to `loss` since this epoch's select (every rank's under DDP), and ``padding``
+        how many of those went beyond the kept ones (the repeats that keep ranks in step)."""
         n = self.num_samples
         self._sync_gpu_counters()
         epochs_done = len(self._kept)
@@ -362,6 +371,8 @@ class Pruner:
             "forced": int(self._last_info.get("forced", 0)),
             "budget_exceeded": bool(self._last_info.get("budget_exceeded", False)),
             "nonfinite_skipped": self.nonfinite_skipped,
+            "trained": self._trained.get(self.epoch, 0),
+            "padding": max(0, self._trained.get(self.epoch, 0) - kept_now),
         }
 
     # ------------------------------------------------------------------------------ persistence
@@ -389,6 +400,7 @@ class Pruner:
             "kept": {str(k): v for k, v in self._kept.items()},
             "nonfinite_skipped": self.nonfinite_skipped,
             "marginal": self._marginal.state(),
+            "trained": {str(k): v for k, v in self._trained.items()},
         }
 
     def state_dict(self) -> dict:
@@ -432,6 +444,7 @@ class Pruner:
         self._kept = {int(k): v for k, v in meta["kept"].items()}
         self.nonfinite_skipped = meta["nonfinite_skipped"]
         self._marginal.load(meta.get("marginal"))
+        self._trained = {int(k): v for k, v in meta.get("trained", {}).items()}
         if self.on_gpu:
             self._gpu_skipped_base = meta["nonfinite_skipped"] - self.store.skipped
 

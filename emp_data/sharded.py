@@ -176,14 +176,15 @@ class ShardedPruner(Pruner):
 
     # -------------------------------------------------------------------------------------- stats
     def stats(self) -> dict:
-        """Global figures (collective): Pruner.stats over every rank's samples, plus `padding` (repeats
-        added this epoch so that ranks run equal batches) and `rank_batch_samples` (this rank's)."""
+        """Global figures (collective): Pruner.stats over every rank's samples, with ``trained`` (the
+        samples every rank passed to `loss` this epoch) and ``padding`` (how many of those went beyond
+        the kept ones, to keep the ranks in step), plus `rank_batch_samples` (this rank's sampler share)."""
         scores = super().scores()
         seen = scores[~np.isnan(scores)].astype(np.float64)
         hist = np.bincount(self.store.times_selected)
         longest_hist = int(self._max(np.array([len(hist)], dtype=np.int64))[0])
         counts = np.zeros(3 + longest_hist, dtype=np.int64)
-        counts[:3] = [seen.size, self.nonfinite_skipped, 0]
+        counts[:3] = [seen.size, self.nonfinite_skipped, self._trained.get(self.epoch, 0)]
         counts[3:3 + len(hist)] = hist
         counts = self._sum(counts)
         sums = self._sum(np.array([seen.sum(), np.square(seen).sum()], dtype=np.float64))
@@ -210,7 +211,8 @@ class ShardedPruner(Pruner):
             "forced": int(self._last_info.get("forced", 0)),
             "budget_exceeded": bool(self._last_info.get("budget_exceeded", False)),
             "nonfinite_skipped": int(counts[1]),
-            "padding": share[2],
+            "trained": int(counts[2]),
+            "padding": max(0, int(counts[2]) - share[1]),
             "rank_batch_samples": share[0],
             "rank": self.ownership.rank,
             "world": self.ownership.world,

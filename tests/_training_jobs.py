@@ -191,19 +191,24 @@ def ddp_stream_worker(rank, world, init_file, folder, out_dir):
         loader = torch.utils.data.DataLoader(pipeline, batch_size=8, num_workers=2)
         model = torch.nn.Linear(4, 3)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        batches, first_epoch_ids = [], []
+        batches, first_epoch_ids, per_epoch = [], [], {}
         for epoch in range(4):
             stream.set_epoch(epoch)
-            count = 0
+            count, seen = 0, []
             for ids, x, y in loader:
                 if epoch == 0:
                     first_epoch_ids += ids.tolist()
+                seen += ids.tolist()
                 train_step(model, opt, pruner, ids, x, y)
                 count += 1
             batches.append(count)
+            stats = pruner.stats()
+            per_epoch[f"ids{epoch}"] = np.array(seen)
+            per_epoch[f"kept_ids{epoch}"] = np.sort(pruner.select(epoch)[0])      # the current selection
+            per_epoch[f"stats{epoch}"] = np.array([stats["kept"], stats["trained"], stats["padding"]])
         np.savez(os.path.join(out_dir, f"stream{rank}.npz"), batches=np.array(batches), loss=pruner.store.loss,
                  first_epoch_ids=np.array(first_epoch_ids),
-                 times=pruner.store.times_selected)
+                 times=pruner.store.times_selected, **per_epoch)
     finally:
         dist.destroy_process_group()
 

@@ -182,6 +182,16 @@ def test_ddp_stream_recipe_runs_equal_batches_and_identical_stores(tmp_path):
     assert runs[0]["batches"][1] < runs[0]["batches"][0]          # pruning really happened
     for key in ("loss", "times"):
         assert np.array_equal(runs[0][key], runs[1][key], equal_nan=True), key
+    # Every kept sample is trained, and the repeats that keep the ranks in step are at most one per
+    # (rank, worker); stats() reports what was trained, over both ranks.
+    for epoch in range(4):
+        kept_ids = runs[0][f"kept_ids{epoch}"]
+        trained = np.concatenate([r[f"ids{epoch}"] for r in runs])
+        assert set(trained.tolist()) == set(kept_ids.tolist()), epoch
+        padding = len(trained) - len(kept_ids)
+        assert 0 <= padding <= world * 2, (epoch, padding)
+        for r in runs:
+            assert r[f"stats{epoch}"].tolist() == [len(kept_ids), len(trained), padding], epoch
 
 
 def test_ranks_out_of_step_fail_clearly_instead_of_mixing(tmp_path):

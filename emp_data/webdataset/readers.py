@@ -18,10 +18,11 @@ from ..shard_index import _split_name
 class ShardReaders:
     """PrunedIterableDataset's part that turns shards into kept samples (a mixin)."""
 
-    def _shard_samples(self, pos, shard, first, weights):
+    def _shard_samples(self, pos, shard, first, weights, end=None):
+        """The kept samples among samples [first, end) of one shard (end None: to its end)."""
         if self._index is not None:
-            return self._indexed_shard(pos, shard, first, weights)
-        return self._streamed_shard(pos, shard, first, weights)
+            return self._indexed_shard(pos, shard, first, weights, end)
+        return self._streamed_shard(pos, shard, first, weights, end)
 
     def _pipeline_samples(self, first, weights):
         """Samples of a user's pipeline, numbered by the key table; the first `first` are skipped
@@ -42,14 +43,14 @@ class ShardReaders:
                 yield out
         self._position = (0, ordinal + 1)
 
-    def _indexed_shard(self, pos, shard, first, weights):
+    def _indexed_shard(self, pos, shard, first, weights, end=None):
         """The kept samples of one shard, reading only their members' bytes: neighbouring members
         share a request (gap below `read_gap`), a few requests run ahead of the consumer on remote
         shards, and the whole span is one request when that is cheaper (see emp_data.remote)."""
         url = self.urls[shard]
         lo, _ = self._index.shard_range(shard)
         shard_weights = weights.slice(*self._slot_range(shard))
-        kept = (np.flatnonzero(shard_weights[first:] > 0) + first).tolist()
+        kept = (np.flatnonzero(shard_weights[first:end] > 0) + first).tolist()
         meta = self._index.shards[shard]
         self.shard_bytes += int(meta["size"])
         members = [(j, field, off, size) for j in kept for field, off, size in self._index.sample_members(lo + j)]
@@ -84,7 +85,7 @@ class ShardReaders:
                     self._position = (pos, j + 1)
                     yield samples.pop(j)
 
-    def _streamed_shard(self, pos, shard, first, weights):
+    def _streamed_shard(self, pos, shard, first, weights, end=None):
         url = self.urls[shard]
         self._pass_url = None
         ids = None if self._wids is None else self._wids.shard_range(shard)   # wids: id = first + ordinal
@@ -103,6 +104,8 @@ class ShardReaders:
                             out = self._emit(url, current_key, current, ordinal, first, pos, weights, ids)
                             if out is not None:
                                 yield out
+                            if end is not None and ordinal + 1 >= end:
+                                return       # the rest of the shard is another worker's share
                         current_key, current = key, {}
                     if ext in current:   # as build_index and webdataset's group_by_keys: an error
                         raise _DuplicateMember(f"duplicate file name in tar file: {name} (sample '{key}' already "

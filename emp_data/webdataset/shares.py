@@ -101,31 +101,59 @@ class RankShares:
             kept[s] = int(np.count_nonzero(weights.slice(*self._slot_range(s)) > 0))
         return kept
 
+    def _kept_share(self, kept: np.ndarray, weights) -> tuple[list, int]:
+        """This (rank, DataLoader worker)'s part of the epoch's kept samples under torch.distributed:
+        the kept samples of the shard order (all shards, or a ShardedPruner rank's own), in order, cut
+        into one run per (rank, worker) whose lengths differ by at most one. A shard's kept members
+        may so be read by two workers (indexed reads are random access; a streamed shard is read up
+        to the run's end). Returns the run as (shard, first sample, end sample or None) segments and
+        its number of kept samples. Every rank computes every cut from its own identical store."""
+        order, rank, world = self._rank_view()
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        parts, part = world * workers, rank * workers + worker
+        cum = np.concatenate([[0], np.cumsum(kept[order])])
+        total = int(cum[-1])
+        a, b = part * total // parts, (part + 1) * total // parts
+        segments = []
+        for i, shard in enumerate(order.tolist()):
+            c0, c1 = int(cum[i]), int(cum[i + 1])
+            lo, hi = max(a, c0), min(b, c1)
+            if lo >= hi:
+                continue
+            positions = None
+            if lo > c0 or hi < c1:        # a cut inside this shard: where its kept samples sit
+                positions = np.flatnonzero(weights.slice(*self._slot_range(shard)) > 0)
+            begin = 0 if lo == c0 else int(positions[lo - c0])
+            end = None if hi == c1 else int(positions[hi - c0])
+            segments.append((shard, begin, end))
+        return segments, b - a
+
     def _equal_share(self, kept: np.ndarray, workers: int | None = None) -> int:
-        """Samples every (rank, DataLoader worker) yields this epoch under torch.distributed: the most
-        any of them has kept, so every rank runs the same number of batches (the others repeat kept
-        samples of their own, as DistributedSampler pads). Every rank computes the same number from
-        the same store, shard order and worker count, with no collective. A ShardedPruner's rank
+        """Samples every (rank, DataLoader worker) yields this epoch under torch.distributed, so every
+        rank runs the same number of batches: the longest run of `_kept_share`, ceil(kept / (world *
+        workers)); the shorter runs repeat one sample of their own (as DistributedSampler pads). Every
+        rank computes it from its own identical store, with no collective. A ShardedPruner's rank
         sees only its own shards: the training process reduces the maxima over the ranks at select
         (`_publish_targets`) and its workers read them."""
         if workers is None:
             workers = _worker_count()
         if self.ownership is not None:
             return self._worker_target(workers)
-        _, world = self._rank_world()
-        order = self._shard_order()
-        return max(int(kept[_split(order, r, world, w, workers)].sum()) for r in range(world) for w in range(workers))
+        order, _, world = self._rank_view()
+        return -(-int(kept[order].sum()) // (world * workers))
 
     def _publish_targets(self, weights) -> None:
-        """ShardedPruner under DDP: for every worker count W up to MAX_WORKERS, the most samples any
-        worker of any rank keeps this epoch (one all_reduce of MAX_WORKERS integers), kept here and
-        written beside this rank's store for its DataLoader workers."""
+        """ShardedPruner under DDP: for every worker count W up to MAX_WORKERS, the longest run any
+        worker of any rank reads this epoch, ceil(rank's kept / W) maximised over the ranks (one
+        all_reduce of MAX_WORKERS integers), kept here and written beside this rank's store for its
+        DataLoader workers."""
         if self._targets is not None and self._targets[0] == self.epoch:
             return
         kept = self._kept_per_shard(weights)
         order, _, _ = self._rank_view()
-        local = [max(int(kept[order[w::workers]].sum()) for w in range(workers))
-                 for workers in range(1, MAX_WORKERS + 1)]
+        mine = int(kept[order].sum())
+        local = [-(-mine // workers) for workers in range(1, MAX_WORKERS + 1)]
         targets = self.pruner._max(np.array(local, dtype=np.int64)).tolist()
         self._targets = (self.epoch, targets)
         if self.store_path is not None:

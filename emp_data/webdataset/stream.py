@@ -254,51 +254,52 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
             yield from self._pipeline_samples(start_sample, weights)
             self._end_epoch()
             return
-        shards = self._my_shards()
-        target = kept = None
+        # This (rank, worker)'s share: (shard, first sample, end sample or None) runs of the epoch.
+        segments = [(shard, 0, None) for shard in self._my_shards()]
+        target, mine = None, 0
         if self._rank_world()[1] > 1:
             if self._index is None and self._wids is None:
                 raise ValueError("under torch.distributed every rank must run the same number of batches per epoch, "
                                  "and a stream without an index cannot know its count in advance: build an index "
                                  "(build_index) or pass a wids index")
             kept = self._kept_per_shard(weights)
+            segments, mine = self._kept_share(kept, weights)
             target = self._equal_share(kept)
         stopped = False
         try:
-            for pos in range(start_shard, len(shards)):
-                shard = shards[pos]
-                first = start_sample if pos == start_shard else 0
+            for pos in range(start_shard, len(segments)):
+                shard, begin, end = segments[pos]
+                first = max(begin, start_sample) if pos == start_shard else begin
                 self._position = (pos, first)
-                yield from self._shard_samples(pos, shard, first, weights)
+                yield from self._shard_samples(pos, shard, first, weights, end)
         except _StopPass:          # the handler said stop (webdataset's ignore_and_stop)
             stopped = True
         if target is not None and not stopped:
-            mine = int(kept[shards].sum())
-            padded = start_sample if start_shard >= len(shards) else 0
-            yield from self._padding(shards, mine > 0, target - mine, padded, weights)
-        self._position = (len(shards), 0)
+            padded = start_sample if start_shard >= len(segments) else 0
+            yield from self._padding(segments, mine > 0, target - mine, padded, weights)
+        self._position = (len(segments), 0)
         self._end_epoch()
 
-    def _padding(self, shards, kept_any, count, done, weights):
+    def _padding(self, segments, kept_any, count, done, weights):
         """`count` repeats of this worker's kept samples, in order and cycling (of every shard's, if
         it kept none), the first `done` of them already yielded before a resume. The position is
-        (number of shards, repeats so far)."""
+        (number of segments, repeats so far)."""
         if kept_any:
-            source = shards
+            source = segments
         elif self.ownership is not None:
             raise ValueError(f"rank {self.ownership.rank} kept no sample of its shards in epoch {self.epoch}, so it "
                              "has nothing to repeat to stay in step with the other ranks; use a lower prune ratio "
                              "or more, smaller shards per rank")
         else:
-            source = self._shard_order().tolist()
+            source = [(shard, 0, None) for shard in self._shard_order().tolist()]
         produced = 0
         while produced < count:
             cycle_start = produced
-            for shard in source:
-                for sample in self._shard_samples(len(shards), shard, 0, weights):
+            for shard, begin, end in source:
+                for sample in self._shard_samples(len(segments), shard, begin, weights, end):
                     produced += 1
                     if produced > done:
-                        self._position = (len(shards), produced)
+                        self._position = (len(segments), produced)
                         yield sample
                     if produced == count:
                         return
