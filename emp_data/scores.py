@@ -209,7 +209,8 @@ def clip_scores(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale, *,
                              f"among {all_image_emb.shape[0]}), got {offset!r}")
     total = all_image_emb.shape[0]
     if total < 2:
-        raise ValueError(f"a CLIP batch needs at least 2 pairs (negatives), got {total}")
+        raise ValueError(f"a CLIP batch needs at least 2 pairs (negatives), got {total}: drop partial batches "
+                         "(wds.batched(batch_size, partial=False) in the pipeline, or DataLoader(drop_last=True))")
     if isinstance(logit_scale, torch.Tensor):
         # Its value is not checked: reading a device tensor would synchronise every training step.
         if logit_scale.numel() != 1:

@@ -63,6 +63,25 @@ def write_data(folder, shards=100, per_shard=5):
         entries.append({"url": os.path.basename(url), "nsamples": per_shard})
     with open(os.path.join(folder, "train.json"), "w") as f:
         json.dump({"wids_version": 1, "shardlist": entries}, f)
+    write_clip_data(folder)
+
+
+def write_clip_data(folder, shards=4, per_shard=40):
+    """data/clip-00000..00003.tar: JPEG images with .txt captions, as LAION-style shards hold."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for s in range(shards):
+        with tarfile.open(os.path.join(folder, f"clip-{s:05d}.tar"), "w") as tar:
+            for i in range(per_shard):
+                colour = rng.integers(0, 256, 3)
+                buf = io.BytesIO()
+                Image.new("RGB", (48, 40), tuple(int(c) for c in colour)).save(buf, format="JPEG")
+                caption = f"a {'red' if colour[0] > 128 else 'dark'} square number {i}".encode()
+                for ext, data in (("jpg", buf.getvalue()), ("txt", caption)):
+                    info = tarfile.TarInfo(f"c{s:05d}_{i:03d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
 
 
 def stand_ins():
