@@ -320,7 +320,7 @@ def test_streaming_reports_a_key_repeated_inside_a_shard(tmp_path):
             info = tarfile.TarInfo(name)
             info.size = 1
             tar.addfile(info, io.BytesIO(b"1"))
-    ds = PrunedIterableDataset([url], Pruner(10, policy="full"))
+    ds = PrunedIterableDataset([url], Pruner(2, policy="full"))
     with pytest.warns(UserWarning, match="occurs more than once"):
         out = [(s["__key__"], int(s["__id__"])) for s in ds]
     assert out == [("a", 0), ("b", 1), ("a", 0)] and ds.duplicate_keys == 1
@@ -464,3 +464,25 @@ def test_set_epoch_refuses_non_integers_and_says_what_unusual_epochs_do(shards, 
     assert "set_epoch(1) after set_epoch(2)" in messages[0] and "other samples" in messages[0]
     assert "past the pruner's epochs=4" in messages[1] and "every sample" in messages[1]
     assert len(list(ds)) == n                            # epoch 11: annealing, every sample
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_pruner_larger_than_the_data_without_an_index_is_refused_once_the_count_is_known(shards, tmp_path,
+                                                                                          workers):
+    """Without an index the stream numbers samples as it meets them. A Pruner sized above the data
+    would spend its budget on ids the data never reaches (never seen, so ranked first): once a whole
+    pass is known to be over, selecting another epoch says how to size it."""
+    n = SHARDS * PER_SHARD
+    pruner = Pruner(n + 100, policy="emp", prune_ratio=0.7, exact_budget=True, epochs=5,
+                    store_path=tmp_path / "scores.emp")
+    ds = PrunedIterableDataset(shards, pruner)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
+    first_whole_pass_known = 1 if workers == 0 else 2     # workers: an epoch without a new key shows it
+    for epoch in range(first_whole_pass_known):
+        ds.set_epoch(epoch)
+        trained = list(loader)
+        assert pruner.stats()["kept"] > len(trained) or epoch == 0
+    with pytest.raises(ValueError, match=rf"has {n + 100} samples, but a whole pass of the stream numbered {n} "
+                                         rf".*num_samples={n}"):
+        ds.set_epoch(first_whole_pass_known)
+    assert ds.samples_seen == n

@@ -111,6 +111,7 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
         self._start = (0, 0)        # (shard position, sample offset) to resume from
         self._position = (0, 0)
         self._finished = None        # the last epoch this copy of the stream read to its end
+        self._numbered_at_select = None  # key-table ids numbered when the last epoch was selected here
         self._last_set = None        # the highest epoch given to set_epoch, and the warnings given once
         self._warned: set[str] = set()
         self._dist = None            # (rank, world) of the training process, for workers (see _rank_world)
@@ -164,11 +165,30 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
         pruner's selection, the check that ranks share one key table, and for a ShardedPruner the
         per-worker sample targets that keep the ranks in step."""
         if self.pruner.epoch != self.epoch:
+            self._check_numbered_all()
             self.pruner.select(self.epoch)
         if self.key_table is not None and self._rank_world()[1] > 1:
             self._check_shared_key_table()
         if self.ownership is not None and self._rank_world()[1] > 1:
             self._publish_targets(EpochWeights(self.epoch, array=self.pruner.store.weight))
+
+    def _check_numbered_all(self) -> None:
+        """Without an index the stream numbers samples as it meets them, so the Pruner's size is a
+        guess. Once a whole pass is known to be over (this process read one to its end, or an epoch
+        went by without a new key), the count is the data's: ids the data never reaches would count
+        as never seen and take the budget, so a Pruner larger than the data is refused here."""
+        if self.key_table is None or self.pipeline is not None:
+            return
+        numbered = len(self.key_table)
+        before = self._numbered_at_select
+        self._numbered_at_select = numbered
+        whole_pass = self._finished is not None or (before is not None and before == numbered and numbered > 0)
+        if whole_pass and numbered < self.pruner.num_samples:
+            raise ValueError(f"the Pruner has {self.pruner.num_samples} samples, but a whole pass of the stream "
+                             f"numbered {numbered} (stream.samples_seen): the {self.pruner.num_samples - numbered} ids "
+                             "the data never reaches would count as never seen and take the budget. Create the "
+                             f"Pruner with num_samples={numbered} (keep the key table, delete the store), or build "
+                             "an index (build_index) to know the count before training")
 
     def steps_per_epoch(self, batch_size: int, num_workers: int = 0, drop_last: bool = False,
                         epoch: int | None = None) -> int:
