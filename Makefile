@@ -35,6 +35,7 @@ bench: install
 
 # C++ core built with -fsanitize=address,undefined, in place, and the suite run against it.
 sanitize: install
+	$(PIP) install -q pybind11 ninja setuptools wheel     # the in-place build runs outside pip's build isolation
 	rm -rf build/asan && EMP_DATA_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --build-temp build/asan
 	LD_PRELOAD=$$(c++ -print-file-name=libasan.so):$$(c++ -print-file-name=libubsan.so) \
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
