@@ -23,6 +23,7 @@ import os
 import threading
 import time
 import urllib.parse
+import warnings
 from dataclasses import dataclass
 
 RETRIES = 5               # attempts after the first, for transient failures
@@ -136,11 +137,28 @@ def http_get(url: str, start: int | None = None, end: int | None = None, *, meth
 
 
 def http_stat(url: str) -> dict:
-    """Size and ETag (or Last-Modified) of a remote shard, from a HEAD request."""
+    """Size, ETag and Last-Modified of a remote shard (each None when the server sends none), from a
+    HEAD request."""
     resp = http_get(url, method="HEAD")
     size = resp.headers.get("content-length")
-    return {"size": int(size) if size is not None else None,
-            "etag": resp.headers.get("etag") or resp.headers.get("last-modified")}
+    return {"size": int(size) if size is not None else None, "etag": resp.headers.get("etag"),
+            "last_modified": resp.headers.get("last-modified")}
+
+
+_RANGE_IGNORED: set[str] = set()          # servers already warned about
+_RANGE_IGNORED_LOCK = threading.Lock()
+
+
+def _warn_range_ignored(url: str) -> None:
+    """Once per server: it answers Range requests with the whole body (200)."""
+    server = urllib.parse.urlparse(url).netloc
+    with _RANGE_IGNORED_LOCK:
+        if server in _RANGE_IGNORED:
+            return
+        _RANGE_IGNORED.add(server)
+    warnings.warn(f"server {server} ignores Range requests (it answered one for '{url}' with the whole file): each "
+                  "shard is downloaded whole, once per pass, and pruned members save no transfer there",
+                  stacklevel=3)
 
 
 # ------------------------------------------------------------------------------------ streams
@@ -154,7 +172,8 @@ class _HttpStream:
     def __init__(self, url: str):
         self.url = url
         info = http_stat(url)
-        self.size, self.etag = info["size"], info["etag"]
+        self.size, self.etag, self.last_modified = info["size"], info["etag"], info["last_modified"]
+        self.received = 0            # bytes that arrived, whatever was asked
         self.pos = 0
         self._buf, self._off = b"", 0    # the current range, and how much of it was read
         self._fetched_to = 0          # end of what has been requested so far
@@ -166,6 +185,7 @@ class _HttpStream:
             if self.pos == 0 and not self._buf:
                 self._buf, self._off = http_get(self.url).body, 0
                 self.size = self._fetched_to = len(self._buf)
+                self.received += len(self._buf)
         out = []
         want = (self.size - self.pos) if n is None or n < 0 else n
         while want > 0 and self.pos < self.size:
@@ -178,10 +198,15 @@ class _HttpStream:
             out.append(take)
         return b"".join(out)
 
-    def _fetch(self, start: int, end: int) -> bytes:
+    def _fetch(self, start: int, end: int) -> tuple[bytes, bool]:
+        """Bytes [start, end), or (the server ignored Range) [start, size): then True."""
         resp = http_get(self.url, start, end)
-        check_range(self.url, resp, start, end, self.size, self.etag)
-        return resp.body
+        self.received += len(resp.body)
+        whole = resp.status == 200
+        if whole:
+            _warn_range_ignored(self.url)
+        check_range(self.url, resp, start, self.size if whole else end, self.size, self.etag, self.last_modified)
+        return resp.body, whole
 
     def _request_next(self) -> None:
         if self._fetched_to < self.size:
@@ -194,8 +219,10 @@ class _HttpStream:
     def _take_next(self) -> bytes:
         if self._next is None:
             self._request_next()
-        data = self._next.result()
+        data, whole = self._next.result()
         self._next = None
+        if whole:
+            self._fetched_to = self.size   # the rest came with it: no more requests for this shard
         self._request_next()           # the one after, while this one is parsed
         return data
 
@@ -232,21 +259,24 @@ def stat(url: str) -> dict:
     fsspec's info elsewhere (etag when the store reports one). pipe: urls have neither."""
     if is_local(url):
         st = os.stat(local_path(url))
-        return {"size": st.st_size, "etag": None, "mtime_ns": st.st_mtime_ns}
+        return {"size": st.st_size, "etag": None, "last_modified": None, "mtime_ns": st.st_mtime_ns}
     if is_http(url):
         return http_stat(url)
     if url.startswith("pipe:"):
-        return {"size": None, "etag": None}
+        return {"size": None, "etag": None, "last_modified": None}
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(url)
     info = fs.info(path)
     etag = info.get("ETag") or info.get("etag") or info.get("mtime")
-    return {"size": info.get("size"), "etag": None if etag is None else str(etag)}
+    return {"size": info.get("size"), "etag": None if etag is None else str(etag), "last_modified": None}
 
 
-def check_range(url: str, resp: HttpResponse, start: int, end: int, size: int | None, etag: str | None) -> None:
-    """The response must be the asked bytes of the shard the index describes."""
+def check_range(url: str, resp: HttpResponse, start: int, end: int, size: int | None, etag: str | None,
+                last_modified: str | None = None) -> None:
+    """The response must be the asked bytes of the shard the index describes: its size, and each
+    validator the index recorded that the response carries (ETag, else Last-Modified, as servers like
+    `python -m http.server` send only the date). A 200 (Range ignored) is cut to the asked bytes."""
     if resp.status == 200:         # the server ignored Range: the whole body
         body_size = len(resp.body)
         if size is not None and body_size != size:
@@ -258,9 +288,11 @@ def check_range(url: str, resp: HttpResponse, start: int, end: int, size: int | 
         if size is not None and total.isdigit() and int(total) != size:
             raise ShardChanged(f"shard '{url}' changed since the index was built: {total} bytes at offset {start}, "
                                f"the index says {size}; rebuild the index")
-    if etag is not None and resp.headers.get("etag") not in (None, etag):
-        raise ShardChanged(f"shard '{url}' changed since the index was built (ETag {resp.headers.get('etag')} at "
-                           f"offset {start}, the index has {etag}); rebuild the index")
+    for name, recorded in (("ETag", etag), ("Last-Modified", last_modified)):
+        sent = resp.headers.get(name.lower())
+        if recorded is not None and sent is not None and sent != recorded:
+            raise ShardChanged(f"shard '{url}' changed since the index was built ({name} {sent} at offset {start}, "
+                               f"the index has {recorded}); rebuild the index")
     if len(resp.body) != end - start:
         raise ShardChanged(f"shard '{url}' is truncated at byte offset {start + len(resp.body)} (asked for bytes "
                            f"{start}-{end - 1}); rebuild the index if the shard changed")
@@ -315,8 +347,12 @@ class RangeReader:
     """Byte ranges of one shard: pread for local files, Range requests for http(s), fsspec's
     cat_file elsewhere. `size`/`etag` (from the index) are checked against every response."""
 
-    def __init__(self, url: str, size: int | None = None, etag: str | None = None):
-        self.url, self.size, self.etag = url, size, etag
+    def __init__(self, url: str, size: int | None = None, etag: str | None = None, last_modified: str | None = None):
+        self.url, self.size, self.etag, self.last_modified = url, size, etag, last_modified
+        self.received = 0             # bytes that arrived (a server that ignores Range sends whole shards)
+        self._whole: bytes | None = None   # the shard, once such a server has sent it: later reads slice it
+        self._lock = threading.Lock()
+        self._probe_lock, self._probed = threading.Lock(), False
         self._fd = os.open(local_path(url), os.O_RDONLY) if is_local(url) else None
         self._fs = None
         if self._fd is None and not is_http(url):
@@ -337,15 +373,46 @@ class RangeReader:
         if self._fd is not None:
             data = os.pread(self._fd, end - start, start)
         elif self._fs is None:
-            resp = http_get(self.url, start, end)
-            check_range(self.url, resp, start, end, self.size, self.etag)
-            return resp.body
+            return self._http_read(start, end)
         else:
             data = _retry(lambda: self._fs.cat_file(self._path, start=start, end=end), self.url, start, end)
+        self._count(len(data))
         if len(data) != end - start:
             raise ShardChanged(f"shard '{self.url}' is truncated at byte offset {start + len(data)} (index expects "
                                f"{end - start} bytes at {start})")
         return data
+
+    def _count(self, nbytes: int) -> None:
+        with self._lock:            # reads run side by side in threads
+            self.received += nbytes
+
+    def _http_read(self, start: int, end: int) -> bytes:
+        if not self._probed:
+            # The first request goes alone: if the server ignores Range, the reads queued behind it
+            # are served from the body it sends instead of each downloading the whole shard again.
+            with self._probe_lock:
+                if not self._probed:
+                    data = self._http_request(start, end)
+                    self._probed = True
+                    return data
+        return self._http_request(start, end)
+
+    def _http_request(self, start: int, end: int) -> bytes:
+        whole = self._whole
+        if whole is not None:
+            return whole[start:end]
+        resp = http_get(self.url, start, end)
+        self._count(len(resp.body))
+        if resp.status == 200:      # Range ignored: keep the shard for this pass's other reads
+            _warn_range_ignored(self.url)
+            check_range(self.url, resp, 0, len(resp.body), self.size, self.etag, self.last_modified)
+            self._whole = resp.body
+            if len(resp.body) < end:
+                raise ShardChanged(f"shard '{self.url}' is truncated at byte offset {len(resp.body)} (index expects "
+                                   f"{end - start} bytes at {start})")
+            return resp.body[start:end]
+        check_range(self.url, resp, start, end, self.size, self.etag, self.last_modified)
+        return resp.body
 
     def close(self) -> None:
         if self._fd is not None:

@@ -364,6 +364,7 @@ def _scan_shard(url: str, handler) -> tuple[dict, dict]:
             with remote.open_stream(url) as stream:
                 shutil.copyfileobj(stream, tmp, 4 << 20)
                 etag = getattr(stream, "etag", None) or fsspec_etag
+                last_modified = getattr(stream, "last_modified", None)
         except OSError as exc:       # failed for good after the retries (remote.RemoteError), or unreadable
             err = ValueError(f"shard '{url}' could not be read: {exc}")
             if handler is None or not handler(err):
@@ -375,6 +376,8 @@ def _scan_shard(url: str, handler) -> tuple[dict, dict]:
     entry = {"url": url, "size": size, "num_samples": len(arrays["key_offsets"]) - 1}
     if etag is not None:
         entry["etag"] = etag
+    if last_modified is not None:
+        entry["last_modified"] = last_modified
     return arrays, entry
 
 

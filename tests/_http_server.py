@@ -36,8 +36,11 @@ class Faults:
 class ShardServer:
     """Serves `folder` at http://127.0.0.1:<port>/ in a background thread (use as a context manager)."""
 
-    def __init__(self, folder: str, latency_s: float = 0.0, bandwidth: float | None = None):
+    def __init__(self, folder: str, latency_s: float = 0.0, bandwidth: float | None = None, simple: bool = False):
+        """`simple=True`: as `python -m http.server` (and some proxies) serve: Range is ignored (200
+        and the whole file), no ETag, only Last-Modified."""
         self.folder = folder
+        self.simple = simple
         self.latency_s, self.bandwidth = latency_s, bandwidth
         self.faults = Faults()
         self.requests: list[tuple[str, str, int]] = []     # (method, path, body bytes sent)
@@ -105,7 +108,7 @@ class ShardServer:
                 size = st.st_size
                 start, end = 0, size
                 status = 200
-                wanted = self.headers.get("Range")
+                wanted = None if server.simple else self.headers.get("Range")
                 if wanted:
                     m = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted.strip())
                     if not m or int(m.group(1)) >= size:
@@ -119,8 +122,9 @@ class ShardServer:
                     status = 206
                 self.send_response(status)
                 self.send_header("Content-Length", str(end - start))
-                self.send_header("Accept-Ranges", "bytes")
-                self.send_header("ETag", f'"{st.st_mtime_ns:x}-{size:x}"')
+                if not server.simple:
+                    self.send_header("Accept-Ranges", "bytes")
+                    self.send_header("ETag", f'"{st.st_mtime_ns:x}-{size:x}"')
                 self.send_header("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True))
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")

@@ -5,6 +5,7 @@ import os
 import shutil
 import sys
 import tarfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -250,3 +251,66 @@ def test_s3_urls_through_a_local_s3_compatible_server(s3_bucket, tmp_path):
     fsspec.filesystem("s3").invalidate_cache()
     with pytest.raises(ValueError, match=r"r-1\.tar' changed since the index was built \(ETag .*rebuild"):
         epoch(urls, tmp_path / "s3.empidx", ratio=0.0, policy="full", shuffle_shards=False)
+
+
+def same_size_replacement(path, seed=7):
+    """Rewrites the shard at `path` with other samples of the same sizes and names shifted by one
+    (sample i's bytes under key i+1), then restores its mtime: what `rsync -a` or `cp -p` of a
+    prepared file leaves."""
+    st = os.stat(path)
+    with tarfile.open(path) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    rng = np.random.default_rng(seed)
+    names = [n for n, _ in members]
+    shifted = names[2:] + names[:2]          # every sample's fields under the next sample's key
+    with tarfile.open(path, "w") as tar:
+        for name, (_, data) in zip(shifted, members):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(rng.bytes(len(data)) if name.endswith(".bin") else data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(path).st_size == st.st_size
+
+
+def test_a_server_that_ignores_range_sends_each_shard_once_and_the_count_says_so(tmp_path):
+    """Like `python -m http.server`: 200 and the whole file for a Range request, no ETag."""
+    local = write_shards(str(tmp_path))
+    total = sum(os.path.getsize(p) for p in local)
+    with ShardServer(str(tmp_path), simple=True) as server:
+        http = [f"{server.url}/r-{s}.tar" for s in range(SHARDS)]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            index = build_index(http, out=tmp_path / "http.empidx")
+            assert server.bytes_served() == total                      # the index build: each shard once
+            assert all(s.get("last_modified") and not s.get("etag") for s in index.shards)
+            server.reset_counts()
+            got, stream = epoch(http, tmp_path / "http.empidx", request_cost=0)
+        named = [str(w.message) for w in caught if "ignores Range requests" in str(w.message)]
+        assert len(named) == 1 and server.url.split("//")[1] in named[0]   # once per server, naming it
+        want, _ = epoch(local, build_index(local))
+        assert got == want
+        assert server.bytes_served() == total                          # each shard once, not once per range
+        assert stream.bytes_read == total                              # what arrived, not what was asked
+
+
+@pytest.mark.parametrize("simple", [False, True])
+def test_a_same_size_replacement_is_caught_by_validators_and_tar_headers(tmp_path, simple):
+    """A shard replaced by one of the same size. Over HTTP the server's validator changes (ETag, or
+    only Last-Modified on a simple server); with the old mtime restored, or on a local disk, the tar
+    header in front of each member no longer names the indexed member."""
+    local = write_shards(str(tmp_path))
+    with ShardServer(str(tmp_path), simple=simple) as server:
+        http = [f"{server.url}/r-{s}.tar" for s in range(SHARDS)]
+        build_index(http, out=tmp_path / "http.empidx")
+        build_index(local, out=tmp_path / "local.empidx")
+        st = os.stat(local[1])
+        same_size_replacement(local[1])
+        os.utime(local[1], ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))   # a new date: a new validator
+        validator = "Last-Modified" if simple else "ETag"
+        with pytest.raises(ValueError, match=rf"r-1\.tar' changed since the index was built \({validator}"):
+            epoch(http, tmp_path / "http.empidx", ratio=0.0, policy="full", shuffle_shards=False)
+        os.utime(local[1], ns=(st.st_atime_ns, st.st_mtime_ns))                     # the old date back
+        for urls, index in ((http, "http.empidx"), (local, "local.empidx")):
+            with pytest.raises(ValueError, match=r"r-1\.tar' changed since the index was built: the member at byte "
+                                                 r"offset \d+ is 'r1_00\d\.(bin|cls)'.*the index has sample 'r1_00"):
+                epoch(urls, tmp_path / index, ratio=0.0, policy="full", shuffle_shards=False)

@@ -121,7 +121,7 @@ def test_only_kept_samples_come_out_and_pruned_bytes_are_never_read(shards, tmp_
         s, i = divmod(sid, PER_SHARD)
         assert value_of(sample) == s * 1000 + i and sample["__key__"] == f"s{s:03d}_{i:05d}"
         assert sample["__url__"] == shards[s] and sample["__weight__"] == 1.0
-    assert sum(read_bytes) == len(kept_ids) * (256 + 1)        # kept members only
+    assert sum(read_bytes) == len(kept_ids) * (256 + 1 + 2 * 512)   # kept members only, each with its tar header
 
 
 def test_decoders_after_the_stage_see_only_kept_samples(shards, tmp_path):

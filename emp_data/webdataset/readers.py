@@ -55,7 +55,9 @@ class ShardReaders:
         self.shard_bytes += int(meta["size"])
         members = [(j, field, off, size) for j in kept for field, off, size in self._index.sample_members(lo + j)]
         local = remote.is_local(url)      # a pread per member: pruned bytes are never read
-        reads = remote.plan_reads([m[2] for m in members], [m[3] for m in members], gap=0 if local else self.read_gap,
+        # Each member's read starts at its tar header (checked in _assemble).
+        reads = remote.plan_reads([m[2] - TAR_BLOCK for m in members], [m[3] + TAR_BLOCK for m in members],
+                                  gap=0 if local else self.read_gap,
                                   shard_size=None if local else int(meta["size"]),
                                   request_cost=self.request_cost if self.request_cost is not None else
                                   remote.REQUEST_LATENCY_BYTES // max(self.read_ahead, 1),
@@ -66,24 +68,36 @@ class ShardReaders:
             self._handle(ValueError(str(exc)))
 
     def _read_kept(self, pos, url, lo, meta, members, reads, shard_weights, local):
-        with remote.RangeReader(url, meta["size"], meta.get("etag")) as reader:
-            samples: dict[int, dict] = {}
-            for read, data in _fetch_ahead(reader, reads, 1 if local else self.read_ahead):
-                self.bytes_read += len(data)
-                for m in read.members:
-                    j, field, off, size = members[m]
-                    if j not in samples:
-                        samples[j] = {"__key__": self._index.sample_key(lo + j), "__url__": url, "__id__": lo + j,
-                                      "__weight__": np.float32(shard_weights[j])}
-                    samples[j][field] = data[off - read.start:off - read.start + size]
-                # Members are in file order, so reads complete samples in order: every sample before
-                # the read's last one is whole, and that one too unless its next member is still to come.
-                last_m = read.members[-1]
-                last_j = members[last_m][0]
-                last_whole = last_m + 1 == len(members) or members[last_m + 1][0] != last_j
-                for j in sorted(j for j in samples if j < last_j or (j == last_j and last_whole)):
-                    self._position = (pos, j + 1)
-                    yield samples.pop(j)
+        with remote.RangeReader(url, meta["size"], meta.get("etag"), meta.get("last_modified")) as reader:
+            try:
+                yield from self._assemble(pos, url, lo, members, _fetch_ahead(reader, reads, 1 if local else
+                                                                                self.read_ahead), shard_weights)
+            finally:
+                self.bytes_read += reader.received      # what arrived, not what was asked
+
+    def _assemble(self, pos, url, lo, members, fetched, shard_weights):
+        """Samples from the planned reads' bytes, yielded in order as each becomes whole. Each member
+        is read with the 512-byte tar header in front of it, which must name it and its size: a shard
+        replaced under an index (same size, even the same mtime or Last-Modified) is caught at the
+        first member that moved, never returned as another sample's bytes."""
+        samples: dict[int, dict] = {}
+        for read, data in fetched:
+            for m in read.members:
+                j, field, off, size = members[m]
+                if j not in samples:
+                    samples[j] = {"__key__": self._index.sample_key(lo + j), "__url__": url, "__id__": lo + j,
+                                  "__weight__": np.float32(shard_weights[j])}
+                at = off - read.start
+                _check_header(data[at - TAR_BLOCK:at], url, off, samples[j]["__key__"], field, size)
+                samples[j][field] = data[at:at + size]
+            # Members are in file order, so reads complete samples in order: every sample before
+            # the read's last one is whole, and that one too unless its next member is still to come.
+            last_m = read.members[-1]
+            last_j = members[last_m][0]
+            last_whole = last_m + 1 == len(members) or members[last_m + 1][0] != last_j
+            for j in sorted(j for j in samples if j < last_j or (j == last_j and last_whole)):
+                self._position = (pos, j + 1)
+                yield samples.pop(j)
 
     def _streamed_shard(self, pos, shard, first, weights, end=None):
         url = self.urls[shard]
@@ -195,6 +209,31 @@ def _fetch_ahead(reader, reads, ahead: int):
         while pending:
             done, future = pending.popleft()
             yield done, future.result()
+
+
+TAR_BLOCK = 512
+
+
+def _check_header(block: bytes, url: str, offset: int, key: str, field: str, size: int) -> None:
+    """The tar header in front of a member must be a valid header of that member: its name (the
+    index lower-cases the field; a name over 100 bytes, or a non-ASCII one from a pax writer, is
+    only approximated in this header, its full form being in an extension header before it) and its
+    size."""
+    try:
+        info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except (tarfile.HeaderError, ValueError) as exc:
+        raise remote.ShardChanged(f"shard '{url}' changed since the index was built: no tar header of sample "
+                                  f"'{key}' (.{field}) before byte offset {offset} ({exc}); rebuild the index") from None
+    name = info.name.lower()
+    expected = f"{key}.{field}".lower()
+    # A pax writer puts a non-ASCII name in its extension header and '?'s in this one.
+    forms = (expected, expected.encode("ascii", "replace").decode("ascii"))
+    long_name = len(expected.encode("utf-8", "surrogateescape")) > 100
+    same_name = name in forms or (long_name and any(f.startswith(name[:60]) for f in forms))
+    if not same_name or info.size != size:
+        raise remote.ShardChanged(f"shard '{url}' changed since the index was built: the member at byte offset "
+                                  f"{offset} is '{name}' of {info.size} bytes, the index has sample '{key}' (.{field}) "
+                                  f"of {size} bytes; rebuild the index")
 
 
 def _normal_url(url: str) -> str:
