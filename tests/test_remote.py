@@ -314,3 +314,19 @@ def test_a_same_size_replacement_is_caught_by_validators_and_tar_headers(tmp_pat
             with pytest.raises(ValueError, match=r"r-1\.tar' changed since the index was built: the member at byte "
                                                  r"offset \d+ is 'r1_00\d\.(bin|cls)'.*the index has sample 'r1_00"):
                 epoch(urls, tmp_path / index, ratio=0.0, policy="full", shuffle_shards=False)
+
+
+def test_bytes_read_counts_what_dataloader_workers_received(served, tmp_path):
+    """The count the training process reads includes its workers' (they report beside the store), and
+    it is what the server sent."""
+    import torch
+
+    local, http, server = served
+    build_index(http, out=tmp_path / "http.empidx")
+    pruner = Pruner(SHARDS * PER_SHARD, policy="random", prune_ratio=0.7, seed=4, store_path=tmp_path / "s.emp")
+    stream = PrunedIterableDataset(http, pruner, index=tmp_path / "http.empidx")
+    stream.set_epoch(0)
+    server.reset_counts()
+    got = list(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2))
+    assert len(got) == 12
+    assert stream.bytes_read == server.bytes_served() > 0

@@ -73,7 +73,7 @@ class ShardReaders:
                 yield from self._assemble(pos, url, lo, members, _fetch_ahead(reader, reads, 1 if local else
                                                                                 self.read_ahead), shard_weights)
             finally:
-                self.bytes_read += reader.received      # what arrived, not what was asked
+                self._count_received(reader.received)   # what arrived, not what was asked
 
     def _assemble(self, pos, url, lo, members, fetched, shard_weights):
         """Samples from the planned reads' bytes, yielded in order as each becomes whole. Each member

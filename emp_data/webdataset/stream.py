@@ -119,7 +119,9 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
         self.read_gap = remote.DEFAULT_GAP  # indexed mode: merge kept members closer than this (bytes)
         self.read_ahead = 32                # indexed mode: requests in flight on a remote shard
         self.request_cost = None            # indexed mode: bytes one request costs (None: latency bytes / read_ahead)
-        self.bytes_read = 0                 # indexed mode: bytes fetched from shards (this copy of the stream)
+        self._own_bytes = 0                 # indexed mode: bytes this copy of the stream received (see bytes_read)
+        if self.pruner is not None and self.store_path is not None:
+            _reset_received(self.store_path)    # DataLoader workers report theirs there
         self.shard_bytes = 0                # ...and the sizes of the shards those came from
         self.duplicate_keys = 0      # samples whose (url, key) already appeared in the same shard pass
         self._pass_url, self._pass_ids = None, set()
@@ -326,6 +328,20 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
             if produced == cycle_start:
                 return      # nothing kept anywhere (cannot happen when count > 0): never spin
 
+    @property
+    def bytes_read(self) -> int:
+        """Bytes received from shards in indexed mode (a server that ignores Range sends whole
+        shards: they count whole). In the training process this includes what its DataLoader
+        workers received, which they report beside the store (`<store_path>.received`)."""
+        if get_worker_info() is None and self.pruner is not None and self.store_path is not None:
+            return self._own_bytes + _workers_received(self.store_path)
+        return self._own_bytes
+
+    def _count_received(self, nbytes: int) -> None:
+        self._own_bytes += nbytes
+        if get_worker_info() is not None and self.store_path is not None and nbytes:
+            _report_received(self.store_path, nbytes)
+
     def _end_epoch(self):
         self._finished = self.epoch
         if get_worker_info() is not None:
@@ -349,3 +365,31 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
     def key_collisions(self) -> int:
         """Distinct keys whose 64-bit hash collided with an earlier key (kept apart; 0 with an index)."""
         return self.key_table.collisions if self.key_table is not None else 0
+
+
+def _reset_received(store_path: str) -> None:
+    try:
+        with open(store_path + ".received", "w"):
+            pass
+    except OSError:
+        pass                     # a count only: never fail a stream over it
+
+
+def _report_received(store_path: str, nbytes: int) -> None:
+    """One line per shard read; O_APPEND writes of a short line do not interleave between workers."""
+    try:
+        fd = os.open(store_path + ".received", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{int(nbytes)}\n".encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _workers_received(store_path: str) -> int:
+    try:
+        with open(store_path + ".received") as f:
+            return sum(int(line) for line in f if line.strip().isdigit())
+    except OSError:
+        return 0
