@@ -397,4 +397,25 @@ def _index_file(url: str, path: str, handler) -> dict:
         exc = ValueError(f"shard '{url}': {scan_error} at byte offset {error_offset}")
         if handler is None or not handler(exc):
             raise exc
+        # The stream drops the sample it was assembling when a shard breaks (as webdataset's
+        # group_by_keys does): its members after the break are lost. The index drops it too, so both
+        # keep the same samples.
+        arrays = _without_last_sample(arrays)
     return arrays
+
+
+def _without_last_sample(a: dict) -> dict:
+    n = len(a["key_offsets"]) - 1
+    if n == 0:
+        return a
+    members = int(a["sample_first_member"][n - 1])
+    out = dict(a)
+    out["keys"] = a["keys"][:int(a["key_offsets"][n - 1])]
+    out["key_offsets"] = a["key_offsets"][:n]
+    out["sample_first_member"] = a["sample_first_member"][:n]
+    out["member_offset"], out["member_size"] = a["member_offset"][:members], a["member_size"][:members]
+    out["ext_offsets"] = a["ext_offsets"][:members + 1]
+    out["exts"] = a["exts"][:int(a["ext_offsets"][members])]
+    if "key_hash" in a:
+        out["key_hash"] = a["key_hash"][:n - 1]
+    return out

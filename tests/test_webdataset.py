@@ -486,3 +486,20 @@ def test_a_pruner_larger_than_the_data_without_an_index_is_refused_once_the_coun
                                          rf".*num_samples={n}"):
         ds.set_epoch(first_whole_pass_known)
     assert ds.samples_seen == n
+
+
+@pytest.mark.parametrize("cut", [5000, 5000 + 512, 5000 + 1024, 6000])   # in a payload, a header, the next
+def test_build_index_and_the_stream_keep_the_same_samples_of_a_broken_shard(shards, tmp_path, cut):
+    """A truncated shard under a handler that continues: the sample being assembled at the break is
+    dropped by both (its later members are lost), so the index and the no-index stream agree."""
+    truncated = tmp_path / "trunc.tar"
+    truncated.write_bytes(open(shards[0], "rb").read()[:cut])
+    urls = [str(truncated), shards[1]]
+    keep_going = lambda exc: True   # noqa: E731  (webdataset's warn_and_continue, without the warning)
+    index = build_index(urls, handler=keep_going)
+    indexed = [index.sample_key(i) for i in range(index.num_samples)]
+    stream = PrunedIterableDataset(urls, Pruner(2 * PER_SHARD, policy="full"), handler=keep_going, shuffle_shards=False)
+    streamed = [s["__key__"] for s in stream]
+    assert indexed == streamed and PER_SHARD < len(streamed) < 2 * PER_SHARD
+    assert all(set(index.sample_members(i)[j][0] for j in range(2)) == {"bin", "cls"}
+               for i in range(index.num_samples))                       # no half sample in the index

@@ -125,6 +125,7 @@ class ShardReaders:
                         raise _DuplicateMember(f"duplicate file name in tar file: {name} (sample '{key}' already "
                                                f"has .{ext}) in shard '{url}'")
                     current[ext] = data
+                _check_tar_end(tar, raw, url)
                 if current is not None:
                     ordinal += 1
                     out = self._emit(url, current_key, current, ordinal, first, pos, weights, ids)
@@ -247,6 +248,20 @@ class _DuplicateMember(ValueError):
 
 class _StopPass(Exception):
     """The handler returned False: end this pass quietly."""
+
+
+def _check_tar_end(tar, raw, url) -> None:
+    """Python's tarfile ends a stream quietly at a header cut short, where the index's scanner (and
+    so build_index) sees a truncated tar: the shard's known size settles it, so both modes drop the
+    sample that was being assembled."""
+    size = getattr(raw, "size", None)
+    if size is None and hasattr(raw, "fileno"):
+        try:
+            size = os.fstat(raw.fileno()).st_size
+        except (OSError, ValueError):
+            size = None
+    if size is not None and 0 < size - tar.offset < TAR_BLOCK:
+        raise tarfile.ReadError(f"truncated tar header at byte offset {tar.offset} of '{url}'")
 
 
 def _members_with_data(tar):
