@@ -503,3 +503,31 @@ def test_build_index_and_the_stream_keep_the_same_samples_of_a_broken_shard(shar
     assert indexed == streamed and PER_SHARD < len(streamed) < 2 * PER_SHARD
     assert all(set(index.sample_members(i)[j][0] for j in range(2)) == {"bin", "cls"}
                for i in range(index.num_samples))                       # no half sample in the index
+
+
+def test_a_sample_missing_a_field_is_named_with_its_shard_and_seen_by_the_handler(tmp_path):
+    """A jpg without its txt: to_tuple's error becomes one naming the sample's key and shard,
+    and the stream's handler decides (skip it and go on, or stop)."""
+    import webdataset as wds
+
+    from emp_data.webdataset import PrunedPipeline
+
+    url = str(tmp_path / "pairs.tar")
+    with tarfile.open(url, "w") as tar:
+        for i in range(6):
+            for ext in (("jpg", "txt") if i != 3 else ("jpg",)):          # sample 3 has no caption
+                info = tarfile.TarInfo(f"p{i}.{ext}")
+                info.size = 1
+                tar.addfile(info, io.BytesIO(b"x"))
+    build_index([url], out=tmp_path / "idx.empidx")
+
+    def pipeline(handler):
+        stream = PrunedIterableDataset([url], Pruner(6, policy="full"), index=tmp_path / "idx.empidx", handler=handler)
+        return PrunedPipeline(stream, wds.to_tuple("__key__", "jpg", "txt"))
+
+    with pytest.raises(ValueError, match=r"sample 'p3' of shard '.*pairs\.tar': ValueError: didn't find \['txt'\]"):
+        list(pipeline(None))
+    seen = []
+    got = [key for key, _, _ in pipeline(lambda exc: seen.append(str(exc)) or True)]
+    assert got == ["p0", "p1", "p2", "p4", "p5"] and len(seen) == 1 and "'p3'" in seen[0]
+    assert [key for key, _, _ in pipeline(lambda exc: False)] == ["p0", "p1", "p2"]

@@ -22,6 +22,8 @@ run only on what is left.
             pruner.loss(F.cross_entropy(logits, y, reduction="none"), ids, logits=logits).backward()
             state = loader.state_dict()     # saved with pruner.save(...), it resumes at the next batch
 
+An error a stage raises about a sample names its key and shard and goes to the stream's `handler=`.
+
 That is exact because webdataset stages are lazy generators: when a stage hands on a sample, the
 stream has produced exactly the samples that went into it and into everything before it (a filter
 drops samples for good, `wds.batched` groups them). A stage that holds samples back in a buffer
@@ -53,6 +55,43 @@ class PrunedPipeline(wds.DataPipeline):
                                  "would lose; the stream already shuffles shards each epoch")
         super().__init__(stream, *stages)
         self.stream = stream
+
+    def iterator1(self):
+        """One pass. An error a stage raises about a sample (a missing field in `to_tuple`, a bad
+        image in `decode`) names that sample's key and shard, and goes to the stream's `handler=` as
+        a corrupt shard does: True skips the sample and goes on, False ends the pass."""
+        state = {"last": None, "stream_failed": False}
+        samples = self._tracked(iter(self.stream), state)   # held here: it outlives a failed stage
+        while True:
+            source = samples
+            for stage in self.pipeline[1:]:
+                source = self.invoke(stage, source)
+            try:
+                yield from source
+                return
+            except Exception as exc:  # noqa: BLE001 - a stage's error about a sample, named and handled below
+                last = state["last"]
+                if state["stream_failed"] or last is None:
+                    raise          # the stream's own errors are named and handled already
+                err = ValueError(f"sample '{last.get('__key__')}' of shard '{last.get('__url__')}': "
+                                 f"{type(exc).__name__}: {exc}")
+                if self.stream.handler is None:
+                    raise err from exc
+                if not self.stream.handler(err):
+                    return
+
+    @staticmethod
+    def _tracked(samples, state):
+        while True:
+            try:
+                sample = next(samples)
+            except StopIteration:
+                return
+            except Exception:
+                state["stream_failed"] = True
+                raise
+            state["last"] = sample
+            yield sample
 
     def set_epoch(self, epoch: int) -> None:
         self.stream.set_epoch(epoch)
