@@ -2,6 +2,7 @@
 processes through a memory-mapped file)."""
 from __future__ import annotations
 
+import fcntl
 import os
 
 from . import _C
@@ -43,6 +44,16 @@ class KeyTable:
         if self._table.max_ids != max_samples:
             raise ValueError(f"key table '{self.path}' numbers {self._table.max_ids} samples, not {max_samples}; "
                              "delete it to renumber for this pruner")
+        self._hold()
+
+    def _hold(self) -> None:
+        """Every process that has the table open holds a shared lock on `<path>.lock` until it exits
+        (the kernel drops it when a process dies, however it dies): `recover` runs only where it can
+        take that lock alone, so it never scans a table that a live process is inserting into."""
+        self._lock_fd = None
+        if self.path is not None:
+            self._lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
 
     def id_of(self, url: str, key: str) -> int:
         """The id of (url, key), numbering it if new. ValueError once more distinct samples appear
@@ -64,12 +75,22 @@ class KeyTable:
 
     def recover(self) -> int:
         """After a crash: turn inserts that never finished into tombstones (their keys get fresh ids)
-        and check every id; ValueError if the table is inconsistent (delete it to renumber). Call
-        it only while no other process uses the table. Returns the number of slots repaired."""
+        and check every id; ValueError if the table is inconsistent (delete it to renumber). Runs
+        only when no other live process has the table open (their inserts may be under way, which
+        a scan would take for damage); otherwise it leaves the table to them and returns 0. Returns
+        the number of slots repaired."""
+        if self._lock_fd is not None:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0            # live processes use it: nothing of theirs is a crash's leftover
         try:
             return self._table.recover()
         except RuntimeError as exc:
             raise ValueError(str(exc)) from None
+        finally:
+            if self._lock_fd is not None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
 
     def key_of(self, sample_id: int) -> str:
         return _decode_name(self._table.key_of(int(sample_id)))
@@ -96,3 +117,12 @@ class KeyTable:
         self.path = state["path"]
         self.existed = True
         self._table = _C.KeyTable.open(self.path)
+        self._hold()
+
+    def __del__(self):
+        fd = getattr(self, "_lock_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -402,6 +402,31 @@ def test_sigkill_mid_insert_then_restart_gives_consistent_ids(tmp_path):
     assert table.clean
 
 
+def test_recovery_never_scans_a_table_a_live_process_is_inserting_into(tmp_path):
+    """A process still inserting (a DataLoader worker of a loader that failed, still alive) while a new
+    stream reopens the table: recovery must leave the live table alone, never call it inconsistent;
+    once the inserter is killed mid-insert, the next reopen recovers it."""
+    path = str(tmp_path / "t.keys")
+    n = 400_000
+    KeyTable(n, path)
+    ctx = mp.get_context("spawn")
+    proc = ctx.Process(target=faults.insert_forever, args=(path, n, "a"))
+    proc.start()
+    try:
+        _wait_for(f"{path}.ready.a", proc)
+        for _ in range(40):                        # each reopen races the inserter's next insert
+            time.sleep(0.01)
+            table = KeyTable(n, path)
+            assert table.recover() == 0            # left to the live process, not scanned
+            del table
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+    table = KeyTable(n, path)
+    table.recover()                                # the inserter is gone: now it runs
+    assert len(table) > 1000 and table.id_of("shard-0.tar", "a-00000000") == 0
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path):
     mount = tmp_path / "tiny"

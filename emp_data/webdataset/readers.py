@@ -218,8 +218,8 @@ TAR_BLOCK = 512
 def _check_header(block: bytes, url: str, offset: int, key: str, field: str, size: int) -> None:
     """The tar header in front of a member must be a valid header of that member: its name (the
     index lower-cases the field; a name over 100 bytes, or a non-ASCII one from a pax writer, is
-    only approximated in this header, its full form being in an extension header before it) and its
-    size."""
+    only approximated in this header, its full form being in an extension header before it) and,
+    outside POSIX archives, its size."""
     try:
         info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
     except (tarfile.HeaderError, ValueError) as exc:
@@ -231,7 +231,10 @@ def _check_header(block: bytes, url: str, offset: int, key: str, field: str, siz
     forms = (expected, expected.encode("ascii", "replace").decode("ascii"))
     long_name = len(expected.encode("utf-8", "surrogateescape")) > 100
     same_name = name in forms or (long_name and any(f.startswith(name[:60]) for f in forms))
-    if not same_name or info.size != size:
+    # In a POSIX (pax) archive a pax record before this header may override its size; GNU and old
+    # headers carry the real one.
+    posix = block[257:263] == b"ustar\x00"
+    if not same_name or (info.size != size and not posix):
         raise remote.ShardChanged(f"shard '{url}' changed since the index was built: the member at byte offset "
                                   f"{offset} is '{name}' of {info.size} bytes, the index has sample '{key}' (.{field}) "
                                   f"of {size} bytes; rebuild the index")
