@@ -145,7 +145,12 @@ def http_stat(url: str) -> dict:
             "last_modified": resp.headers.get("last-modified")}
 
 
+_RANGE_SUPPORT: dict[str, bool] = {}     # server -> whether its last answer to a Range request was a 206
 _RANGE_IGNORED: set[str] = set()          # servers already warned about
+
+
+def _honours_range(url: str) -> bool | None:
+    return _RANGE_SUPPORT.get(urllib.parse.urlparse(url).netloc)
 _RANGE_IGNORED_LOCK = threading.Lock()
 
 
@@ -387,9 +392,10 @@ class RangeReader:
             self.received += nbytes
 
     def _http_read(self, start: int, end: int) -> bytes:
-        if not self._probed:
-            # The first request goes alone: if the server ignores Range, the reads queued behind it
-            # are served from the body it sends instead of each downloading the whole shard again.
+        if _honours_range(self.url) is not True and not self._probed:
+            # Until a server is known to honour Range, a shard's first request goes alone: if the
+            # server ignores it, the reads queued behind are cut from the whole body it sends instead
+            # of each downloading the shard again.
             with self._probe_lock:
                 if not self._probed:
                     data = self._http_request(start, end)
@@ -403,6 +409,7 @@ class RangeReader:
             return whole[start:end]
         resp = http_get(self.url, start, end)
         self._count(len(resp.body))
+        _RANGE_SUPPORT[urllib.parse.urlparse(self.url).netloc] = resp.status == 206
         if resp.status == 200:      # Range ignored: keep the shard for this pass's other reads
             _warn_range_ignored(self.url)
             check_range(self.url, resp, 0, len(resp.body), self.size, self.etag, self.last_modified)

@@ -154,6 +154,10 @@ class ShardServer:
                     self.connection.shutdown(socket.SHUT_RDWR)
 
         class Server(ThreadingHTTPServer):
+            # A listen backlog as real servers have (nginx: 511); the default 5 drops the SYNs of a
+            # burst of new connections, which then wait a second for the retransmit.
+            request_queue_size = 128
+
             def handle_error(self, request, client_address):
                 pass        # clients that drop a connection (faults, retries) are expected here
 
@@ -213,8 +217,10 @@ def main(argv=None) -> None:
     ap.add_argument("folder")
     ap.add_argument("--latency-ms", type=float, default=0.0)
     ap.add_argument("--bandwidth-mbs", type=float, default=0.0)
+    ap.add_argument("--simple", action="store_true", help="ignore Range and send no ETag, as python -m http.server")
     args = ap.parse_args(argv)
-    server = ShardServer(args.folder, latency_s=args.latency_ms / 1000, bandwidth=args.bandwidth_mbs * 1e6 or None)
+    server = ShardServer(args.folder, latency_s=args.latency_ms / 1000, bandwidth=args.bandwidth_mbs * 1e6 or None,
+                         simple=args.simple)
     print(server.url, flush=True)
     sys.stdout.close()
     server.httpd.serve_forever()

@@ -56,7 +56,8 @@ class ShardReaders:
         members = [(j, field, off, size) for j in kept for field, off, size in self._index.sample_members(lo + j)]
         local = remote.is_local(url)      # a pread per member: pruned bytes are never read
         # Each member's read starts at its tar header (checked in _assemble).
-        reads = remote.plan_reads([m[2] - TAR_BLOCK for m in members], [m[3] + TAR_BLOCK for m in members],
+        head = TAR_BLOCK if self.check_headers else 0
+        reads = remote.plan_reads([m[2] - head for m in members], [m[3] + head for m in members],
                                   gap=0 if local else self.read_gap,
                                   shard_size=None if local else int(meta["size"]),
                                   request_cost=self.request_cost if self.request_cost is not None else
@@ -88,7 +89,8 @@ class ShardReaders:
                     samples[j] = {"__key__": self._index.sample_key(lo + j), "__url__": url, "__id__": lo + j,
                                   "__weight__": np.float32(shard_weights[j])}
                 at = off - read.start
-                _check_header(data[at - TAR_BLOCK:at], url, off, samples[j]["__key__"], field, size)
+                if self.check_headers:
+                    _check_header(data[at - TAR_BLOCK:at], url, off, samples[j]["__key__"], field, size)
                 samples[j][field] = data[at:at + size]
             # Members are in file order, so reads complete samples in order: every sample before
             # the read's last one is whole, and that one too unless its next member is still to come.
@@ -104,8 +106,10 @@ class ShardReaders:
         self._pass_url = None
         ids = None if self._wids is None else self._wids.shard_range(shard)   # wids: id = first + ordinal
         ordinal = -1
+        raw = None
         try:
-            with remote.open_stream(url) as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+            raw = remote.open_stream(url)
+            with raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
                 current_key, current = None, None
                 for member in _members_with_data(tar):
                     name, data = member
@@ -136,6 +140,9 @@ class ShardReaders:
                 ValueError(f"shard '{url}' is corrupt or truncated near sample {ordinal + 1}: {exc}")
             self._handle(err)
             return
+        finally:
+            if raw is not None:
+                self._count_received(getattr(raw, "received", 0))   # http: what arrived
         if ids is not None and ordinal + 1 < ids[1] - ids[0]:
             # Ids stay unique (the shard's range is fixed), but the index no longer describes the shard.
             warnings.warn(f"shard '{url}' holds {ordinal + 1} samples, the wids index says {ids[1] - ids[0]}: "
@@ -216,10 +223,32 @@ TAR_BLOCK = 512
 
 
 def _check_header(block: bytes, url: str, offset: int, key: str, field: str, size: int) -> None:
-    """The tar header in front of a member must be a valid header of that member: its name (the
-    index lower-cases the field; a name over 100 bytes, or a non-ASCII one from a pax writer, is
-    only approximated in this header, its full form being in an extension header before it) and,
-    outside POSIX archives, its size."""
+    """The tar header in front of a member must be a header of that member: its name (the index
+    lower-cases the field; a name over 100 bytes, or a non-ASCII one from a pax writer, is only
+    approximated in this header, its full form being in an extension header before it) and, outside
+    POSIX archives (where a pax record may override it), its size. The usual case costs a few byte
+    comparisons; tarfile parses the header only to say what is wrong."""
+    name = block[:100].split(b"\0", 1)[0]
+    posix = block[257:263] == b"ustar\x00"
+    if block[257:262] == b"ustar":
+        prefix = block[345:500].split(b"\0", 1)[0]
+        if prefix:
+            name = prefix + b"/" + name
+    expected = f"{key}.{field}".encode("utf-8", "surrogateescape")
+    if name.lower() == expected.lower() and (posix or _header_size(block) == size):
+        return
+    _header_mismatch(block, url, offset, key, field, size, posix)
+
+
+def _header_size(block: bytes) -> int:
+    try:
+        return tarfile.nti(block[124:136])
+    except (tarfile.HeaderError, ValueError):
+        return -1
+
+
+def _header_mismatch(block, url, offset, key, field, size, posix) -> None:
+    """The slow path: names a pax/long-name approximation as a match, anything else as an error."""
     try:
         info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
     except (tarfile.HeaderError, ValueError) as exc:
@@ -227,17 +256,13 @@ def _check_header(block: bytes, url: str, offset: int, key: str, field: str, siz
                                   f"'{key}' (.{field}) before byte offset {offset} ({exc}); rebuild the index") from None
     name = info.name.lower()
     expected = f"{key}.{field}".lower()
-    # A pax writer puts a non-ASCII name in its extension header and '?'s in this one.
-    forms = (expected, expected.encode("ascii", "replace").decode("ascii"))
+    forms = (expected, expected.encode("ascii", "replace").decode("ascii"))   # a pax writer's '?'s
     long_name = len(expected.encode("utf-8", "surrogateescape")) > 100
     same_name = name in forms or (long_name and any(f.startswith(name[:60]) for f in forms))
-    # In a POSIX (pax) archive a pax record before this header may override its size; GNU and old
-    # headers carry the real one.
-    posix = block[257:263] == b"ustar\x00"
     if not same_name or (info.size != size and not posix):
         raise remote.ShardChanged(f"shard '{url}' changed since the index was built: the member at byte offset "
-                                  f"{offset} is '{name}' of {info.size} bytes, the index has sample '{key}' (.{field}) "
-                                  f"of {size} bytes; rebuild the index")
+                                  f"{offset} is '{info.name}' of {info.size} bytes, the index has sample '{key}' "
+                                  f"(.{field}) of {size} bytes; rebuild the index")
 
 
 def _normal_url(url: str) -> str:

@@ -120,6 +120,7 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
         self.read_ahead = 32                # indexed mode: requests in flight on a remote shard
         self.request_cost = None            # indexed mode: bytes one request costs (None: latency bytes / read_ahead)
         self._own_bytes = 0                 # indexed mode: bytes this copy of the stream received (see bytes_read)
+        self.check_headers = True           # indexed mode: read and check each member's tar header (512 B)
         if self.pruner is not None and self.store_path is not None:
             _reset_received(self.store_path)    # DataLoader workers report theirs there
         self.shard_bytes = 0                # ...and the sizes of the shards those came from
