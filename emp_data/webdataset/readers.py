@@ -248,17 +248,19 @@ def _header_size(block: bytes) -> int:
 
 
 def _header_mismatch(block, url, offset, key, field, size, posix) -> None:
-    """The slow path: names a pax/long-name approximation as a match, anything else as an error."""
+    """The slow path: accepts what writers put in this header for a name that does not fit it (the
+    first 100 bytes of a long name, cut anywhere in a character by GNU tar; '?' for each non-ASCII
+    character from a pax writer), and raises for anything else."""
     try:
         info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
     except (tarfile.HeaderError, ValueError) as exc:
         raise remote.ShardChanged(f"shard '{url}' changed since the index was built: no tar header of sample "
                                   f"'{key}' (.{field}) before byte offset {offset} ({exc}); rebuild the index") from None
-    name = info.name.lower()
-    expected = f"{key}.{field}".lower()
-    forms = (expected, expected.encode("ascii", "replace").decode("ascii"))   # a pax writer's '?'s
-    long_name = len(expected.encode("utf-8", "surrogateescape")) > 100
-    same_name = name in forms or (long_name and any(f.startswith(name[:60]) for f in forms))
+    got = info.name.encode("utf-8", "surrogateescape").lower()
+    expected = f"{key}.{field}"
+    forms = (expected.encode("utf-8", "surrogateescape").lower(), expected.encode("ascii", "replace").lower())
+    cut = len(forms[0]) > 100 and len(got) >= 50          # a long name: this header holds its first bytes
+    same_name = got in forms or (cut and any(f.startswith(got) for f in forms))
     if not same_name or (info.size != size and not posix):
         raise remote.ShardChanged(f"shard '{url}' changed since the index was built: the member at byte offset "
                                   f"{offset} is '{info.name}' of {info.size} bytes, the index has sample '{key}' "
