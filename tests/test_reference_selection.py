@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import reference_selection as ref
 from emp_data import Pruner
 
-SETTINGS = settings(max_examples=100, deadline=None, derandomize=True, database=None,
+SETTINGS = settings(max_examples=70, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 RATIOS = st.sampled_from([0.0, 1e-9, 0.001, 0.3, 0.5, 0.7, 0.9, 0.999, 1.0 - 1e-9])
