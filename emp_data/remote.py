@@ -147,16 +147,20 @@ def http_stat(url: str) -> dict:
 
 _RANGE_SUPPORT: dict[str, bool] = {}     # server -> whether its last answer to a Range request was a 206
 _RANGE_IGNORED: set[str] = set()          # servers already warned about
+_RANGE_IGNORED_LOCK = threading.Lock()
+
+
+def _server(url: str) -> str:
+    return urllib.parse.urlparse(url).netloc
 
 
 def _honours_range(url: str) -> bool | None:
-    return _RANGE_SUPPORT.get(urllib.parse.urlparse(url).netloc)
-_RANGE_IGNORED_LOCK = threading.Lock()
+    return _RANGE_SUPPORT.get(_server(url))
 
 
 def _warn_range_ignored(url: str) -> None:
     """Once per server: it answers Range requests with the whole body (200)."""
-    server = urllib.parse.urlparse(url).netloc
+    server = _server(url)
     with _RANGE_IGNORED_LOCK:
         if server in _RANGE_IGNORED:
             return
@@ -350,7 +354,8 @@ def _split_read(read: Read, offsets, sizes, max_read: int) -> list[Read]:
 
 class RangeReader:
     """Byte ranges of one shard: pread for local files, Range requests for http(s), fsspec's
-    cat_file elsewhere. `size`/`etag` (from the index) are checked against every response."""
+    cat_file elsewhere. `size`, `etag` and `last_modified` (from the index) are checked against every
+    response; `received` counts the bytes that arrived."""
 
     def __init__(self, url: str, size: int | None = None, etag: str | None = None, last_modified: str | None = None):
         self.url, self.size, self.etag, self.last_modified = url, size, etag, last_modified
@@ -409,7 +414,7 @@ class RangeReader:
             return whole[start:end]
         resp = http_get(self.url, start, end)
         self._count(len(resp.body))
-        _RANGE_SUPPORT[urllib.parse.urlparse(self.url).netloc] = resp.status == 206
+        _RANGE_SUPPORT[_server(self.url)] = resp.status == 206
         if resp.status == 200:      # Range ignored: keep the shard for this pass's other reads
             _warn_range_ignored(self.url)
             check_range(self.url, resp, 0, len(resp.body), self.size, self.etag, self.last_modified)

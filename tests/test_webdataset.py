@@ -531,3 +531,29 @@ def test_a_sample_missing_a_field_is_named_with_its_shard_and_seen_by_the_handle
     got = [key for key, _, _ in pipeline(lambda exc: seen.append(str(exc)) or True)]
     assert got == ["p0", "p1", "p2", "p4", "p5"] and len(seen) == 1 and "'p3'" in seen[0]
     assert [key for key, _, _ in pipeline(lambda exc: False)] == ["p0", "p1", "p2"]
+
+
+def test_a_stage_that_fails_without_taking_a_sample_is_raised_not_skipped_forever(shards, tmp_path):
+    """A handler that says "go on" skips the sample a stage failed on; a stage that fails again before
+    taking any new sample is not failing on a sample, and is raised instead of retried forever."""
+    from emp_data.webdataset import PrunedPipeline
+
+    build_index(shards, out=tmp_path / "idx.empidx")
+    calls = []
+
+    def broken_after_one(samples):
+        for sample in samples:
+            if calls:
+                raise RuntimeError("stage state broken")
+            calls.append(1)
+            yield sample
+
+    def stuck(samples):
+        if calls:                                   # fails at once, without pulling a sample
+            raise RuntimeError("stage cannot start")
+        yield from broken_after_one(samples)
+
+    stream = PrunedIterableDataset(shards, Pruner(SHARDS * PER_SHARD, policy="full"), index=tmp_path / "idx.empidx",
+                                   handler=lambda exc: True)
+    with pytest.raises(RuntimeError, match="stage cannot start"):
+        list(PrunedPipeline(stream, stuck))

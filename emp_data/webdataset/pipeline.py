@@ -62,6 +62,7 @@ class PrunedPipeline(wds.DataPipeline):
         a corrupt shard does: True skips the sample and goes on, False ends the pass."""
         state = {"last": None, "stream_failed": False}
         samples = self._tracked(iter(self.stream), state)   # held here: it outlives a failed stage
+        failed_on = None
         while True:
             source = samples
             for stage in self.pipeline[1:]:
@@ -71,8 +72,11 @@ class PrunedPipeline(wds.DataPipeline):
                 return
             except Exception as exc:  # noqa: BLE001 - a stage's error about a sample, named and handled below
                 last = state["last"]
-                if state["stream_failed"] or last is None:
-                    raise          # the stream's own errors are named and handled already
+                if state["stream_failed"] or last is None or last is failed_on:
+                    # The stream's own errors are named and handled already; a stage that fails again
+                    # without taking a new sample is not about a sample, and skipping would never end.
+                    raise
+                failed_on = last
                 err = ValueError(f"sample '{last.get('__key__')}' of shard '{last.get('__url__')}': "
                                  f"{type(exc).__name__}: {exc}")
                 if self.stream.handler is None:

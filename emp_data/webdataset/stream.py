@@ -119,11 +119,11 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
         self.read_gap = remote.DEFAULT_GAP  # indexed mode: merge kept members closer than this (bytes)
         self.read_ahead = 32                # indexed mode: requests in flight on a remote shard
         self.request_cost = None            # indexed mode: bytes one request costs (None: latency bytes / read_ahead)
-        self._own_bytes = 0                 # indexed mode: bytes this copy of the stream received (see bytes_read)
         self.check_headers = True           # indexed mode: read and check each member's tar header (512 B)
+        self._own_bytes = 0                 # bytes this copy of the stream received from shards (see bytes_read)
+        self.shard_bytes = 0                # indexed mode: the sizes of the shards those came from
         if self.pruner is not None and self.store_path is not None:
             _reset_received(self.store_path)    # DataLoader workers report theirs there
-        self.shard_bytes = 0                # ...and the sizes of the shards those came from
         self.duplicate_keys = 0      # samples whose (url, key) already appeared in the same shard pass
         self._pass_url, self._pass_ids = None, set()
 
@@ -331,9 +331,10 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
 
     @property
     def bytes_read(self) -> int:
-        """Bytes received from shards in indexed mode (a server that ignores Range sends whole
-        shards: they count whole). In the training process this includes what its DataLoader
-        workers received, which they report beside the store (`<store_path>.received`)."""
+        """Bytes received from shards: the kept members' reads with an index (a server that ignores
+        Range sends whole shards: they count whole), whole remote shards without one. In the training
+        process this includes what its DataLoader workers received, which they report beside the
+        store (`<store_path>.received`)."""
         if get_worker_info() is None and self.pruner is not None and self.store_path is not None:
             return self._own_bytes + _workers_received(self.store_path)
         return self._own_bytes
