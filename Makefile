@@ -12,7 +12,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install demo test bench sanitize fuzz cuda cuda-sanitize clean
 
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*) $(wildcard csrc/cuda/*) $(wildcard emp_data/*.py) $(wildcard emp_data/webdataset/*.py) $(wildcard emp_data/demo/*.py)
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*/*) $(wildcard emp_data/*.py) $(wildcard emp_data/*/*.py) $(wildcard benchmarks/quality/*.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	if ! $(PY) -c "import torch" 2>/dev/null; then \
 	  if $(PIP) install -q --no-deps --no-index $(TORCH_SPEC); then $(PIP) install -q $(TORCH_SPEC); \
@@ -54,9 +54,9 @@ fuzz: install
 	@test -n "$(FUZZ_CXX)" || { echo "make fuzz needs clang (apt-get install clang libfuzzer-14-dev)"; exit 1; }
 	$(PIP) install -q atheris
 	mkdir -p build/fuzz/crashes
-	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_tar.cpp csrc/tar_index.cpp -o build/fuzz/fuzz_tar
-	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_store.cpp csrc/store.cpp -o build/fuzz/fuzz_store
-	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_key_table.cpp csrc/key_table.cpp -o build/fuzz/fuzz_key_table
+	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_tar.cpp csrc/webdataset/tar_index.cpp -o build/fuzz/fuzz_tar
+	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_store.cpp csrc/core/store.cpp -o build/fuzz/fuzz_store
+	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_key_table.cpp csrc/webdataset/key_table.cpp -o build/fuzz/fuzz_key_table
 	$(PY) fuzz/make_seeds.py build/fuzz/seeds
 	for t in tar store key_table; do \
 	  mkdir -p build/fuzz/work/$$t fuzz/corpus/$$t && \

@@ -20,7 +20,11 @@ from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
 CUDA_SOURCES = ["cuda/kernels.cu", "cuda/bindings_cuda.cpp"]
-SOURCES = ["buffer.cpp", "store.cpp", "partition.cpp", "sampling.cpp", "policies.cpp", "kmeans.cpp", "tar_index.cpp", "key_table.cpp", "bindings.cpp"]
+# csrc/ by layer: core (the store and its file), selection (partition, sampling, policies),
+# webdataset (the tar scanner and key table), bindings (the pybind11 module), cuda (the kernels).
+SOURCES = ["core/buffer.cpp", "core/store.cpp", "selection/partition.cpp", "selection/sampling.cpp",
+           "selection/policies.cpp", "selection/kmeans.cpp", "webdataset/tar_index.cpp", "webdataset/key_table.cpp",
+           "bindings/bindings.cpp"]
 
 
 def _compiler():
@@ -73,7 +77,7 @@ class NinjaBuildExt(build_ext):
         output.parent.mkdir(parents=True, exist_ok=True)
 
         cflags = ["-std=c++17", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra",
-                  f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}"]
+                  f"-I{ROOT / 'csrc'}", f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}"]
         ldflags = ["-shared"]
         if os.environ.get("EMP_DATA_SANITIZE") == "1":
             san = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
@@ -93,7 +97,7 @@ class NinjaBuildExt(build_ext):
             lib = next((home / d for d in ("lib64", "lib", "targets/x86_64-linux/lib") if (home / d).exists()), home)
             cflags.append(f"-I{home / 'include'}")
             ldflags += [f"-L{lib}", "-lcudart_static", "-ldl", "-lrt", "-lpthread"]
-            nvcc_flags = ["-std=c++17", "-O3", "-Xcompiler", "-fPIC", f"-I{home / 'include'}"]
+            nvcc_flags = ["-std=c++17", "-O3", "-Xcompiler", "-fPIC", f"-I{home / 'include'}", f"-I{ROOT / 'csrc'}"]
             for arch in os.environ.get("EMP_DATA_CUDA_ARCH", "80;90").split(";"):
                 nvcc_flags += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
         sources = CUDA_SOURCES if cuda else SOURCES

@@ -44,7 +44,7 @@ def skewed_scores(n: int, seed: int = 0) -> np.ndarray:
 
 def rank_job(rank, world, init_file, folder, urls, n, workers, sharded, out_dir):
     from emp_data import Pruner
-    from emp_data.sharded import ShardedPruner
+    from emp_data import ShardedPruner
     from emp_data.webdataset import PrunedIterableDataset, ShardIndex, shard_ownership
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

@@ -103,7 +103,7 @@ def worker(rank, world, init_file, out_dir, n, policy, options):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     traffic = Traffic()
     from emp_data import Pruner
-    from emp_data.sharded import ShardedPruner
+    from emp_data import ShardedPruner
 
     results = {}
     sharded = ShardedPruner(n, policy=policy, prune_ratio=0.7, seed=1, **options)

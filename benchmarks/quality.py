@@ -6,9 +6,9 @@ labels and a generated task; accuracy vs sample passes and the times-selected hi
     python benchmarks/quality.py            # all three tasks, 30 epochs, 3 seeds, every arm
 
 Needs the demo extra: pip install "emp_data[demo]" (mnist1d, scikit-learn, matplotlib).
-The implementation lives in emp_data/demo/ so that `emp-data demo` can run it too.
+The harness lives in benchmarks/quality/ (installed as `emp_data_quality`) so that `emp-data demo` can run it too.
 """
-from emp_data.demo.supervised import main
+from emp_data_quality.supervised import main
 
 if __name__ == "__main__":
     main()

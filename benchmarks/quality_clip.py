@@ -7,7 +7,7 @@ sample budget (full, full-short, random, sweep, InfoBatch, EMP with beta chosen 
 
 Needs the demo extra: pip install "emp_data[demo]".
 """
-from emp_data.demo.clip import main
+from emp_data_quality.clip import main
 
 if __name__ == "__main__":
     main()

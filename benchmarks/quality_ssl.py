@@ -6,7 +6,7 @@ sample budget, scored by linear-probe accuracy on the frozen encoder.
 
 Needs the demo extra: pip install "emp_data[demo]".
 """
-from emp_data.demo.ssl import main
+from emp_data_quality.ssl import main
 
 if __name__ == "__main__":
     main()

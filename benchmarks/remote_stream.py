@@ -28,7 +28,7 @@ import numpy as np
 import webdataset as wds
 
 from emp_data import Pruner  # noqa: E402
-from emp_data import remote  # noqa: E402
+from emp_data.webdataset import remote  # noqa: E402
 from emp_data.webdataset import PrunedIterableDataset, build_index  # noqa: E402
 
 

@@ -283,8 +283,8 @@ def cuda_time(fn, repeat):
 
 def run_cuda(n, repeat, rows):
     """update and select on the GPU against the same operations written with torch ops."""
-    from emp_data import policies
-    from emp_data.cuda import CudaScoreStore
+    from emp_data.selection import policies
+    from emp_data.store.cuda import CudaScoreStore
 
     dev = torch.device("cuda")
     store = CudaScoreStore(n, dev)
@@ -378,7 +378,7 @@ def main(argv=None):
 
 
 def main_cuda(args):
-    from emp_data import cuda as emp_cuda
+    from emp_data.store import cuda as emp_cuda
 
     if not emp_cuda.available():
         raise SystemExit("--device cuda needs a CUDA GPU and emp_data built with EMP_DATA_CUDA=1")

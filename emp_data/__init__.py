@@ -14,18 +14,64 @@ except ImportError as _exc:
                           "`python setup.py build_ext --inplace`") from None
     raise
 
-from . import policies, scores
-from .policies import EMP, UCB, EpsilonGreedy, Full, InfoBatch, Policy, Random, Sweep, Weighted, make_policy
-from .pruner import Pruner
+from . import _moved
+from .distributed import Ownership, RanksOutOfStep, ShardedPartition, WholePartition
+from .pruner import Pruner, ShardedPruner
+from .selection import (EMP, UCB, EpsilonGreedy, Full, InfoBatch, MarginalPrediction, Policy, Random, SeTa, Sweep,
+                        Weighted, clip_scores, contrastive_scores, get_num_threads, make_policy, prediction_entropy,
+                        prediction_mi, sample_without_replacement, set_num_threads)
+from .store import CudaScoreStore, ScoreStore, Store
 from .torch_data import DistributedPrunedSampler, IndexedDataset, PrunedSampler
-from .sampling import get_num_threads, sample_without_replacement, set_num_threads
-from .store import ScoreStore
 
 __version__ = "0.1.0"
 
+_moved.install()
+
+
+def __getattr__(name):
+    """Old submodule attributes (``emp_data.scores``, ``emp_data.policies``, ...): the moved module,
+    with a DeprecationWarning; `PrunedSamplerNode` imported only when asked for (torchdata.nodes)."""
+    if f"emp_data.{name}" in _moved.MOVED:
+        return _moved.resolve(f"emp_data.{name}")
+    if name == "PrunedSamplerNode":
+        from .torch_data.nodes import PrunedSamplerNode
+
+        return PrunedSamplerNode
+    raise AttributeError(f"module 'emp_data' has no attribute {name!r}")
+
+
 __all__ = [
-    "EMP", "UCB", "DistributedPrunedSampler", "EpsilonGreedy", "Full", "IndexedDataset", "InfoBatch", "Policy",
-    "PrunedSampler", "Pruner", "Random", "ScoreStore", "Sweep", "Weighted",
-    "__version__", "get_num_threads", "make_policy", "policies", "sample_without_replacement", "scores",
+    "CudaScoreStore",
+    "DistributedPrunedSampler",
+    "EMP",
+    "EpsilonGreedy",
+    "Full",
+    "IndexedDataset",
+    "InfoBatch",
+    "MarginalPrediction",
+    "Ownership",
+    "Policy",
+    "PrunedSampler",
+    "PrunedSamplerNode",
+    "Pruner",
+    "Random",
+    "RanksOutOfStep",
+    "ScoreStore",
+    "SeTa",
+    "ShardedPartition",
+    "ShardedPruner",
+    "Store",
+    "Sweep",
+    "UCB",
+    "Weighted",
+    "WholePartition",
+    "__version__",
+    "clip_scores",
+    "contrastive_scores",
+    "get_num_threads",
+    "make_policy",
+    "prediction_entropy",
+    "prediction_mi",
+    "sample_without_replacement",
     "set_num_threads",
 ]

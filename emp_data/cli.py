@@ -19,8 +19,8 @@ def _demo(args) -> int:
         print(f"emp-data demo needs the demo extra ({exc.name} is missing): pip install 'emp_data[demo]'",
               file=sys.stderr)
         return 2
-    from .demo import arms
-    from .demo.supervised import benchmark
+    from emp_data_quality import arms
+    from emp_data_quality.supervised import benchmark
 
     benchmark("mnist1d", epochs=args.epochs, seeds=args.seeds, ratios=args.ratios, workers=args.workers,
               out_dir=args.out, arm_labels=list(arms.QUICK), sweep_ratios=(max(args.ratios),), suffix="_quick")
@@ -28,7 +28,7 @@ def _demo(args) -> int:
 
 
 def _inspect(args) -> int:
-    from .store import ScoreStore
+    from .store.host import ScoreStore
 
     try:
         stores, meta = [ScoreStore.open(args.path, readonly=True)], None
@@ -44,8 +44,8 @@ def _inspect(args) -> int:
 
 def _open_sharded(path):
     """The parts of a ShardedPruner checkpoint (its manifest at `path`) and the pruner state."""
-    from .sharded import _read_manifest
-    from .store import ScoreStore
+    from .pruner.checkpoint import read_manifest as _read_manifest
+    from .store.host import ScoreStore
 
     manifest = _read_manifest(path)
     folder = os.path.dirname(path)

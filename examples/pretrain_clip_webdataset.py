@@ -10,7 +10,7 @@ open_clip's data path.
 3. trains an image encoder and a tokenizer-free text encoder (hashed bag of words) with the CLIP
    loss and a learned temperature through PrunedIterableDataset -> shuffle -> decode -> rename ->
    map_dict(text=tokenize) -> to_tuple -> batched, on a DataLoader with num_workers=2, as open_clip
-   does; each batch goes through emp_data.scores.clip_scores and pruner.loss(out.loss, ids,
+   does; each batch goes through emp_data.clip_scores and pruner.loss(out.loss, ids,
    memory=out.memory);
 4. prints, per epoch, the kept fraction, samples/s and the loss; at the end the share of trained
    passes spent on mismatched pairs, image-to-text recall@1 and zero-shot accuracy on clean pairs.
@@ -29,8 +29,8 @@ import torch
 import webdataset as wds
 
 from emp_data import Pruner
-from emp_data.demo.clip import evaluate, load_pairs, make_image_encoder, make_text_encoder, word_ids
-from emp_data.scores import clip_scores
+from emp_data_quality.clip import evaluate, load_pairs, make_image_encoder, make_text_encoder, word_ids
+from emp_data import clip_scores
 from emp_data.webdataset import PrunedIterableDataset, build_index
 
 

@@ -9,7 +9,7 @@
 3. trains a small 1-D CNN through PrunedIterableDataset -> wds.decode -> DataLoader(num_workers=2),
    with an EMP Pruner whose store is a memory-mapped file the workers read;
    with --ssl it pretrains an encoder contrastively instead: two augmented views per sample, NT-Xent
-   loss and the contrastive memory term from emp_data.scores.contrastive_scores (labels unused),
+   loss and the contrastive memory term from emp_data.contrastive_scores (labels unused),
    and finally reports a linear probe on the frozen features;
 4. prints, per epoch, the kept fraction, samples/s through the loader and the loss.
 """
@@ -29,8 +29,8 @@ import torch.nn.functional as F
 import webdataset as wds
 
 from emp_data import Pruner
-from emp_data.demo.ssl import augment, linear_probe, make_encoder, make_projection
-from emp_data.scores import contrastive_scores
+from emp_data_quality.ssl import augment, linear_probe, make_encoder, make_projection
+from emp_data import contrastive_scores
 from emp_data.webdataset import PrunedIterableDataset, PrunedPipeline, build_index
 
 LENGTH, CLASSES = 40, 10

@@ -14,7 +14,7 @@ import numpy as np
 
 from emp_data import ScoreStore, _C
 from emp_data.webdataset import KeyTable, ShardIndex, build_index
-from emp_data.wids_index import WidsIndex
+from emp_data.webdataset import WidsIndex
 
 ACCEPTED_ERRORS = (ValueError, OSError)
 
@@ -110,7 +110,7 @@ def shard_index_from_arrays(fuzz: bytes) -> bytes:
     """An index file whose arrays come from fuzz bytes but whose checksum is right, so that the
     structural checks behind the checksum get fuzzed too (the checksum guards against bit rot, not
     against a crafted file)."""
-    from emp_data.shard_index import _arrays_checksum
+    from emp_data.webdataset.index import _arrays_checksum
 
     names = ["keys", "key_offsets", "exts", "ext_offsets", "member_offset", "member_size",
              "sample_first_member", "shard_first_sample"]

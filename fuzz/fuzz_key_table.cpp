@@ -6,7 +6,7 @@
 #include <string>
 
 #include "fuzz_input.h"
-#include "key_table.h"
+#include "webdataset/key_table.h"
 
 // As in fuzz_store.cpp: a valid header checksum, so mutations reach the layout checks and the
 // slots, entries and arena behind them.

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "fuzz_input.h"
-#include "store.h"
+#include "core/store.h"
 
 // The header checksum guards against bit rot, not against a crafted file: the harness clears the
 // snapshot flag and recomputes the header checksum, so mutations reach the size and layout checks

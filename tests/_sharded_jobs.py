@@ -9,8 +9,8 @@ import torch.nn.functional as F
 import reference_selection
 from _training_jobs import _floats, write_xcls_shards
 from emp_data import Pruner, PrunedSampler
-from emp_data.scores import prediction_entropy
-from emp_data.sharded import ShardedPruner
+from emp_data import prediction_entropy
+from emp_data import ShardedPruner
 
 # Every policy and mode whose selection must be the same sharded and in one process.
 POLICIES = [

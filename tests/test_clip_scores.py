@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from emp_data import Pruner
-from emp_data.scores import clip_scores
+from emp_data import clip_scores
 
 
 def naive(img, txt, scale, all_img=None, all_txt=None, offset=0):

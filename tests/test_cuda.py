@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from emp_data import Pruner, ScoreStore
-from emp_data import cuda as emp_cuda
+from emp_data.store import cuda as emp_cuda
 
 gpu = pytest.mark.skipif(not emp_cuda.available(), reason="needs a CUDA GPU and the EMP_DATA_CUDA=1 build")
 
@@ -19,7 +19,7 @@ def test_cuda_device_without_gpu_is_a_clear_error():
 def test_device_argument_is_checked():
     with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
         Pruner(10, device="meta")
-    assert not Pruner(10, device="cpu").on_gpu
+    assert isinstance(Pruner(10, device="cpu").store, ScoreStore)
 
 
 def random_batches(n, steps, batch, seed, with_memory):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from emp_data import Pruner, ScoreStore
-from emp_data import cuda as emp_cuda
+from emp_data.store import cuda as emp_cuda
 from emp_data.webdataset import PrunedIterableDataset, build_index
 
 from test_webdataset import PER_SHARD, SHARDS, write_shards
@@ -19,7 +19,7 @@ class KernelsOnCpu(emp_cuda.CudaScoreStore):
     """A CudaScoreStore whose tensors live on the CPU and whose kernel calls run the CPU core on a
     copy of them. Everything else (copy_to, to_host, set_field, save, field views) is the real code."""
 
-    def __init__(self, num_samples, device="cuda"):
+    def __init__(self, num_samples, device="cuda", *, mirror_path=None):
         n = int(num_samples)
         self.device = torch.device("cpu")
         self.num_samples = n
@@ -28,6 +28,7 @@ class KernelsOnCpu(emp_cuda.CudaScoreStore):
         self.weights = torch.empty(n, dtype=torch.float32)
         self._skipped_count = 0
         self.reset()
+        self._attach_mirror(mirror_path)
 
     def _core(self):
         """A CPU store holding the tensors' state (the 'device' memory)."""
@@ -58,17 +59,17 @@ class KernelsOnCpu(emp_cuda.CudaScoreStore):
         w = self.weights[torch.as_tensor(ids)]
         return torch.where(w > 0, w, torch.ones_like(w))
 
-    def select(self, cfg, seed, epoch, count):
+    def select_on_device(self, cfg, seed, epoch, count):
         core = self._core()
         ids, weights, info = core._core.select(cfg, seed, epoch, count)
         self._load(core)
         return torch.from_numpy(ids), torch.from_numpy(weights), dict(info)
 
-    def current_selection(self, seed, epoch):
+    def current_on_device(self, seed, epoch):
         ids, weights = self._core()._core.current_selection(seed, epoch)
         return torch.from_numpy(ids), torch.from_numpy(weights)
 
-    def scores(self, cfg):
+    def scores_on_device(self, cfg):
         return torch.from_numpy(self._core()._core.scores(cfg))
 
 
@@ -91,7 +92,7 @@ def test_gpu_pruner_branches_match_the_cpu_pruner(kernels_on_cpu, tmp_path, poli
     n = 2000
     cpu = Pruner(n, policy=policy, prune_ratio=0.6, epochs=4, seed=3, **options)
     dev = Pruner(n, policy=policy, prune_ratio=0.6, epochs=4, seed=3, device="cuda", **options)
-    assert dev.on_gpu and isinstance(dev.store, KernelsOnCpu)
+    assert isinstance(dev.store, KernelsOnCpu)
     for epoch in range(3):
         (ci, cw), (di, dw) = cpu.select(epoch), dev.select(epoch)
         assert np.array_equal(ci, di) and np.array_equal(cw, dw)
@@ -181,7 +182,7 @@ def test_update_batches_reach_the_kernel_sorted_by_id_in_call_order():
     ("sweep", {}, "'sweep' runs on the CPU store only"), ("seta", {}, "'seta' runs on the CPU store only"),
     ("infobatch", {"max_gap": 2}, "max_gap runs on the CPU store only")])
 def test_cpu_only_rules_are_refused_by_the_gpu_store_before_any_kernel(policy, options, match):
-    from emp_data.policies import make_policy
+    from emp_data import make_policy
 
     class NoKernels:            # the real CudaScoreStore.select, on an object that has no kernels at all
         def check(self):
@@ -189,7 +190,7 @@ def test_cpu_only_rules_are_refused_by_the_gpu_store_before_any_kernel(policy, o
 
     cfg = make_policy(policy, **options).config(0.5)
     with pytest.raises(ValueError, match=match):
-        emp_cuda.CudaScoreStore.select(NoKernels(), cfg, 0, 0, True)
+        emp_cuda.CudaScoreStore.select_on_device(NoKernels(), cfg, 0, 0, True)
 
 
 def test_gpu_selection_counts_reach_the_host_store_as_saturating_uint16(kernels_on_cpu):

@@ -14,7 +14,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from test_readme import stand_ins, write_data  # noqa: E402
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "emp_data"
-NOT_PYTHON = {"cli.py": "shell commands", "wids_index.py": "a JSON document"}   # checked otherwise
+NOT_PYTHON = {"cli.py": "shell commands", "wids.py": "a JSON document"}   # checked otherwise
 
 
 def docstring_examples(path: pathlib.Path) -> list[str]:
@@ -40,16 +40,15 @@ def namespace_for(module: str) -> dict:
     from torch.utils.data import DataLoader
 
     import emp_data
-    from emp_data.sharded import ShardedPruner
     from emp_data.webdataset import PrunedIterableDataset, build_index, prune
 
     ns = stand_ins()
-    ns.update(torch=torch, F=F, dist=dist, wds=wds, DataLoader=DataLoader, ShardedPruner=ShardedPruner,
+    ns.update({name: getattr(emp_data, name) for name in emp_data.__all__})
+    ns.update(torch=torch, F=F, dist=dist, wds=wds, DataLoader=DataLoader,
               PrunedIterableDataset=PrunedIterableDataset, build_index=build_index, prune=prune,
-              **{name: getattr(emp_data, name) for name in emp_data.__all__},
               x=ns["train_x"], y=ns["train_y"], my_dataset=ns["dataset"],
               urls=[f"data/train-{i:05d}.tar" for i in range(100)])
-    if module in ("torch_data.py",):
+    if module in ("samplers.py",):
         ns["pruner"] = emp_data.Pruner(len(ns["dataset"]), policy="emp", prune_ratio=0.5)
     if module in ("stage.py",):
         ns["pruner"] = emp_data.Pruner(500, policy="infobatch", prune_ratio=0.5, store_path="stage.emp")
@@ -58,7 +57,7 @@ def namespace_for(module: str) -> dict:
 
 def test_every_module_with_examples_is_checked():
     names = {p.name for p in MODULES}
-    assert {"pruner.py", "sharded.py", "torch_data.py", "shard_index.py", "stage.py", "__init__.py"} <= names
+    assert {"pruner.py", "sharded.py", "samplers.py", "index.py", "stage.py", "__init__.py"} <= names
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from emp_data import Pruner
-from emp_data.scores import MarginalPrediction, contrastive_scores, prediction_entropy, prediction_mi
+from emp_data import MarginalPrediction, contrastive_scores, prediction_entropy, prediction_mi
 
 
 def test_prediction_mi_matches_a_naive_kl():

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from emp_data.pruner import checkpoint
 from emp_data import Pruner
-from emp_data.scores import prediction_entropy
+from emp_data import prediction_entropy
 
 
 def test_prediction_entropy_matches_definition():
@@ -120,7 +121,7 @@ def test_state_and_file_errors(tmp_path):
     pruner.store.save(tmp_path / "bare.emp")
     with pytest.raises(ValueError, match="without Pruner state"):
         Pruner.load(tmp_path / "bare.emp")
-    meta = pruner._meta()
+    meta = checkpoint.meta(pruner)
     meta["state_version"] = 2
     pruner.store.save(tmp_path / "newer.emp", metadata=json.dumps(meta).encode())
     with pytest.raises(ValueError, match="Pruner state version 2"):

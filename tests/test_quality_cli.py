@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from emp_data import Pruner, cli
-from emp_data.demo import arms
-from emp_data.demo.harness import Progress, budget_epochs, make_config, run_all, tune
-from emp_data.demo.report import best_rows, format_table, summarise
-from emp_data.demo.supervised import train_once
-from emp_data.demo.tasks import Task, flip_labels
+from emp_data_quality import arms
+from emp_data_quality.harness import Progress, budget_epochs, make_config, run_all, tune
+from emp_data_quality.report import best_rows, format_table, summarise
+from emp_data_quality.supervised import train_once
+from emp_data_quality.tasks import Task, flip_labels
 
 
 def tiny_task(flip=0.0):
@@ -76,7 +76,7 @@ def test_tuning_uses_the_validation_split_and_emp_gap_takes_emps_beta():
         target = {"beta": 8.0, "gap": 2}
         acc = 0.5 - sum(abs(math.log1p(abs(cfg.tuned.get(k, 0))) - math.log1p(v)) for k, v in target.items()
                         if k in cfg.tuned) * 0.01
-        from emp_data.demo.harness import RunResult
+        from emp_data_quality.harness import RunResult
         return RunResult(cfg, acc, 1, 1, 0.0)
 
     chosen = tune(task, [ARM["emp"], ARM["emp+gap"]], {}, epochs=3, ratios=(0.7, 0.9), workers=1, fn=fake,
@@ -147,7 +147,7 @@ def test_inspect_command_prints_a_summary(tmp_path, capsys):
 
 @pytest.mark.parametrize("label", ["full", "emp", "emp-mi"])
 def test_ssl_pretrain_once_records_contrastive_scores(label):
-    from emp_data.demo.ssl import ARMS, TRAINING, pretrain_once
+    from emp_data_quality.ssl import ARMS, TRAINING, pretrain_once
 
     arm = {a.label: a for a in ARMS}[label]
     task = tiny_task()
@@ -160,7 +160,7 @@ def test_ssl_pretrain_once_records_contrastive_scores(label):
 
 
 def test_untrained_probe_is_a_floor_below_pretraining_runs():
-    from emp_data.demo.ssl import untrained_probe
+    from emp_data_quality.ssl import untrained_probe
 
     accuracies = untrained_probe(tiny_task(), seeds=2)
     assert len(accuracies) == 2 and all(0.25 < a <= 1.0 for a in accuracies)
@@ -169,7 +169,7 @@ def test_untrained_probe_is_a_floor_below_pretraining_runs():
 def test_the_plot_and_the_saved_results_are_written(tmp_path):
     import pickle
 
-    from emp_data.demo.report import plot, save_results
+    from emp_data_quality.report import plot, save_results
 
     task = tiny_task()
     chosen = [ARM[label] for label in ("full", "full-short", "random", "emp-default")]

@@ -189,7 +189,7 @@ def test_annealing_epochs_match_the_reference(state, policy, ratio, epochs, anne
 
 
 def test_the_reference_defaults_are_the_librarys():
-    from emp_data.policies import POLICIES
+    from emp_data.selection import POLICIES
     for name, defaults in ref.DEFAULTS.items():
         instance = POLICIES[name]()
         assert instance.options() == defaults, name

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import reference_terms as ref
 from emp_data import Pruner
-from emp_data.scores import clip_scores, contrastive_scores, prediction_entropy, prediction_mi
+from emp_data import clip_scores, contrastive_scores, prediction_entropy, prediction_mi
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -14,7 +14,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _http_server import ShardServer  # noqa: E402
 
-from emp_data import Pruner, remote  # noqa: E402
+from emp_data import Pruner
+from emp_data.webdataset import remote  # noqa: E402
 from emp_data.webdataset import PrunedIterableDataset, build_index  # noqa: E402
 
 SHARDS, PER_SHARD, PAYLOAD = 4, 10, 100_000     # image-sized samples: pruned ones are never requested

@@ -10,7 +10,7 @@ import pytest
 import webdataset as wds
 
 from emp_data import Pruner, PrunedSampler
-from emp_data.nodes import PrunedSamplerNode
+from emp_data.torch_data import PrunedSamplerNode
 from emp_data.webdataset import PrunedIterableDataset, build_index
 
 from test_webdataset import PER_SHARD, SHARDS, write_shards

@@ -13,8 +13,8 @@ import _sharded_jobs as jobs  # noqa: E402
 import reference_selection  # noqa: E402
 
 from emp_data import Pruner  # noqa: E402
-from emp_data.ownership import Ownership  # noqa: E402
-from emp_data.sharded import ShardedPruner  # noqa: E402
+from emp_data import Ownership  # noqa: E402
+from emp_data import ShardedPruner  # noqa: E402
 
 WORLD = 4
 
@@ -137,7 +137,7 @@ def test_one_process_sharded_pruner_is_a_pruner(tmp_path):
 
 
 def test_a_save_cut_before_its_manifest_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
-    import emp_data.sharded as sharded_module
+    import emp_data.pruner.checkpoint as checkpoint_module
 
     pruner = ShardedPruner(1000, policy="infobatch", prune_ratio=0.5)
     pruner.select(0)
@@ -149,7 +149,7 @@ def test_a_save_cut_before_its_manifest_leaves_the_previous_checkpoint_whole(tmp
     def cut(*args):
         raise OSError("killed before the manifest")
 
-    monkeypatch.setattr(sharded_module, "_write_atomically", cut)
+    monkeypatch.setattr(checkpoint_module, "write_atomically", cut)
     with pytest.raises(OSError, match="killed"):
         pruner.save(tmp_path / "ck")
     back = ShardedPruner.load(tmp_path / "ck")

@@ -110,7 +110,7 @@ def test_sampler_state_is_tiny_and_roundtrips():
 def test_torchdata_nodes_source_node_resumes():
     from torchdata.nodes import Batcher, Loader
 
-    from emp_data.nodes import PrunedSamplerNode
+    from emp_data.torch_data import PrunedSamplerNode
 
     pruner = Pruner(300, policy="random", prune_ratio=0.5, seed=4)
     loader = Loader(Batcher(PrunedSamplerNode(pruner), batch_size=16, drop_last=False))

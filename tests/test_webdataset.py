@@ -304,7 +304,7 @@ def test_no_index_stream_resumes_in_a_new_process(shards, tmp_path):
 
 
 def test_duplicate_key_count_compares_keys_not_just_hashes():
-    from emp_data.shard_index import _count_duplicate_keys
+    from emp_data.webdataset.index import _count_duplicate_keys
 
     keys = np.frombuffer(b"aabab", dtype=np.uint8)           # "a", "a", "b", "ab"
     offsets = np.array([0, 1, 2, 3, 5])

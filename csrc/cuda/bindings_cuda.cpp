@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "kernels.h"
+#include "cuda/kernels.h"
 
 namespace py = pybind11;
 using namespace emp::cuda;

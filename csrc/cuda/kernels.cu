@@ -21,11 +21,11 @@
 #include <vector>
 #include <algorithm>
 
-#include "../radix_select.h"
-#include "../rng.h"
-#include "../sampling.h"
-#include "../selection_common.h"
-#include "kernels.h"
+#include "selection/radix_select.h"
+#include "core/rng.h"
+#include "selection/sampling.h"
+#include "selection/selection_common.h"
+#include "cuda/kernels.h"
 
 namespace emp {
 namespace cuda {

@@ -21,9 +21,9 @@ names are importable from here too.
 """
 from __future__ import annotations
 
-from ..key_table import KeyTable
-from ..shard_index import ShardIndex, build_index, expand_urls
-from ..wids_index import WidsIndex
+from .key_table import KeyTable
+from .index import ShardIndex, build_index, expand_urls
+from .wids import WidsIndex
 from .pipeline import PrunedPipeline
 from .shares import MAX_WORKERS, shard_ownership
 from .stage import prune

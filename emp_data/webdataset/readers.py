@@ -11,8 +11,8 @@ import warnings
 
 import numpy as np
 
-from .. import remote
-from ..shard_index import _split_name
+from . import remote
+from .index import _split_name
 
 
 class ShardReaders:
@@ -46,7 +46,7 @@ class ShardReaders:
     def _indexed_shard(self, pos, shard, first, weights, end=None):
         """The kept samples of one shard, reading only their members' bytes: neighbouring members
         share a request (gap below `read_gap`), a few requests run ahead of the consumer on remote
-        shards, and the whole span is one request when that is cheaper (see emp_data.remote)."""
+        shards, and the whole span is one request when that is cheaper (see emp_data.webdataset.remote)."""
         url = self.urls[shard]
         lo, _ = self._index.shard_range(shard)
         shard_weights = weights.slice(*self._slot_range(shard))

@@ -11,9 +11,12 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from ..ownership import Ownership
-from ..shard_index import ShardIndex, _write_atomically
-from ..wids_index import WidsIndex, looks_like_json
+from ..distributed.ownership import Ownership
+from .._validate import as_count
+from .._files import write_atomically as _write_atomically
+from .epoch_weights import EpochWeights
+from .index import ShardIndex
+from .wids import WidsIndex, looks_like_json
 
 # Worker counts a ShardedPruner stream publishes per-worker targets for (see _publish_targets).
 MAX_WORKERS = 64
@@ -154,7 +157,7 @@ class RankShares:
         order, _, _ = self._rank_view()
         mine = int(kept[order].sum())
         local = [-(-mine // workers) for workers in range(1, MAX_WORKERS + 1)]
-        targets = self.pruner._max(np.array(local, dtype=np.int64)).tolist()
+        targets = self.pruner.partition.max(np.array(local, dtype=np.int64)).tolist()
         self._targets = (self.epoch, targets)
         if self.store_path is not None:
             _write_atomically(self.store_path + ".targets",
@@ -191,6 +194,60 @@ class RankShares:
                              "would mix. Build an index (build_index or a wids index), or use a ShardedPruner with "
                              "shard ownership so that each rank scores only its own shards")
         self._key_table_checked = True
+
+    def _padding(self, segments, kept_any, count, done, weights):
+        """`count` repeats of this worker's kept samples, in order and cycling (of every shard's, if
+        it kept none), the first `done` of them already yielded before a resume. The position is
+        (number of segments, repeats so far)."""
+        if kept_any:
+            source = segments
+        elif self.ownership is not None:
+            raise ValueError(f"rank {self.ownership.rank} kept no sample of its shards in epoch {self.epoch}, so it "
+                             "has nothing to repeat to stay in step with the other ranks; use a lower prune ratio "
+                             "or more, smaller shards per rank")
+        else:
+            source = [(shard, 0, None) for shard in self._shard_order().tolist()]
+        produced = 0
+        while produced < count:
+            cycle_start = produced
+            for shard, begin, end in source:
+                for sample in self._shard_samples(len(segments), shard, begin, weights, end):
+                    produced += 1
+                    if produced > done:
+                        self._position = (len(segments), produced)
+                        yield sample
+                    if produced == count:
+                        return
+            if produced == cycle_start:
+                return      # nothing kept anywhere (cannot happen when count > 0): never spin
+
+    def steps_per_epoch(self, batch_size: int, num_workers: int = 0, drop_last: bool = False,
+                        epoch: int | None = None) -> int:
+        """Batches this rank's DataLoader yields in `epoch` (default: the current one), exactly: each
+        DataLoader worker batches its own share of the shards, so each ends with its own partial
+        batch, and under torch.distributed this is one rank's count (every rank's is the same; see
+        'Equal batches'). For LR schedulers and progress bars. Needs an index (counts known in
+        advance) and the training process's stream."""
+        batch_size = as_count(batch_size, "batch_size", minimum=1)
+        num_workers = as_count(num_workers, "num_workers", minimum=0)
+        if self._index is None and self._wids is None:
+            raise ValueError("steps_per_epoch needs an index (build_index or a wids index): without one the "
+                             "number of samples is not known before the pass")
+        if self.pruner is None:
+            raise ValueError("steps_per_epoch runs in the training process (it reads the pruner's selection)")
+        saved = self.epoch
+        self.epoch = self.epoch if epoch is None else as_count(epoch, "epoch")
+        try:
+            self._select_in_trainer()
+            kept = self._kept_per_shard(EpochWeights(self.epoch, array=self.pruner.store.weight))
+            order, rank, world = self._rank_view()
+            workers = max(num_workers, 1)
+            counts = [int(kept[_split(order, rank, world, w, workers)].sum()) for w in range(workers)]
+            if self._rank_world()[1] > 1:
+                counts = [self._equal_share(kept, workers)] * workers
+        finally:
+            self.epoch = saved
+        return sum(c // batch_size if drop_last else -(-c // batch_size) for c in counts)
 
 
 def _split(order: np.ndarray, rank: int, world: int, worker: int, workers: int) -> np.ndarray:

@@ -10,7 +10,7 @@ implementation. Call ``pruner.select(epoch)`` in the training process before eac
 """
 from __future__ import annotations
 
-from ..pruner import Pruner
+from ..pruner.pruner import Pruner
 from .stream import PrunedIterableDataset
 
 

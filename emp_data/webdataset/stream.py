@@ -1,23 +1,21 @@
 """PrunedIterableDataset: WebDataset samples with the pruned ones dropped before any decoder runs."""
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Iterator
 
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .. import remote
 from .._validate import as_count
-from ..epoch_weights import EpochWeights, pass_done, passes_done
-from ..key_table import KeyTable
-from ..pruner import Pruner
-from ..shard_index import ShardIndex, _is_url_list, expand_urls
-from ..sharded import ShardedPruner
-from ..store import ScoreStore
-from ..wids_index import WidsIndex, looks_like_json
-from .readers import ShardReaders, _StopPass, _normal_url
-from .shares import RankShares, _split, _worker_count
+from ..pruner.pruner import Pruner
+from ..store.host import ScoreStore
+from . import remote
+from .epoch_weights import EpochWeights
+from .index import ShardIndex
+from .readers import ShardReaders, _StopPass
+from .reports import pass_done, passes_done, report_received, reset_received, workers_received
+from .shares import RankShares, _worker_count
+from .source import open_key_table, open_source
 
 
 class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
@@ -49,64 +47,18 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
                  handler=None, epoch_length: int | None = None):
         if not isinstance(pruner, Pruner):
             raise TypeError(f"pruner must be an emp_data.Pruner, got {type(pruner).__name__}")
-        if source is None and index is None:
-            raise ValueError("source=None needs index= (the shards are then the index's); otherwise pass shard urls "
-                             "or a webdataset pipeline")
-        self.pipeline = None if source is None or _is_url_list(source) else source
-        if self.pipeline is not None:
-            if not hasattr(source, "__iter__"):
-                raise TypeError(f"source must be shard urls or an iterable webdataset pipeline, got {type(source).__name__}")
-            if index is not None:
-                raise ValueError("index= needs shard urls as the source (it reads members by offset); a pipeline "
-                                 "source has read the bytes already, so ids come from the key table")
-        self.urls = [] if self.pipeline is not None or source is None else expand_urls(source)
         self.pruner = pruner
         self.store_path = pruner.store_path     # the file workers read weights from (GPU store: its host copy)
         self.seed = pruner.seed
         self.shuffle_shards = bool(shuffle_shards)
         self.handler = handler
         self.epoch_length = epoch_length
-        self.index_path = None
-        self._index = None           # ShardIndex: ids and member offsets
-        self._wids = None            # WidsIndex: ids from per-shard counts, shards streamed
-        if index is not None:
-            if isinstance(index, (ShardIndex, WidsIndex)):
-                loaded = index
-            else:
-                loaded = WidsIndex.load(index) if looks_like_json(index) else ShardIndex.load(index)
-                self.index_path = os.fspath(index) if isinstance(loaded, ShardIndex) else None
-            if isinstance(loaded, WidsIndex):
-                self._wids, index_urls = loaded, loaded.urls
-            else:
-                self._index, index_urls = loaded, [s["url"] for s in loaded.shards]
-            if source is None:
-                self.urls = list(index_urls)
-            elif [_normal_url(u) for u in self.urls] != [_normal_url(u) for u in index_urls]:
-                raise ValueError("the index was built for other shards (or another order) than `urls`")
-            if loaded.num_samples != pruner.num_samples:
-                raise ValueError(f"index has {loaded.num_samples} samples, the pruner {pruner.num_samples}")
-        self.ownership = None        # a ShardedPruner's: this rank reads only the shards it owns
+        self.pipeline, self.urls, self._index, self._wids, self.index_path = open_source(source, index, pruner)
+        self.ownership = None        # a sharded partition's: this rank reads only the shards it owns
         self._targets = None         # (epoch, samples per worker for 1..MAX_WORKERS workers), sharded DDP
-        if isinstance(pruner, ShardedPruner):
+        if pruner.ownership is not None:
             self._own_shards(pruner.ownership)
-        self.key_table = None
-        if index is None:
-            if isinstance(key_table, KeyTable):
-                self.key_table = key_table
-            else:
-                if key_table is None and pruner.store_path is not None:
-                    key_table = pruner.store_path + ".keys"
-                self.key_table = KeyTable(pruner.num_samples, key_table)
-            if self.key_table.max_samples != pruner.num_samples:
-                raise ValueError(f"key table numbers {self.key_table.max_samples} samples, the pruner {pruner.num_samples}")
-            if self.key_table.existed:
-                # Reopened (a restart, maybe after a crash or a power loss): void what a killed
-                # process left half-done and check every id, before any worker starts. Not only when
-                # the clean flag is off: after a power loss that flag's page may be older than others.
-                repaired = self.key_table.recover()
-                if repaired:
-                    warnings.warn(f"key table '{self.key_table.path}': {repaired} insert(s) cut short by a crash "
-                                  "were voided; those keys get fresh ids", stacklevel=2)
+        self.key_table = None if index is not None else open_key_table(key_table, pruner)
         self.epoch = 0
         self._start = (0, 0)        # (shard position, sample offset) to resume from
         self._position = (0, 0)
@@ -123,7 +75,7 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
         self._own_bytes = 0                 # bytes this copy of the stream received from shards (see bytes_read)
         self.shard_bytes = 0                # indexed mode: the sizes of the shards those came from
         if self.pruner is not None and self.store_path is not None:
-            _reset_received(self.store_path)    # DataLoader workers report theirs there
+            reset_received(self.store_path)    # DataLoader workers report theirs there
         self.duplicate_keys = 0      # samples whose (url, key) already appeared in the same shard pass
         self._pass_url, self._pass_ids = None, set()
 
@@ -192,34 +144,6 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
                              "the data never reaches would count as never seen and take the budget. Create the "
                              f"Pruner with num_samples={numbered} (keep the key table, delete the store), or build "
                              "an index (build_index) to know the count before training")
-
-    def steps_per_epoch(self, batch_size: int, num_workers: int = 0, drop_last: bool = False,
-                        epoch: int | None = None) -> int:
-        """Batches this rank's DataLoader yields in `epoch` (default: the current one), exactly: each
-        DataLoader worker batches its own share of the shards, so each ends with its own partial
-        batch, and under torch.distributed this is one rank's count (every rank's is the same; see
-        'Equal batches'). For LR schedulers and progress bars. Needs an index (counts known in
-        advance) and the training process's stream."""
-        batch_size = as_count(batch_size, "batch_size", minimum=1)
-        num_workers = as_count(num_workers, "num_workers", minimum=0)
-        if self._index is None and self._wids is None:
-            raise ValueError("steps_per_epoch needs an index (build_index or a wids index): without one the "
-                             "number of samples is not known before the pass")
-        if self.pruner is None:
-            raise ValueError("steps_per_epoch runs in the training process (it reads the pruner's selection)")
-        saved = self.epoch
-        self.epoch = self.epoch if epoch is None else as_count(epoch, "epoch")
-        try:
-            self._select_in_trainer()
-            kept = self._kept_per_shard(EpochWeights(self.epoch, array=self.pruner.store.weight))
-            order, rank, world = self._rank_view()
-            workers = max(num_workers, 1)
-            counts = [int(kept[_split(order, rank, world, w, workers)].sum()) for w in range(workers)]
-            if self._rank_world()[1] > 1:
-                counts = [self._equal_share(kept, workers)] * workers
-        finally:
-            self.epoch = saved
-        return sum(c // batch_size if drop_last else -(-c // batch_size) for c in counts)
 
     def __len__(self):
         if self.epoch_length is None:
@@ -303,32 +227,6 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
         self._position = (len(segments), 0)
         self._end_epoch()
 
-    def _padding(self, segments, kept_any, count, done, weights):
-        """`count` repeats of this worker's kept samples, in order and cycling (of every shard's, if
-        it kept none), the first `done` of them already yielded before a resume. The position is
-        (number of segments, repeats so far)."""
-        if kept_any:
-            source = segments
-        elif self.ownership is not None:
-            raise ValueError(f"rank {self.ownership.rank} kept no sample of its shards in epoch {self.epoch}, so it "
-                             "has nothing to repeat to stay in step with the other ranks; use a lower prune ratio "
-                             "or more, smaller shards per rank")
-        else:
-            source = [(shard, 0, None) for shard in self._shard_order().tolist()]
-        produced = 0
-        while produced < count:
-            cycle_start = produced
-            for shard, begin, end in source:
-                for sample in self._shard_samples(len(segments), shard, begin, weights, end):
-                    produced += 1
-                    if produced > done:
-                        self._position = (len(segments), produced)
-                        yield sample
-                    if produced == count:
-                        return
-            if produced == cycle_start:
-                return      # nothing kept anywhere (cannot happen when count > 0): never spin
-
     @property
     def bytes_read(self) -> int:
         """Bytes received from shards: the kept members' reads with an index (a server that ignores
@@ -336,13 +234,13 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
         process this includes what its DataLoader workers received, which they report beside the
         store (`<store_path>.received`)."""
         if get_worker_info() is None and self.pruner is not None and self.store_path is not None:
-            return self._own_bytes + _workers_received(self.store_path)
+            return self._own_bytes + workers_received(self.store_path)
         return self._own_bytes
 
     def _count_received(self, nbytes: int) -> None:
         self._own_bytes += nbytes
         if get_worker_info() is not None and self.store_path is not None and nbytes:
-            _report_received(self.store_path, nbytes)
+            report_received(self.store_path, nbytes)
 
     def _end_epoch(self):
         self._finished = self.epoch
@@ -367,31 +265,3 @@ class PrunedIterableDataset(ShardReaders, RankShares, IterableDataset):
     def key_collisions(self) -> int:
         """Distinct keys whose 64-bit hash collided with an earlier key (kept apart; 0 with an index)."""
         return self.key_table.collisions if self.key_table is not None else 0
-
-
-def _reset_received(store_path: str) -> None:
-    try:
-        with open(store_path + ".received", "w"):
-            pass
-    except OSError:
-        pass                     # a count only: never fail a stream over it
-
-
-def _report_received(store_path: str, nbytes: int) -> None:
-    """One line per shard read; O_APPEND writes of a short line do not interleave between workers."""
-    try:
-        fd = os.open(store_path + ".received", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, f"{int(nbytes)}\n".encode())
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def _workers_received(store_path: str) -> int:
-    try:
-        with open(store_path + ".received") as f:
-            return sum(int(line) for line in f if line.strip().isdigit())
-    except OSError:
-        return 0
