@@ -28,6 +28,7 @@ class WholePartition:
     ranks; None (default) whenever torch.distributed runs with more than one rank."""
 
     kind = "whole"
+    splits_samples = False    # every process holds all samples: per-rank counts are known in advance
 
     def __init__(self, num_samples: int, distributed: bool | None = None):
         self.num_samples = self.local_samples = int(num_samples)
@@ -79,6 +80,12 @@ class WholePartition:
     def max(self, array: np.ndarray) -> np.ndarray:
         return array
 
+    def moments(self, seen: np.ndarray, n_seen: int) -> tuple[float, float]:
+        """Mean and standard deviation of every seen score: numpy's own, over the one whole store."""
+        if not seen.size:
+            return float("nan"), float("nan")
+        return float(seen.mean()), float(seen.std())
+
     def describe(self) -> dict:
         return {"kind": "whole", "num_samples": self.num_samples}
 
@@ -94,6 +101,7 @@ class ShardedPartition:
     use ``emp_data.webdataset.shard_ownership(index)``."""
 
     kind = "sharded"
+    splits_samples = True     # how the kept samples fall on the ranks is known only at select
 
     def __init__(self, num_samples: int, ownership: Ownership | None = None, group=None):
         self.group = group
@@ -171,6 +179,16 @@ class ShardedPartition:
 
     def max(self, array: np.ndarray) -> np.ndarray:
         return self._reduce(array, dist.ReduceOp.MAX)
+
+    def moments(self, seen: np.ndarray, n_seen: int) -> tuple[float, float]:
+        """Mean and standard deviation of every rank's seen scores (`n_seen` of them), from sums
+        reduced over the ranks. Collective."""
+        seen = seen.astype(np.float64)
+        sums = self.sum(np.array([seen.sum(), np.square(seen).sum()], dtype=np.float64))
+        if not n_seen:
+            return float("nan"), float("nan")
+        mean = sums[0] / n_seen
+        return float(mean), float(np.sqrt(max(sums[1] / n_seen - mean * mean, 0.0)))
 
     def _concat(self, array: np.ndarray) -> np.ndarray:
         if not self._active():

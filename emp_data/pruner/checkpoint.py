@@ -88,7 +88,7 @@ def load_state_dict(pruner, state: dict) -> None:
 
 # ------------------------------------------------------------------------------- one file
 def save(pruner, path) -> None:
-    if pruner.partition.kind == "sharded":
+    if pruner.partition.splits_samples:
         _save_parts(pruner, os.fspath(path))
     else:
         _save_file(pruner, path)

@@ -79,7 +79,7 @@ class Pruner:
             checkpoint.refuse_existing_store(store_path, self.num_samples)
         local = self.partition.local_samples
         if store is None:
-            store = create_store(local, device, store_path, partitioned=self.partition.kind == "sharded")
+            store = create_store(local, device, store_path, partitioned=self.partition.splits_samples)
         elif len(store) != local:
             raise ValueError(f"store has {len(store)} samples, num_samples is {local}")
         if store.readonly:
@@ -218,7 +218,7 @@ class Pruner:
         if self.epochs is None:
             raise ValueError("planned_steps needs epochs= on the Pruner")
         batch_size = as_count(batch_size, "batch_size", minimum=1)
-        if self.partition.kind == "sharded":
+        if self.partition.splits_samples:
             raise ValueError("under a sharded partition the steps per epoch depend on how the kept samples fall on "
                              "the ranks, known only at select: use steps_per_epoch(batch_size) after select(epoch)")
         # Half away from zero, as the C++ budget (llround): Python's round() would differ at .5.

@@ -22,7 +22,7 @@ def pruner_stats(pruner) -> dict:
     counts[3:3 + len(hist)] = hist
     counts = part.sum(counts)
     n_seen, skipped, trained = (int(c) for c in counts[:3])
-    mean, std = _moments(part, seen, n_seen)
+    mean, std = part.moments(seen, n_seen)
     n = pruner.num_samples
     epochs_done = len(pruner._kept)
     kept_total = sum(pruner._kept.values())
@@ -50,18 +50,3 @@ def pruner_stats(pruner) -> dict:
         "rank": part.rank,
         "world": part.world,
     }
-
-
-def _moments(part, seen: np.ndarray, n_seen: int) -> tuple[float, float]:
-    """Mean and standard deviation of every seen score: numpy's own over one whole store, sums
-    reduced over the ranks' parts otherwise."""
-    if part.kind == "whole":
-        if not seen.size:
-            return float("nan"), float("nan")
-        return float(seen.mean()), float(seen.std())
-    seen = seen.astype(np.float64)
-    sums = part.sum(np.array([seen.sum(), np.square(seen).sum()], dtype=np.float64))
-    if not n_seen:
-        return float("nan"), float("nan")
-    mean = sums[0] / n_seen
-    return float(mean), float(np.sqrt(max(sums[1] / n_seen - mean * mean, 0.0)))

@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from . import remote
+from . import range_reads, remote
 from .index import _split_name
 
 
@@ -57,7 +57,7 @@ class ShardReaders:
         local = remote.is_local(url)      # a pread per member: pruned bytes are never read
         # Each member's read starts at its tar header (checked in _assemble).
         head = TAR_BLOCK if self.check_headers else 0
-        reads = remote.plan_reads([m[2] - head for m in members], [m[3] + head for m in members],
+        reads = range_reads.plan_reads([m[2] - head for m in members], [m[3] + head for m in members],
                                   gap=0 if local else self.read_gap,
                                   shard_size=None if local else int(meta["size"]),
                                   request_cost=self.request_cost if self.request_cost is not None else
@@ -69,7 +69,7 @@ class ShardReaders:
             self._handle(ValueError(str(exc)))
 
     def _read_kept(self, pos, url, lo, meta, members, reads, shard_weights, local):
-        with remote.RangeReader(url, meta["size"], meta.get("etag"), meta.get("last_modified")) as reader:
+        with range_reads.RangeReader(url, meta["size"], meta.get("etag"), meta.get("last_modified")) as reader:
             try:
                 yield from self._assemble(pos, url, lo, members, _fetch_ahead(reader, reads, 1 if local else
                                                                                 self.read_ahead), shard_weights)

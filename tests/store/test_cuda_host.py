@@ -12,7 +12,7 @@ from emp_data import Pruner, ScoreStore
 from emp_data.store import cuda as emp_cuda
 from emp_data.webdataset import PrunedIterableDataset, build_index
 
-from test_webdataset import PER_SHARD, SHARDS, write_shards
+from shards import PER_SHARD, SHARDS, write_shards
 
 
 class KernelsOnCpu(emp_cuda.CudaScoreStore):

@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from test_readme import stand_ins, write_data  # noqa: E402
 
-PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "emp_data"
+PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "emp_data"
 NOT_PYTHON = {"cli.py": "shell commands", "wids.py": "a JSON document"}   # checked otherwise
 
 

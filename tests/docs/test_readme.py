@@ -24,7 +24,7 @@ from torch.utils.data import TensorDataset
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _http_server import ShardServer  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 PAGES = [README] + sorted((ROOT / "docs").glob("*.md"))
 FENCE = re.compile(r"(?:<!-- readme-test: (?P<marker>[^>]*) -->\n)?(?P<indent>[ ]*)```python\n(?P<body>.*?)^(?P=indent)```",

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _http_server import ShardServer  # noqa: E402
 
 from emp_data import Pruner
-from emp_data.webdataset import remote  # noqa: E402
+from emp_data.webdataset import range_reads, remote  # noqa: E402
 from emp_data.webdataset import PrunedIterableDataset, build_index  # noqa: E402
 
 SHARDS, PER_SHARD, PAYLOAD = 4, 10, 100_000     # image-sized samples: pruned ones are never requested
@@ -138,10 +138,10 @@ def test_pipe_urls_stream_like_local_files(served, tmp_path):
 
 
 def test_plan_reads_merges_below_the_gap_and_streams_a_mostly_kept_span():
-    reads = remote.plan_reads([0, 100, 10_000, 200_000], [50, 50, 50, 50], gap=1000)
+    reads = range_reads.plan_reads([0, 100, 10_000, 200_000], [50, 50, 50, 50], gap=1000)
     assert [(r.start, r.end, r.members) for r in reads] == [(0, 150, [0, 1]), (10_000, 10_050, [2]),
                                                             (200_000, 200_050, [3])]
-    whole = remote.plan_reads([0, 100, 10_000], [50, 50, 50], gap=1000, shard_size=200)
+    whole = range_reads.plan_reads([0, 100, 10_000], [50, 50, 50], gap=1000, shard_size=200)
     assert [(r.start, r.end, r.members) for r in whole] == [(0, 10_050, [0, 1, 2])]
 
 
@@ -164,9 +164,9 @@ def test_a_remote_wids_index_names_shards_relative_to_itself(served, tmp_path):
 
 
 def test_a_long_read_is_cut_at_member_boundaries():
-    reads = remote.plan_reads([0, 100, 200, 300], [100, 100, 100, 100], gap=1000, max_read=150)
+    reads = range_reads.plan_reads([0, 100, 200, 300], [100, 100, 100, 100], gap=1000, max_read=150)
     assert [(r.start, r.end, r.members) for r in reads] == [(0, 200, [0, 1]), (200, 400, [2, 3])]
-    whole = remote.plan_reads([0, 100, 200, 300], [100, 100, 100, 100], gap=1000, max_read=10_000)
+    whole = range_reads.plan_reads([0, 100, 200, 300], [100, 100, 100, 100], gap=1000, max_read=10_000)
     assert [(r.start, r.end, r.members) for r in whole] == [(0, 400, [0, 1, 2, 3])]
 
 

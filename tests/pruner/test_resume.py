@@ -13,7 +13,7 @@ from emp_data import Pruner, PrunedSampler
 from emp_data.torch_data import PrunedSamplerNode
 from emp_data.webdataset import PrunedIterableDataset, build_index
 
-from test_webdataset import PER_SHARD, SHARDS, write_shards
+from shards import PER_SHARD, SHARDS, write_shards
 
 N = SHARDS * PER_SHARD
 CUTS = ("start", "first", "mid", "last", "end")
