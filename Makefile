@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo test bench sanitize fuzz cuda cuda-sanitize clean
+.PHONY: install demo test bench docs sanitize fuzz cuda cuda-sanitize clean
 
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*/*) $(wildcard emp_data/*.py) $(wildcard emp_data/*/*.py) $(wildcard benchmarks/quality/*.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ demo: install
 
 test: install
 	$(VENV)/bin/pytest -q tests
+
+docs: install
+	$(VENV)/bin/mkdocs build --strict      # the docs/ pages as a site in build/site
 
 bench: install
 	$(PY) benchmarks/sampling_throughput.py
