@@ -4,7 +4,7 @@
     python benchmarks/remote_stream.py --latency-ms 50 --bandwidth-mbs 100
 
 Shards are written to a temp dir and served by a loopback HTTP server in its own process
-(tests/_http_server.py: Range requests, bytes counted server-side) that waits `latency` before
+(tests/helpers/_http_server.py: Range requests, bytes counted server-side) that waits `latency` before
 answering each request and sends at most `bandwidth` over all its connections together. Two shard sets: 100 KB samples (image-sized) and 1 KiB samples. For each: one
 epoch of plain `wds.WebDataset(http urls)` (webdataset's curl reader), of PrunedIterableDataset
 without an index (the whole shards are streamed), and with an index at r = 0, 0.5, 0.7, 0.9
@@ -48,11 +48,11 @@ def write_shards(folder, name, samples, per_shard, payload):
     return names
 
 
-SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "_http_server.py")
+SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "helpers", "_http_server.py")
 
 
 class Server:
-    """tests/_http_server.py in a process of its own (so the client's threads do not share a GIL with
+    """tests/helpers/_http_server.py in a process of its own (so the client's threads do not share a GIL with
     it), with its byte and request counts read over HTTP."""
 
     def __init__(self, folder, latency_ms, bandwidth_mbs, simple=False):

@@ -1,4 +1,4 @@
-"""Jobs for tests/test_sharded.py, run by torch.multiprocessing.spawn on gloo (importable by spawn)."""
+"""Jobs for tests/distributed/test_sharded.py, run by torch.multiprocessing.spawn on gloo (importable by spawn)."""
 import os
 
 import numpy as np

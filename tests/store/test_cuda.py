@@ -202,7 +202,7 @@ def test_host_copy_for_workers_follows_each_select(tmp_path):
     ("ucb", {"c": 0.5}), ("emp", {"beta": -1.0}), ("emp", {"beta": 0.5, "loss_weight": 1.0, "exact_budget": True}),
     ("emp", {"mode": "topk", "epsilon": 0.1}), ("weighted", {"alpha": 2.0})])
 def test_gpu_selection_matches_the_numpy_reference(policy, options):
-    """The CUDA kernels against the independent reference (tests/reference_selection.py), on a
+    """The CUDA kernels against the independent reference (tests/helpers/reference_selection.py), on a
     store with never-seen samples, ties and scores of both signs."""
     import reference_selection as ref
 

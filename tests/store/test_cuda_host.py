@@ -1,7 +1,7 @@
 """The host side of the GPU path, run without a GPU: `CudaScoreStore`'s own Python code (copies,
 fields, persistence) over CPU tensors, with only its kernel calls replaced by the CPU core. This
 checks the Pruner's device="cuda" branches (loss, select, stats, save/load, state dicts) and the
-memory-mapped host copy that feeds DataLoader workers; tests/test_cuda.py checks the kernels."""
+memory-mapped host copy that feeds DataLoader workers; tests/store/test_cuda.py checks the kernels."""
 import os
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Shards over HTTP (a real server on the loopback interface, tests/_http_server.py) and pipe: urls:
+"""Shards over HTTP (a real server on the loopback interface, tests/helpers/_http_server.py) and pipe: urls:
 the same samples as local shards, only kept bytes requested, retries and clear errors on faults."""
 import io
 import os
