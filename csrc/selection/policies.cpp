@@ -128,10 +128,12 @@ Forced forced_set(const Store& store, const Partition& part, const SelectConfig&
 }
 
 // When the forced samples alone reach the budget k, they are all there is room for: the k idle
-// longest (ties by a random draw per global id) are kept at weight 1, and true is returned.
+// longest (ties by a random draw per global id) are kept at weight 1, and true is returned. With no
+// sample forced (k = 0 included) the rule runs as usual, so its counts (above_threshold,
+// budget_exceeded) say what the scores were.
 bool keep_most_idle(Store& store, const Partition& part, const Forced& forced, uint64_t k, uint64_t seed,
                     uint64_t epoch, Selection& sel) {
-  if (forced.gap == 0 || forced.count < k) return false;
+  if (forced.gap == 0 || forced.count == 0 || forced.count < k) return false;
   const uint64_t stream = stream_key(seed, epoch, Purpose::Coverage);
   auto key = [&](uint64_t i, uint64_t g) {
     return forced(i) ? (uint64_t(forced.idle[i]) << 48) | (draw(stream, g) >> 16) | 1ull : 0ull;

@@ -226,3 +226,17 @@ def test_an_all_negative_score_keeps_its_upper_half_as_hard(policy, options):
                    np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.uint16), np.zeros(n, np.uint16))
     exp, kept, _ = check_one_draw(state, policy, options, 0.7)
     assert 0.45 * n < exp.info["above_threshold"] < 0.55 * n
+
+
+# A budget of zero (k = round(0.3 * 1) = 0) with max_gap set but no sample idle long enough: the
+# rule still runs, so the counts report the scores (one unseen, hence hard, sample over no room).
+@pytest.mark.parametrize("policy,options", [("infobatch", {"exact_budget": True, "max_gap": 1}),
+                                            ("emp", {"exact_budget": True, "max_gap": 1}),
+                                            ("epsilon_greedy", {"max_gap": 2}), ("random", {"max_gap": 1})])
+def test_a_zero_budget_with_nothing_forced_reports_the_scores(policy, options):
+    nan = np.full(1, np.nan, np.float32)
+    state = ref.State(nan, nan, nan, nan, np.zeros(1, np.uint16), np.zeros(1, np.uint16))
+    exp, kept, _ = check_one_draw(state, policy, options, 0.7)
+    assert not kept.any() and pytest.approx(0) == exp.count
+    if "above_threshold" in exp.info:
+        assert exp.info["above_threshold"] == 1 and exp.info["budget_exceeded"]
