@@ -200,7 +200,9 @@ class Weighted(Policy):
     """k = round((1-r)N) samples without replacement with probability ~ score^alpha (exponential
     keys, Efraimidis-Spirakis), weighted by Horvitz-Thompson 1/pi_i. ``normalize=True`` rescales
     the kept weights to sum to N (Hajek): lower variance, a small bias; False keeps plain 1/pi_i
-    (unbiased). ``score`` is one of loss, emp (with ``beta``), mean, ucb (with ``c``)."""
+    (unbiased). ``score`` is one of loss, emp (``loss_weight * loss + beta * memory``), mean, ucb
+    (with ``c``); ``score="emp", loss_weight=0, beta=1`` draws by the memory term alone. alpha acts as
+    an inverse temperature: 0 is uniform, larger values approach EMP's top-k."""
     name: ClassVar[str] = "weighted"
     alpha: float = 1.0
     score: str = "loss"
@@ -208,6 +210,7 @@ class Weighted(Policy):
     c: float = 1.0
     normalize: bool = True
     max_gap: int = 0
+    loss_weight: float = 1.0
 
     @property
     def needs_memory(self) -> bool:  # type: ignore[override]
@@ -216,6 +219,7 @@ class Weighted(Policy):
     def __post_init__(self):
         as_finite(self.alpha, "alpha", minimum=0.0, maximum=MAX_ALPHA)
         as_finite(self.beta, "beta", minimum=0.0, maximum=MAX_COEFFICIENT)
+        as_finite(self.loss_weight, "loss_weight", minimum=0.0, maximum=MAX_COEFFICIENT)
         as_finite(self.c, "c", minimum=0.0, maximum=MAX_COEFFICIENT)
         if self.score not in _SCORES:
             raise ValueError(f"score must be one of {sorted(_SCORES)}, got {self.score!r}")
@@ -225,6 +229,7 @@ class Weighted(Policy):
         cfg = self._base(_C.Rule.WEIGHTED, _SCORES[self.score], prune_ratio)
         cfg.alpha = float(self.alpha)
         cfg.beta = float(self.beta)
+        cfg.loss_weight = float(self.loss_weight)
         cfg.ucb_c = float(self.c)
         cfg.normalize = bool(self.normalize)
         return cfg

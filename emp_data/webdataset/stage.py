@@ -1,34 +1,42 @@
-"""The pruning step in webdataset's own idiom: a pipeline stage.
+"""The pruning step in webdataset's own idiom: a curried pipeline filter, like ``wds.decode(...)``.
 
     pipeline = wds.DataPipeline(wds.SimpleShardList(urls), wds.split_by_worker, wds.tarfile_to_samples(),
                                 prune(pruner), wds.decode(), wds.to_tuple("__id__", "npy", "cls"))
     dataset = wds.WebDataset(urls, shardshuffle=False).compose(prune(pruner)).decode()
 
-It is PrunedIterableDataset over the samples the stage receives (its pipeline-source mode: ids from
+``prune(pruner)`` returns webdataset's ``FilterFunction`` over `_pruned_samples` (what
+``wds.pipelinefilter`` makes), so it pickles into DataLoader workers and composes as any stage does.
+The filter is PrunedIterableDataset over the samples it receives (its pipeline-source mode: ids from
 the key table beside the pruner's store, keep flags and weights from the store), not a second
 implementation. Call ``pruner.select(epoch)`` in the training process before each epoch.
 """
 from __future__ import annotations
 
+import webdataset as wds
+
 from ..pruner.pruner import Pruner
 from .stream import PrunedIterableDataset
 
 
-class prune:  # noqa: N801 - named like webdataset's stages (wds.decode, wds.shuffle)
+def _pruned_samples(samples, stream: PrunedIterableDataset):
+    """The kept samples of `samples` with ``__id__`` and ``__weight__`` added, in the order they came."""
+    stream.pipeline.source = samples
+    if stream.pruner is not None and stream.pruner.epoch is not None:
+        stream.epoch = stream.pruner.epoch         # workers take the epoch from the store's stamp
+    return iter(stream)
+
+
+pruned_samples = wds.pipelinefilter(_pruned_samples)
+
+
+def prune(pruner: Pruner, *, key_table=None, handler=None):
     """A webdataset stage that drops the samples `pruner` pruned this epoch and adds ``__id__`` and
-    ``__weight__`` to the kept ones. Takes PrunedIterableDataset's key_table= and handler=."""
+    ``__weight__`` to the kept ones. Takes PrunedIterableDataset's key_table= and handler=.
 
-    def __init__(self, pruner: Pruner, *, key_table=None, handler=None):
-        # Made here, in the training process: DataLoader workers get a pickled copy (its store and
-        # key table travel by path, as for the stream itself).
-        self._stream = PrunedIterableDataset(_Samples(), pruner, key_table=key_table, handler=handler)
-
-    def __call__(self, source):
-        stream = self._stream
-        stream.pipeline.source = source
-        if stream.pruner is not None and stream.pruner.epoch is not None:
-            stream.epoch = stream.pruner.epoch     # workers take the epoch from the store's stamp
-        return iter(stream)
+    The stream behind the stage is made here, in the training process, where the key table beside
+    the store is opened (or created) once; DataLoader workers get a pickled copy whose store and key
+    table travel by path."""
+    return pruned_samples(PrunedIterableDataset(_Samples(), pruner, key_table=key_table, handler=handler))
 
 
 class _Samples:

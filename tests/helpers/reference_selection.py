@@ -37,7 +37,8 @@ DEFAULTS = {
     "ucb": {"c": 1.0, "max_gap": 0},
     "emp": {"beta": 1.0, "mode": "soft", "epsilon": 0.0, "exact_budget": False, "normalize_entropy": True, "max_gap": 0,
             "loss_weight": 0.0, "memory": "entropy"},
-    "weighted": {"alpha": 1.0, "score": "loss", "beta": 0.0, "c": 1.0, "normalize": True, "max_gap": 0},
+    "weighted": {"alpha": 1.0, "score": "loss", "beta": 0.0, "c": 1.0, "normalize": True, "max_gap": 0,
+                 "loss_weight": 1.0},
     "sweep": {},
     "seta": {"groups": 10, "window": 0.5, "exact_budget": False, "max_gap": 0},
 }
@@ -178,7 +179,7 @@ def expected(state: State, policy: str = "emp", prune_ratio: float = 0.5, epoch:
             return _soft(state, s, prune_ratio, opts["exact_budget"], opts["max_gap"])
         return _topk(state, s, prune_ratio, opts["epsilon"], opts["max_gap"], "emp-topk")
     if policy == "weighted":
-        s = score(state, opts["score"], beta=opts["beta"], loss_weight=1.0, c=opts["c"])
+        s = score(state, opts["score"], beta=opts["beta"], loss_weight=opts["loss_weight"], c=opts["c"])
         return _weighted(state, s, prune_ratio, opts["alpha"], opts["normalize"], opts["max_gap"])
     if policy == "sweep":
         return _sweep(n, prune_ratio, epoch)

@@ -38,7 +38,8 @@ POLICIES = {
         "exact_budget": st.booleans(), "max_gap": GAP}),
     "weighted": st.fixed_dictionaries({
         "alpha": st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0]), "score": st.sampled_from(["loss", "emp", "mean", "ucb"]),
-        "beta": st.sampled_from([0.0, 1.0]), "normalize": st.booleans(), "max_gap": GAP}),
+        "beta": st.sampled_from([0.0, 1.0]), "normalize": st.booleans(), "max_gap": GAP,
+        "loss_weight": st.sampled_from([1.0, 0.0, 0.5])}),
     "sweep": st.just({}),
     "seta": st.fixed_dictionaries({
         "groups": st.sampled_from([2, 3, 10]), "window": st.sampled_from([0.5, 1.0, 0.34]),

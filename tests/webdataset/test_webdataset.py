@@ -1,5 +1,6 @@
 import io
 import os
+import pickle
 import tarfile
 
 import numpy as np
@@ -409,6 +410,8 @@ def test_prune_stage_in_webdataset_pipelines_and_compose(shards, tmp_path):
     n = SHARDS * PER_SHARD
     pruner = Pruner(n, policy="infobatch", prune_ratio=0.5, seed=7, store_path=tmp_path / "s.emp")
     stage = prune(pruner)
+    assert isinstance(stage, wds.filters.FilterFunction)              # what wds.pipelinefilter curries
+    assert isinstance(pickle.loads(pickle.dumps(stage)), wds.filters.FilterFunction)
     pipeline = wds.DataPipeline(wds.SimpleShardList(shards), wds.split_by_worker, wds.tarfile_to_samples(), stage,
                                 wds.to_tuple("__key__", "__id__", "__weight__"))
     pruner.select(0)
