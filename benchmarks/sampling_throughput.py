@@ -3,6 +3,9 @@
     python benchmarks/sampling_throughput.py            # N = 1e6 and 1e7
     python benchmarks/sampling_throughput.py --large    # adds N = 1e8
     python benchmarks/sampling_throughput.py --device cuda   # GPU kernels (EMP_DATA_CUDA=1 build), N = 1e7 and 1e8
+    python benchmarks/sampling_throughput.py --busy 1   # the same while one process keeps a core busy
+    python benchmarks/sampling_throughput.py --busy 2 --load decode   # ... while 2 DataLoader workers decode
+    python benchmarks/sampling_throughput.py --big 5e8 --big-dir /data   # a 12 GB memory-mapped store
 
 Baselines: the InfoBatch and SeTa reference `prune()`s (their own code, written out below), the same
 rules vectorised in numpy (np.argpartition for top-k, exponential keys for weighted), and
@@ -24,84 +27,12 @@ import torch
 
 import emp_data
 from emp_data import Pruner, sample_without_replacement
+from load import KINDS, busy, stream_read_floor
+from throughput_baselines import (InfoBatchReference, numpy_infobatch, numpy_scatters, numpy_topk, numpy_update,
+                                  numpy_weighted, seta_reference)
 
 PRUNE_RATIO = 0.7
 KEEP = 1 - PRUNE_RATIO
-
-
-# --------------------------------------------------------------------------- baselines
-class InfoBatchReference:
-    """InfoBatch's own prune(), as in its repository (numpy + Python lists, global RNG)."""
-
-    def __init__(self, scores, keep_ratio):
-        self.scores = scores
-        self.keep_ratio = keep_ratio
-        self.weights = np.ones(len(scores), dtype=np.float32)
-
-    def reset_weights(self):
-        self.weights[:] = 1
-
-    def prune(self):
-        well_learned_mask = self.scores < self.scores.mean()
-        well_learned_indices = np.where(well_learned_mask)[0]
-        remained_indices = np.where(~well_learned_mask)[0].tolist()
-        selected_indices = np.random.choice(well_learned_indices, int(self.keep_ratio * len(well_learned_indices)),
-                                            replace=False)
-        self.reset_weights()
-        if len(selected_indices) > 0:
-            self.weights[selected_indices] = 1 / self.keep_ratio
-            remained_indices.extend(selected_indices)
-        np.random.shuffle(remained_indices)
-        return remained_indices
-
-
-def numpy_infobatch(scores, keep, rng, weights_out):
-    hard = scores >= scores.mean()
-    kept = hard | (rng.random(len(scores)) < keep)
-    np.copyto(weights_out, np.where(hard, np.float32(1), np.float32(1 / keep)) * kept)
-    ids = rng.permutation(np.flatnonzero(kept))
-    return ids, weights_out[ids]
-
-
-def numpy_topk(scores, k, rng):
-    ids = np.argpartition(-scores, k - 1)[:k]
-    return rng.permutation(ids)
-
-
-def numpy_weighted(w, k, rng):
-    keys = np.log(rng.random(len(w))) / w
-    return rng.permutation(np.argpartition(-keys, k - 1)[:k])
-
-
-def seta_reference(scores, keep_ratio, iteration, num_group=10, window_scale=0.5):
-    """SeTa's own prune() (github.com/mrazhou/SeTa, seta.py): torch.randperm subset, sklearn KMeans
-    of the subset's scores, a Python loop grouping them, the sliding window."""
-    from sklearn.cluster import KMeans
-
-    scores = torch.from_numpy(scores)
-    num = int(len(scores) * keep_ratio)
-    picked = torch.randperm(len(scores))[:num]
-    sub, indices = scores[picked], torch.arange(len(scores))[picked]
-    labels = KMeans(n_clusters=num_group, random_state=0).fit(sub.unsqueeze(1)).labels_
-    grouped_scores = [[] for _ in range(num_group)]
-    grouped_indices = [[] for _ in range(num_group)]
-    for score, index, label in zip(sub, indices, labels):
-        grouped_scores[label].append(score)
-        grouped_indices[label].append(index)
-    centres = [np.mean(g) for g in grouped_scores]
-    groups = [g for _, g in sorted(zip(centres, grouped_indices), key=lambda t: t[0])]
-    window = round(num_group * window_scale)
-    start = iteration % (num_group - window + 1)
-    kept = [i for g in groups[start:start + window] for i in g]
-    np.random.shuffle(kept)
-    return np.array(kept)
-
-
-def numpy_update(loss, mean, var, ids, values, decay=0.8):
-    d = values - mean[ids]
-    mean[ids] += (1 - decay) * d
-    var[ids] = decay * (var[ids] + (1 - decay) * d * d)
-    loss[ids] = values
 
 
 # --------------------------------------------------------------------------- timing
@@ -159,23 +90,35 @@ def run(n, repeat, rows, skip_reference):
     t_floor = timeit(lambda: np_loss.__setitem__(ids, vals_perm), repeat)
     rows.append((n, "", "", "", f"floor: numpy loss[ids] = v, 1 field, {n / t_floor / 1e6:.0f} M ids/s",
                  f"{t_floor / t_upd:.1f}x"))
-    batches = np.array_split(ids[: min(n, 2_000_000)], max(1, min(n, 2_000_000) // 4096))
-    vals = [loss[b] for b in batches]
-    mems = [mem[b] for b in batches]
-    m = sum(len(b) for b in batches)
+    # The per-step path: batches of 4096 and 32768 ids (one DDP step gathers world x batch ids)
+    # against numpy scattering the same ids into two float32 arrays.
+    np_mem = np.zeros(n, np.float32)
+    for size in (4096, 32768):
+        count = max(1, min(n, 2_000_000) // size)
+        batches = [ids[i * size:(i + 1) * size] for i in range(count)]
+        vals, mems = [loss[b] for b in batches], [mem[b] for b in batches]
+        m = sum(len(b) for b in batches)
 
-    def batched():
-        for b, v, mm in zip(batches, vals, mems):
-            pruner.store.update(b, v, mm)
+        def batched():
+            for b, v, mm in zip(batches, vals, mems):
+                pruner.store.update(b, v, mm)
 
-    def batched_np():
-        for b, v in zip(batches, vals):
-            numpy_update(np_loss, np_mean, np_var, b, v)
+        def batched_np():
+            for b, v, mm in zip(batches, vals, mems):
+                numpy_scatters(np_loss, np_mem, b, v, mm)
 
-    t_b = timeit(batched, repeat)
-    t_bn = timeit(batched_np, repeat)
-    rows.append((n, "update (4096-id batches)", f"{t_b / len(batches) * 1e6:.0f} us/batch", f"{m / t_b / 1e6:.0f} M ids/s",
-                 f"numpy {t_bn / len(batches) * 1e6:.0f} us/batch", f"{t_bn / t_b:.1f}x"))
+        t_b = timeit(batched, repeat)
+        t_bn = timeit(batched_np, repeat)
+        rows.append((n, f"update ({size}-id batches)", f"{t_b / count * 1e6:.0f} us/batch", f"{m / t_b / 1e6:.0f} M ids/s",
+                     f"numpy 2 scatters {t_bn / count * 1e6:.0f} us/batch", f"{t_bn / t_b:.2f}x"))
+
+    # The stream-read floor: reading the store's 24 bytes per sample once, with every core.
+    t_floor = stream_read_floor(np.ones(pruner.store.nbytes // 8, np.uint64))
+    rows.append((n, "stream-read floor (24 B/sample)", fmt_time(t_floor),
+                 f"{pruner.store.nbytes / t_floor / 1e9:.1f} GB/s", "-", "-"))
+
+    def vs_floor(t):
+        return f"{t / t_floor:.1f}x"
 
     # infobatch select
     t_ib = timeit(selecting(pruner), repeat)
@@ -188,7 +131,8 @@ def run(n, repeat, rows, skip_reference):
         ref = InfoBatchReference(loss, KEEP)
         t_ref = timeit(ref.prune, 1, warmup=False)
         ref_cell, ref_ratio = f"InfoBatch ref {fmt_time(t_ref)}", f"{t_ref / t_ib:.0f}x"
-    rows.append((n, "select infobatch", fmt_time(t_ib), f"{pruner.kept_count() / n:.2f} kept", ref_cell, ref_ratio))
+    rows.append((n, "select infobatch", fmt_time(t_ib), f"{pruner.kept_count() / n:.2f} kept", ref_cell, ref_ratio,
+                 vs_floor(t_ib)))
     rows.append((n, "", "", "", f"numpy {fmt_time(t_np)}", f"{t_np / t_ib:.1f}x"))
 
     # other policies
@@ -211,7 +155,7 @@ def run(n, repeat, rows, skip_reference):
             scores = p.scores()
             tb = timeit(lambda: numpy_infobatch(scores, KEEP, rng, w_out), repeat)
             base = f"numpy {fmt_time(tb)}"
-        rows.append((n, label, fmt_time(t), f"{p.kept_count() / n:.2f} kept", base, f"{tb / t:.1f}x"))
+        rows.append((n, label, fmt_time(t), f"{p.kept_count() / n:.2f} kept", base, f"{tb / t:.1f}x", vs_floor(t)))
 
     # RS2 sweep: the next k of a seeded permutation; numpy draws one permutation per pass of ceil(N/k)
     # epochs and slices it, so its cost per epoch is a permutation over the pass's epochs.
@@ -220,7 +164,7 @@ def run(n, repeat, rows, skip_reference):
     per_pass = -(-n // k)
     tb = timeit(lambda: rng.permutation(n)[:k], repeat) / per_pass
     rows.append((n, "select sweep", fmt_time(t), f"{p.kept_count() / n:.2f} kept",
-                 f"numpy permutation / {per_pass} epochs {fmt_time(tb)}", f"{tb / t:.1f}x"))
+                 f"numpy permutation / {per_pass} epochs {fmt_time(tb)}", f"{tb / t:.1f}x", vs_floor(t)))
 
     # SeTa: against its reference prune() (sklearn KMeans and a Python loop over the subset), run once.
     p = Pruner(n, policy="seta", prune_ratio=PRUNE_RATIO, store=pruner.store)
@@ -230,7 +174,7 @@ def run(n, repeat, rows, skip_reference):
     else:
         t_ref = timeit(lambda: seta_reference(loss, KEEP, 1), 1, warmup=False)
         ref_cell, ref_ratio = f"SeTa ref {fmt_time(t_ref)}", f"{t_ref / t:.0f}x"
-    rows.append((n, "select seta", fmt_time(t), f"{p.kept_count() / n:.2f} kept", ref_cell, ref_ratio))
+    rows.append((n, "select seta", fmt_time(t), f"{p.kept_count() / n:.2f} kept", ref_cell, ref_ratio, vs_floor(t)))
 
     # max_gap: what forcing idle samples in costs an exact-budget soft rule (the same rule without it
     # as the baseline); idle counts come from the epochs the timing itself selects.
@@ -240,7 +184,7 @@ def run(n, repeat, rows, skip_reference):
     t_gap = timeit(selecting(gapped), repeat)
     rows.append((n, "select infobatch exact, max_gap=4", fmt_time(t_gap),
                  f"{gapped.stats()['forced'] / n:.2f} forced", f"without max_gap {fmt_time(t_plain)}",
-                 f"{t_plain / t_gap:.1f}x"))
+                 f"{t_plain / t_gap:.1f}x", vs_floor(t_gap)))
 
     # top-k before any score is known (epoch 0): every rank key ties in its top 32 bits, the hard
     # case for the radix selection (more histogram passes before the boundary bin is small)
@@ -249,7 +193,7 @@ def run(n, repeat, rows, skip_reference):
     zeros = np.zeros(n, np.float32)
     tb = timeit(lambda: numpy_topk(zeros, k, rng), repeat)
     rows.append((n, "select ucb, nothing seen yet", fmt_time(t), f"{fresh.kept_count() / n:.2f} kept",
-                 f"numpy argpartition {fmt_time(tb)}", f"{tb / t:.1f}x"))
+                 f"numpy argpartition {fmt_time(tb)}", f"{tb / t:.1f}x", vs_floor(t)))
 
     # weighted sampling without replacement
     w64 = loss.astype(np.float64)
@@ -360,6 +304,13 @@ def main(argv=None):
     ap.add_argument("--skip-reference", action="store_true", help="skip the slow InfoBatch reference prune()")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                     help="cuda: time the GPU kernels against torch ops on the GPU")
+    ap.add_argument("--busy", type=int, default=0, metavar="K",
+                    help="measure while K processes spin (--load spin) or a DataLoader's K workers decode")
+    ap.add_argument("--load", choices=KINDS, default="spin")
+    ap.add_argument("--big", type=float, default=None, metavar="N",
+                    help="only the per-step update and three selects on a memory-mapped store of N samples "
+                         "(in --big-dir), no numpy baselines: the size one rank of a very large job holds")
+    ap.add_argument("--big-dir", default=".")
     args = ap.parse_args(argv)
     if args.device == "cuda":
         return main_cuda(args)
@@ -368,13 +319,53 @@ def main(argv=None):
     print(f"# emp_data {emp_data.__version__} sampling throughput: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, {emp_data.get_num_threads()} threads, prune_ratio {PRUNE_RATIO}")
     print(f"# command: python benchmarks/sampling_throughput.py {' '.join(sys.argv[1:])}".rstrip())
+    print(f"# load: {'none (idle machine)' if not args.busy else f'{args.busy} {args.load} process(es)'}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     rows = []
-    for n in sizes:
-        run(n, args.repeat, rows, args.skip_reference or n > 10**7)
-    print("| N | operation | emp_data | throughput | baseline | baseline / emp_data |")
-    print("|---|---|---|---|---|---|")
+    with busy(args.busy, args.load):
+        if args.big:
+            run_big(int(args.big), args.repeat, rows, args.big_dir)
+        else:
+            for n in sizes:
+                run(n, args.repeat, rows, args.skip_reference or n > 10**7)
+    print("| N | operation | emp_data | throughput | baseline | baseline / emp_data | emp_data / stream-read floor |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print("| " + " | ".join(str(c) if c != "" else " " for c in (f"{r[0]:.0e}",) + r[1:]) + " |")
+        cells = (f"{r[0]:.0e}",) + tuple(r[1:]) + ("",) * (7 - len(r))
+        print("| " + " | ".join(str(c) if c != "" else " " for c in cells) + " |")
+
+
+def run_big(n, repeat, rows, folder):
+    """A memory-mapped store of n samples (24n bytes on disk): the per-step update and three selects,
+    timed, with the stream-read floor of the same bytes; no numpy baselines (they would need as
+    much memory again)."""
+    path = os.path.join(folder, f"big_store_{n}.emp")
+    t0 = time.perf_counter()
+    pruner = Pruner(n, policy="infobatch", prune_ratio=PRUNE_RATIO, seed=0, store_path=path, overwrite=True)
+    rows.append((n, "create memory-mapped store", fmt_time(time.perf_counter() - t0),
+                 f"{pruner.store.nbytes / 1e9:.1f} GB file", "-", "-"))
+    rng = np.random.default_rng(0)
+    chunk = 1 << 24
+    t0 = time.perf_counter()
+    for lo in range(0, n, chunk):          # every sample seen once, in chunks (the file's first pass)
+        ids = np.arange(lo, min(n, lo + chunk), dtype=np.int64)
+        pruner.store.update(ids, rng.gamma(2.0, 0.5, len(ids)).astype(np.float32))
+    rows.append((n, "first update of every sample (2^24-id chunks)", fmt_time(time.perf_counter() - t0), "-", "-", "-"))
+    for size in (4096, 32768):
+        batches = [rng.integers(0, n, size) for _ in range(200)]
+        vals = rng.random(size, dtype=np.float32)
+        t = timeit(lambda: [pruner.store.update(b, vals) for b in batches], repeat) / len(batches)
+        rows.append((n, f"update ({size}-id batches)", f"{t * 1e6:.0f} us/batch", f"{size / t / 1e6:.0f} M ids/s", "-", "-"))
+    t_floor = stream_read_floor(np.memmap(path, np.uint8, mode="r"), repeat=1)
+    rows.append((n, "stream-read floor (the store file, page cache)", fmt_time(t_floor),
+                 f"{pruner.store.nbytes / t_floor / 1e9:.1f} GB/s", "-", "-"))
+    for policy, options in [("infobatch", {}), ("ucb", {}), ("random", {})]:
+        p = Pruner(n, policy=policy, prune_ratio=PRUNE_RATIO, store=pruner.store, **options)
+        t = timeit(selecting(p), max(1, repeat - 1))
+        rows.append((n, f"select {policy}", fmt_time(t), f"{p.kept_count() / n:.2f} kept", "-", "-",
+                     f"{t / t_floor:.1f}x"))
+    del pruner, p
+    os.remove(path)
 
 
 def main_cuda(args):

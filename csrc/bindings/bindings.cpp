@@ -102,6 +102,13 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "emp_data C++ core: per-sample score store, pruning policies, weighted sampling";
 
   m.def("set_num_threads", &set_threads, py::arg("n"));
+  // Tests and benchmarks: force one thread or all in update (>= 4096 ids) and select.
+  py::enum_<ParallelMode>(m, "ParallelMode")
+      .value("AUTO", ParallelMode::Auto)
+      .value("SERIAL", ParallelMode::Serial)
+      .value("THREADED", ParallelMode::Threaded);
+  m.def("set_parallel_mode", &set_parallel_mode, py::arg("mode"));
+  m.def("parallel_mode", &parallel_mode);
   m.def("get_num_threads", &max_threads);
   m.def("has_openmp", []() {
 #ifdef _OPENMP

@@ -1,6 +1,8 @@
 // Deterministic parallel loops: work is cut into fixed-size blocks whose results are combined in
 // block order, so sums and compactions are bit-identical for any number of threads.
 #pragma once
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -30,11 +32,96 @@ inline void set_threads(int n) {
 #endif
 }
 
-// Calls body(block_index, begin, end) for every block, in parallel.
+// The threads the parallel regions of the current call use: set for one call by CallThreads (0:
+// all of max_threads()). Read by the thread that opens each region.
+inline int& call_thread_limit() {
+  static thread_local int limit = 0;
+  return limit;
+}
+
+inline int team_size() {
+  const int limit = call_thread_limit();
+  return limit > 0 ? limit : max_threads();
+}
+
+class CallThreads {
+ public:
+  explicit CallThreads(int threads) : saved_(call_thread_limit()) { call_thread_limit() = threads; }
+  ~CallThreads() { call_thread_limit() = saved_; }
+  CallThreads(const CallThreads&) = delete;
+  CallThreads& operator=(const CallThreads&) = delete;
+
+ private:
+  int saved_;
+};
+
+// One thread or all: which is faster depends on whether the other threads find a free core
+// (DataLoader workers decode on the same cores), and a fork-join whose threads wait for a core costs
+// more than it saves. So a kind of call keeps a PathClock: both ways are timed on this process's own
+// calls (an exponential average), the faster is used, and the slower is tried again every `retry`
+// calls, as the load changes. Every parallel loop here gives the same result for any thread count.
+struct PathClock {
+  std::atomic<float> cost[2] = {};  // one thread, all threads; 0: not measured yet
+  std::atomic<uint32_t> calls{0};
+
+  bool pick_threaded(uint32_t retry) {
+    const float one = cost[0].load(std::memory_order_relaxed);
+    const float all = cost[1].load(std::memory_order_relaxed);
+    const uint32_t call = calls.fetch_add(1, std::memory_order_relaxed);
+    if (one == 0.0f) return false;
+    if (all == 0.0f) return true;
+    const bool faster = all < one;
+    return call % retry == retry - 1 ? !faster : faster;
+  }
+
+  void record(bool threaded, double value) {
+    std::atomic<float>& slot = cost[threaded ? 1 : 0];
+    const float old = slot.load(std::memory_order_relaxed);
+    const float x = value > 1e-30 ? static_cast<float>(value) : 1e-30f;
+    slot.store(old == 0.0f ? x : 0.75f * old + 0.25f * x, std::memory_order_relaxed);
+  }
+};
+
+inline int log2_floor(uint64_t x) { return 63 - __builtin_clzll(x | 1); }
+
+// Auto: the PathClocks choose (the default). Serial / Threaded force one way for every timed call
+// (update and select), so tests and benchmarks can compare the two.
+enum class ParallelMode { Auto = 0, Serial = 1, Threaded = 2 };
+
+inline std::atomic<int>& parallel_mode_flag() {
+  static std::atomic<int> mode{0};
+  return mode;
+}
+inline ParallelMode parallel_mode() { return static_cast<ParallelMode>(parallel_mode_flag().load(std::memory_order_relaxed)); }
+inline void set_parallel_mode(ParallelMode mode) {
+  parallel_mode_flag().store(static_cast<int>(mode), std::memory_order_relaxed);
+}
+
+// Runs fn() with one thread or all, as `clock` says (or the forced mode), and times it.
+template <class Fn>
+auto with_measured_threads(PathClock& clock, uint32_t retry, Fn fn) {
+  const ParallelMode mode = parallel_mode();
+  if (mode != ParallelMode::Auto) {
+    CallThreads scope(mode == ParallelMode::Threaded ? 0 : 1);
+    return fn();
+  }
+  const bool threaded = max_threads() > 1 && clock.pick_threaded(retry);
+  CallThreads scope(threaded ? 0 : 1);
+  const auto start = std::chrono::steady_clock::now();
+  auto out = fn();
+  if (max_threads() > 1)
+    clock.record(threaded, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return out;
+}
+
+// Calls body(block_index, begin, end) for every block, in parallel. Blocks are handed out as
+// threads come free (dynamic): when another process holds a core, the thread that has one takes
+// the rest, where a static split would wait for the thread that has none. Results are combined by
+// block index, so they do not depend on which thread ran a block.
 template <class Body>
 void for_blocks(size_t n, Body body) {
   const int64_t nb = static_cast<int64_t>(num_blocks(n));
-#pragma omp parallel for schedule(static) if (nb > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (nb > 1) num_threads(team_size())
   for (int64_t b = 0; b < nb; ++b) {
     const size_t begin = static_cast<size_t>(b) * kBlock;
     const size_t end = begin + kBlock < n ? begin + kBlock : n;

@@ -7,6 +7,7 @@
 
 #include <sched.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -449,6 +450,21 @@ void Store::flush() {
     throw IoError("cannot sync store file", path_);
 }
 
+namespace {
+
+// The threaded update pays only where its fork-join costs less than the scattered writes it spreads,
+// which depends on the call's size and the store's size, and on whether the other threads find a
+// free core: each (call size, store size) class keeps a PathClock (core/parallel.h) of ns per id.
+constexpr size_t kMinThreadedUpdate = 4096;
+constexpr uint32_t kRetry = 1024;
+
+PathClock& update_clock(size_t count, uint64_t n) {
+  static PathClock clocks[64][33];
+  return clocks[log2_floor(count)][log2_floor(n) / 2];
+}
+
+}  // namespace
+
 UpdateResult update(Store& store, const int64_t* ids, const float* loss, const float* memory, size_t count,
                     float ema_decay, bool skip_nonfinite) {
   UpdateResult result;
@@ -498,7 +514,7 @@ UpdateResult update(Store& store, const int64_t* ids, const float* loss, const f
   };
 
   const int threads = max_threads();
-  if (threads <= 1 || count < 4096) {
+  auto serial = [&] {
     for (size_t j = 0; j < count; ++j) {
       if (j + 16 < count) {
         const int64_t ahead = ids[j + 16];
@@ -507,29 +523,51 @@ UpdateResult update(Store& store, const int64_t* ids, const float* loss, const f
       const int64_t id = ids[j];
       if (id >= 0 && id < n) apply(j, id);
     }
+  };
+  // Each thread owns a contiguous id range and walks the whole call in order: no races, and
+  // duplicates are applied in call order whatever the thread count (so both paths agree exactly).
+  auto threaded = [&] {
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+      const int t = omp_get_thread_num();
+      const int nt = omp_get_num_threads();
+#else
+      const int t = 0, nt = 1;
+#endif
+      const int64_t lo = n / nt * t + std::min<int64_t>(t, n % nt);
+      const int64_t hi = lo + n / nt + (t < n % nt ? 1 : 0);
+      for (size_t j = 0; j < count; ++j) {
+        if (j + 16 < count) {
+          const int64_t ahead = ids[j + 16];
+          if (ahead >= lo && ahead < hi) __builtin_prefetch(&stats[ahead], 1);
+        }
+        const int64_t id = ids[j];
+        if (id >= lo && id < hi) apply(j, id);
+      }
+    }
+  };
+  if (threads <= 1 || count < kMinThreadedUpdate) {
+    serial();
     return result;
   }
-  // Each thread owns a contiguous id range and walks the whole call in order: no races, and
-  // duplicates are applied in call order whatever the thread count.
-#pragma omp parallel num_threads(threads)
-  {
-#ifdef _OPENMP
-    const int t = omp_get_thread_num();
-    const int nt = omp_get_num_threads();
-#else
-    const int t = 0, nt = 1;
-#endif
-    const int64_t lo = n / nt * t + std::min<int64_t>(t, n % nt);
-    const int64_t hi = lo + n / nt + (t < n % nt ? 1 : 0);
-    for (size_t j = 0; j < count; ++j) {
-      if (j + 16 < count) {
-        const int64_t ahead = ids[j + 16];
-        if (ahead >= lo && ahead < hi) __builtin_prefetch(&stats[ahead], 1);
-      }
-      const int64_t id = ids[j];
-      if (id >= lo && id < hi) apply(j, id);
-    }
+  const ParallelMode forced = parallel_mode();
+  if (forced != ParallelMode::Auto) {
+    if (forced == ParallelMode::Threaded)
+      threaded();
+    else
+      serial();
+    return result;
   }
+  PathClock& clock = update_clock(count, static_cast<uint64_t>(n));
+  const bool use_threads = clock.pick_threaded(kRetry);
+  const auto start = std::chrono::steady_clock::now();
+  if (use_threads)
+    threaded();
+  else
+    serial();
+  clock.record(use_threads, std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count() /
+                                static_cast<double>(count));
   return result;
 }
 

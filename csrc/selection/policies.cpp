@@ -61,12 +61,12 @@ SeenSummary summarise(const Store& store, const Partition& part, const Score& sc
   ExactSum total;
   uint64_t seen = 0;
   float mx = -std::numeric_limits<float>::infinity();
-#pragma omp parallel
+#pragma omp parallel num_threads(team_size())
   {
     ExactSum sum;
     uint64_t c = 0;
     float m = -std::numeric_limits<float>::infinity();
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < nb; ++b) {
       const uint64_t begin = static_cast<uint64_t>(b) * kBlock;
       const uint64_t end = std::min<uint64_t>(begin + kBlock, n);
@@ -475,10 +475,10 @@ void select_seta(Store& store, const Partition& part, const SelectConfig& cfg, c
   };
   if (spread && !every_group) {
     std::vector<uint64_t> counts(kSetaBins, 0);
-#pragma omp parallel
+#pragma omp parallel num_threads(team_size())
     {
       std::vector<uint64_t> local(kSetaBins, 0);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
       for (int64_t b = 0; b < static_cast<int64_t>(num_blocks(n)); ++b) {
         const uint64_t begin = static_cast<uint64_t>(b) * kBlock;
         const uint64_t end = std::min<uint64_t>(begin + kBlock, n);
@@ -552,6 +552,13 @@ Selection current_selection_counting(Store& store, const Partition& part, uint64
 
 }  // namespace
 
+namespace {
+constexpr uint32_t kSelectRetry = 8;  // selections are once an epoch: retry the slower way every 8th
+}  // namespace
+
+Selection select_with_team(Store& store, const Partition& part, const SelectConfig& cfg, uint64_t seed,
+                           uint64_t epoch, bool count);
+
 Selection select(Store& store, const Partition& part, const SelectConfig& cfg, uint64_t seed, uint64_t epoch,
                  bool count) {
   if (part.ids.local_n() != store.size())
@@ -559,6 +566,14 @@ Selection select(Store& store, const Partition& part, const SelectConfig& cfg, u
                                 std::to_string(store.size()));
   if (cfg.rule == Rule::Seta && (cfg.groups < 1 || cfg.groups > 1024 || !(cfg.window > 0.0 && cfg.window <= 1.0)))
     throw std::invalid_argument("select: seta needs 1 <= groups <= 1024 and 0 < window <= 1");
+  // One thread or all, whichever this process measured faster for this rule at this size.
+  static PathClock clocks[8][33];
+  PathClock& clock = clocks[static_cast<int>(cfg.rule) & 7][log2_floor(store.size()) / 2];
+  return with_measured_threads(clock, kSelectRetry, [&] { return select_with_team(store, part, cfg, seed, epoch, count); });
+}
+
+Selection select_with_team(Store& store, const Partition& part, const SelectConfig& cfg, uint64_t seed,
+                           uint64_t epoch, bool count) {
   Selection sel;
   const Forced forced = cfg.rule == Rule::Full || cfg.rule == Rule::Sweep ? Forced{} : forced_set(store, part, cfg);
   switch (cfg.rule) {

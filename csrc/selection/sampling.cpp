@@ -95,7 +95,7 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, const Select
   BigVector<uint32_t> bucket(n + seg.count);
   std::vector<uint64_t> kept_in_segment(seg.count, 0);
   std::vector<uint32_t> count(seg.count * buckets, 0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(team_size())
   for (int64_t s = 0; s < nseg; ++s) {
     const uint64_t first = seg.begin(s) + static_cast<uint64_t>(s);
     uint64_t o = first;
@@ -132,7 +132,7 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, const Select
   bucket_start[buckets] = run;
   ids.resize(k);
   weights.resize(k);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(team_size())
   for (int64_t s = 0; s < nseg; ++s) {
     uint64_t* o = &offset[static_cast<uint64_t>(s) * buckets];
     const uint64_t first = seg.begin(s) + static_cast<uint64_t>(s);
@@ -145,7 +145,7 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, const Select
   }
   // 4. Shuffle inside each bucket.
   const uint64_t perm_key = splitmix64(key ^ 0x5DEECE66Dull);
-#pragma omp parallel for schedule(dynamic, 64)
+#pragma omp parallel for schedule(dynamic, 64) num_threads(team_size())
   for (int64_t b = 0; b < static_cast<int64_t>(buckets); ++b) {
     const uint64_t begin = bucket_start[b], end = bucket_start[b + 1];
     fisher_yates(ids.data() + begin, weights.data() + begin, end - begin, splitmix64(perm_key ^ static_cast<uint64_t>(b)));

@@ -122,10 +122,10 @@ RankThreshold topk_threshold(const Partition& part, uint64_t k, KeyFn key_of, co
     const uint64_t digit = bins - 1;
     // Per-block counting would cost nb * bins counters; per-thread histograms are summed instead
     // (integer sums: the same for any thread count).
-#pragma omp parallel
+#pragma omp parallel num_threads(team_size())
     {
       std::vector<uint64_t> local(bins, 0);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
       for (int64_t b = 0; b < static_cast<int64_t>(nb); ++b) {
         const uint64_t begin = static_cast<uint64_t>(b) * kBlock;
         const uint64_t end = begin + kBlock < n ? begin + kBlock : n;
@@ -142,10 +142,10 @@ RankThreshold topk_threshold(const Partition& part, uint64_t k, KeyFn key_of, co
   auto gather = [&](uint64_t prefix, uint64_t mask, uint64_t expected) {
     std::vector<RankCandidate> cand;
     cand.reserve(expected);
-#pragma omp parallel
+#pragma omp parallel num_threads(team_size())
     {
       std::vector<RankCandidate> local;
-#pragma omp for schedule(static) nowait
+#pragma omp for schedule(dynamic, 1) nowait
       for (int64_t b = 0; b < static_cast<int64_t>(nb); ++b) {
         const uint64_t begin = static_cast<uint64_t>(b) * kBlock;
         const uint64_t end = begin + kBlock < n ? begin + kBlock : n;

@@ -163,17 +163,30 @@ def test_unseen_samples_are_trained_first():
     assert np.isin(np.arange(600, 1000), ids).all()
 
 
-@pytest.mark.parametrize("policy", ["random", "infobatch", "epsilon_greedy", "ucb", "emp", "weighted"])
+@pytest.mark.parametrize("policy", ["random", "infobatch", "epsilon_greedy", "ucb", "emp", "weighted", "sweep",
+                                    "seta"])
 def test_selection_is_pure_and_thread_count_independent(policy):
+    from emp_data import _C
+
     pruner, _, _ = scored_pruner(policy, 0.6, n=300_000)   # several 65536-id blocks
-    a = pruner.select(4)
-    b = pruner.select(4)
-    emp_data.set_num_threads(1)
+    # A selection runs on one thread or on all, whichever this process measured faster for the rule
+    # (AUTO); forced here, both ways and the automatic one must agree.
+    def drawn(mode, threads=2):
+        _C.set_parallel_mode(mode)
+        emp_data.set_num_threads(threads)
+        pruner.select(99)           # another epoch first: selecting the current one only rebuilds it
+        return pruner.select(4)
+
     try:
-        c = pruner.select(4)
+        a = drawn(_C.ParallelMode.THREADED)
+        b = drawn(_C.ParallelMode.AUTO)
+        c = drawn(_C.ParallelMode.SERIAL)
+        d = drawn(_C.ParallelMode.AUTO, threads=1)
+        rebuilt = pruner.select(4)
     finally:
+        _C.set_parallel_mode(_C.ParallelMode.AUTO)
         emp_data.set_num_threads(2)
-    for x in (b, c):
+    for x in (b, c, d, rebuilt):
         assert np.array_equal(a[0], x[0]) and np.array_equal(a[1], x[1])
     other = pruner.select(5)[0]
     assert not np.array_equal(a[0], other)

@@ -51,6 +51,41 @@ def test_duplicate_ids_last_write_wins_in_parallel_path():
     assert np.allclose(store.loss_mean, 1.5)  # both values were seen, in order
 
 
+@pytest.fixture
+def update_path():
+    from emp_data import _C
+
+    yield lambda path: _C.set_parallel_mode(getattr(_C.ParallelMode, path))
+    _C.set_parallel_mode(_C.ParallelMode.AUTO)
+
+
+def test_every_update_path_gives_the_same_store(update_path):
+    """Calls of >= 4096 ids take the serial or the threaded path, whichever this process measured
+    faster (AUTO); all three settings must leave the same bytes (duplicates applied in call order)."""
+    rng = np.random.default_rng(3)
+    n = 50_000
+    calls = [(rng.integers(0, n, size), rng.gamma(2.0, 0.5, size).astype(np.float32),
+              rng.random(size, dtype=np.float32)) for size in (4096, 8192, 32768, 5000, 4096, 70_000)]
+    stores = {}
+    for path in ("SERIAL", "THREADED", "AUTO"):
+        update_path(path)
+        store = ScoreStore(n)
+        for _ in range(3):          # AUTO: the first call of a size is serial, the next threaded
+            for ids, loss, mem in calls:
+                store.update(ids, loss, mem)
+        stores[path] = store
+    for field in ("loss", "memory", "loss_mean", "loss_var"):
+        want = getattr(stores["SERIAL"], field)
+        for path in ("THREADED", "AUTO"):
+            assert np.array_equal(getattr(stores[path], field), want, equal_nan=True), (field, path)
+    # and the serial path is the sequential rule: the last call's value wins, the mean moves each time
+    ids, loss, _ = calls[-1]
+    last = {}
+    for i, x in zip(ids.tolist(), loss.tolist()):
+        last[i] = x
+    assert all(stores["SERIAL"].loss[i] == np.float32(x) for i, x in last.items())
+
+
 @pytest.mark.parametrize("ids,losses,err,match", [
     (np.array([0, 10]), np.ones(2, np.float32), ValueError, r"id out of range: ids\[1\] = 10 is outside \[0, 10\)"),
     (np.array([-1]), np.ones(1, np.float32), ValueError, "id out of range"),
