@@ -165,12 +165,12 @@ def pretrain_once(cfg, task=None) -> RunResult:
         text_encoder.train()
 
     params = list(image_encoder.parameters()) + list(text_encoder.parameters()) + [log_scale]
-    pruner, passes = pruned_training(cfg, len(x), params, step, train_mode, min_batch=2)
+    pruner, counts = pruned_training(cfg, len(x), params, step, train_mode, min_batch=2)
     image_encoder.eval()
     text_encoder.eval()
     metrics = evaluate(image_encoder, text_encoder, x_eval, captions_eval, labels_eval)
     times = pruner.store.times_selected.astype(np.int64)
-    return RunResult(cfg, metrics["recall@1"], passes, len(x) * cfg.reference_epochs, time.perf_counter() - start,
+    return RunResult(cfg, metrics["recall@1"], counts.passes, len(x) * cfg.reference_epochs, time.perf_counter() - start,
                      times, int(times[mismatched].sum()), metrics)
 
 

@@ -30,6 +30,10 @@ CANDIDATES = {
     "weighted-emp-a3": (Arm("weighted-emp-a3", "weighted", dict(MEMORY_ONLY, score="emp", alpha=3.0)), {}),
     "weighted-loss": (Arm("weighted-loss", "weighted", {"score": "loss", "alpha": 1.0}), {}),
     "infobatch-exact": (Arm("infobatch-exact", "infobatch", EXACT), {}),
+    # the memory term relative to the running mean of recent batches' (harness.RelativeMemory)
+    "emp-exact-rel": (Arm("emp-exact-rel", "emp", dict(EXACT, relative_memory=True)), {}),
+    "weighted-emp-rel": (Arm("weighted-emp-rel", "weighted", dict(MEMORY_ONLY, score="emp", alpha=1.0,
+                                                                  relative_memory=True)), {}),
 }
 NOISES = (0.0, 0.2, 0.4)
 RATIOS = (0.5, 0.7, 0.9)
@@ -72,7 +76,7 @@ def run_study(tasks, noises, ratios, seeds: int, epochs: int, workers: int, resu
             new = [{"task": task_name, "noise": noise, "arm": r.config.arm, "ratio": r.config.prune_ratio,
                     "seed": r.config.seed, "accuracy": r.accuracy, "sample_passes": r.sample_passes,
                     "full_passes": r.full_passes, "noisy_passes": r.noisy_passes, "epochs": epochs,
-                    "seconds": r.seconds} for r in group]
+                    "seconds": r.seconds, "keep_spread": r.metrics.get("keep_spread")} for r in group]
             with open(results, "a") as f:      # a whole group at once: a killed run loses one group
                 f.write("".join(json.dumps(r) + "\n" for r in new))
             records += new

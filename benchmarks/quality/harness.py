@@ -32,6 +32,12 @@ class RunConfig:
 
 
 @dataclass
+class TrainingCounts:
+    passes: int                 # sample passes trained
+    keep_spread: float          # mean over pruned epochs of keep_spread (NaN: none)
+
+
+@dataclass
 class RunResult:
     config: RunConfig
     accuracy: float
@@ -66,22 +72,28 @@ def pruned_training(cfg: RunConfig, num_samples: int, params, step, train_mode, 
     """Adam over cfg.epochs with a cosine learning rate over the run's optimizer steps (planned in
     advance: every arm has a fixed budget; cfg.schedule="epoch" steps it once an epoch instead, the
     usual epoch-based use), a Pruner for cfg.policy; step(batch_ids, pruner) returns the loss to
-    backpropagate. Returns (pruner, sample passes trained)."""
+    backpropagate. Returns (pruner, TrainingCounts)."""
     import torch
 
     from emp_data import Pruner
 
     ratio = 0.0 if cfg.policy == "full" else cfg.prune_ratio
+    options = {k: v for k, v in cfg.options.items() if k not in HARNESS_OPTIONS}
     pruner = Pruner(num_samples, policy=cfg.policy, prune_ratio=ratio, epochs=cfg.epochs, anneal=ANNEAL,
-                    seed=cfg.seed, **cfg.options)
+                    seed=cfg.seed, **options)
     opt = torch.optim.Adam(params, lr=cfg.lr)
     per_step = cfg.schedule == "step"
     total = pruner.planned_steps(cfg.batch_size) if per_step else cfg.epochs
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total))
     passes = 0
+    previous = None                     # the order the last epoch trained in
+    spreads = []
     for epoch in range(cfg.epochs):
         ids, _ = pruner.select(epoch)
         passes += len(ids)
+        if previous is not None and epoch < ANNEAL * cfg.epochs:
+            spreads.append(keep_spread(previous, pruner.store.weight > 0))
+        previous = ids
         train_mode()
         for batch in torch.from_numpy(ids).split(cfg.batch_size):
             if len(batch) < min_batch:
@@ -94,7 +106,34 @@ def pruned_training(cfg: RunConfig, num_samples: int, params, step, train_mode, 
                 sched.step()
         if not per_step:
             sched.step()
-    return pruner, passes
+    return pruner, TrainingCounts(passes, float(np.mean(spreads)) if spreads else float("nan"))
+
+
+HARNESS_OPTIONS = ("relative_memory",)   # arm options the harness applies itself, not the Pruner
+
+
+def keep_spread(order: np.ndarray, kept: np.ndarray, parts: int = 10) -> float:
+    """How much the next selection depends on *when* a sample was scored: the samples trained last
+    epoch, cut into `parts` by when they were read, and the largest minus the smallest share of each
+    part kept now. Unbiased scores keep every part alike (up to sampling noise)."""
+    shares = [kept[chunk].mean() for chunk in np.array_split(order, parts) if len(chunk)]
+    return float(max(shares) - min(shares))
+
+
+class RelativeMemory:
+    """Each batch's memory term over the running mean of the memory terms recorded before it (an
+    exponential average over recent batches): a score relative to what the model gave at the time
+    it was recorded, so samples read early in an epoch (by a less trained model) and late compare
+    on one scale."""
+
+    def __init__(self, decay: float = 0.9):
+        self.decay, self.mean = decay, None
+
+    def __call__(self, memory):
+        batch_mean = float(memory.mean())
+        reference = self.mean if self.mean is not None else batch_mean
+        self.mean = batch_mean if self.mean is None else self.decay * self.mean + (1 - self.decay) * batch_mean
+        return memory / max(reference, 1e-12)
 
 
 class Progress:

@@ -83,6 +83,8 @@ def leave_one_task_out(stats: dict, candidates) -> list[dict]:
     """For every task: the candidate chosen on the other tasks alone, and how it does on the task
     held out (its worst and mean regret there, and the cell of the worst)."""
     tasks = sorted({c[0] for c in cells(stats)})
+    if len(tasks) < 2:
+        return []           # nothing to choose on without the held-out task
     folds = []
     for held_out in tasks:
         others = [t for t in tasks if t != held_out]

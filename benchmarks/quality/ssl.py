@@ -102,13 +102,13 @@ def pretrain_once(cfg, task=None) -> RunResult:
         return pruner.loss(out.loss, batch, memory=out.mi if use_mi else out.memory)
 
     # min_batch 2: a contrastive batch needs negatives
-    pruner, passes = pruned_training(cfg, len(x), list(encoder.parameters()) + list(head.parameters()), step,
+    pruner, counts = pruned_training(cfg, len(x), list(encoder.parameters()) + list(head.parameters()), step,
                                      encoder.train, min_batch=2)
     encoder.eval()
     with torch.no_grad():
         train_feats, eval_feats = encoder(x_t), encoder(torch.from_numpy(x_eval))
     accuracy = linear_probe(train_feats, torch.from_numpy(y), eval_feats, torch.from_numpy(y_eval), task.classes)
-    return RunResult(cfg, accuracy, passes, len(x) * cfg.reference_epochs, time.perf_counter() - start,
+    return RunResult(cfg, accuracy, counts.passes, len(x) * cfg.reference_epochs, time.perf_counter() - start,
                      pruner.store.times_selected.astype(np.int64))
 
 

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from . import arms as arms_mod
-from .harness import RunResult, current_task, make_config, pruned_training, run_all, tune
+from .harness import RelativeMemory, RunResult, current_task, make_config, pruned_training, run_all, tune
 from .report import publish
 from .tasks import TASKS, load_task, make_model
 
@@ -32,6 +32,8 @@ def train_once(cfg, task=None) -> RunResult:
     import torch
     import torch.nn.functional as F
 
+    from emp_data import prediction_entropy
+
     task = task or current_task()
     start = time.perf_counter()
     x, y, x_eval, y_eval, flipped = task.split(cfg.validation)
@@ -39,18 +41,23 @@ def train_once(cfg, task=None) -> RunResult:
     torch.manual_seed(cfg.seed)
     model = make_model(task.model, x.shape[1], task.classes)
 
+    relative = RelativeMemory() if cfg.options.get("relative_memory") else None
+
     def step(batch, pruner):
         logits = model(x_t[batch])
         per_sample = F.cross_entropy(logits, y_t[batch], reduction="none")
+        if relative is not None:
+            return pruner.loss(per_sample, batch, memory=relative(prediction_entropy(logits)))
         return pruner.loss(per_sample, batch, logits=logits)
 
-    pruner, passes = pruned_training(cfg, len(x), model.parameters(), step, model.train)
+    pruner, counts = pruned_training(cfg, len(x), model.parameters(), step, model.train)
     model.eval()
     with torch.no_grad():
         pred = model(torch.from_numpy(x_eval)).argmax(1).numpy()
     times = pruner.store.times_selected.astype(np.int64)
-    return RunResult(cfg, float((pred == y_eval).mean()), passes, len(x) * cfg.reference_epochs,
-                     time.perf_counter() - start, times, int(times[flipped].sum()))
+    return RunResult(cfg, float((pred == y_eval).mean()), counts.passes, len(x) * cfg.reference_epochs,
+                     time.perf_counter() - start, times, int(times[flipped].sum()),
+                     metrics={"keep_spread": counts.keep_spread})
 
 
 def benchmark(task_name: str, *, epochs: int, seeds: int, ratios=RATIOS, workers: int, out_dir: str,
