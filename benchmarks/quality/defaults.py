@@ -30,10 +30,10 @@ CANDIDATES = {
     "weighted-emp-a3": (Arm("weighted-emp-a3", "weighted", dict(MEMORY_ONLY, score="emp", alpha=3.0)), {}),
     "weighted-loss": (Arm("weighted-loss", "weighted", {"score": "loss", "alpha": 1.0}), {}),
     "infobatch-exact": (Arm("infobatch-exact", "infobatch", EXACT), {}),
+    "weighted-emp+gap": (Arm("weighted-emp+gap", "weighted", dict(MEMORY_ONLY, score="emp", alpha=1.0)), {"gap": 1}),
     # the memory term relative to the running mean of recent batches' (harness.RelativeMemory)
     "emp-exact-rel": (Arm("emp-exact-rel", "emp", dict(EXACT, relative_memory=True)), {}),
-    "weighted-emp-rel": (Arm("weighted-emp-rel", "weighted", dict(MEMORY_ONLY, score="emp", alpha=1.0,
-                                                                  relative_memory=True)), {}),
+    "emp-exact-rel+gap": (Arm("emp-exact-rel+gap", "emp", dict(EXACT, relative_memory=True)), {"gap": 1}),
 }
 NOISES = (0.0, 0.2, 0.4)
 RATIOS = (0.5, 0.7, 0.9)
@@ -139,9 +139,9 @@ def main(argv=None):
     else:
         records = run_study(args.tasks, args.noises, args.ratios, args.seeds, args.epochs, args.workers,
                             args.results, args.arms, args.size)
-    candidates = [a for a in args.arms if a in CANDIDATES]
-    report(records, candidates)
     stats = regret.cell_stats(records)
+    candidates = [a for a in args.arms if a in CANDIDATES and any(k[3] == a for k in stats)]
+    report(records, candidates)
     for arm in candidates:
         t = regret.targets(stats, arm)
         print(f"{arm}: worst below random {t['worst_below_random']:.2f} points ({t['worst_below_random_cell']}); "

@@ -10,7 +10,9 @@ def pruner_stats(pruner) -> dict:
     Fig. 1), and the mean/std of the scores of seen samples, over all samples. ``trained`` counts the
     samples passed to `loss` since this epoch's select (every rank's under DDP), ``padding`` how many
     of those went beyond the kept ones (the repeats that keep ranks in step), and
-    ``rank_batch_samples`` this process's share of the epoch (its kept samples and their padding)."""
+    ``rank_batch_samples`` this process's share of the epoch (its kept samples and their padding).
+    ``budget`` says what prune_ratio r promised: "exact" (round((1 - r) N) per pruned epoch) or
+    "soft" (InfoBatch's: more, by the above-mean samples; ``effective_prune_ratio`` is what it was)."""
     part, epoch = pruner.partition, pruner.epoch
     pruner.store.check()
     scores = pruner.scores()
@@ -33,6 +35,7 @@ def pruner_stats(pruner) -> dict:
         "kept": kept_now,
         "kept_fraction": kept_now / n if epoch is not None else float("nan"),
         "nominal_prune_ratio": pruner.prune_ratio,
+        "budget": pruner.policy.budget,
         "effective_prune_ratio": 1.0 - kept_total / (n * epochs_done) if epochs_done else float("nan"),
         "sample_passes": kept_total,
         "sample_passes_saved": n * epochs_done - kept_total,

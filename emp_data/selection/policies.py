@@ -14,7 +14,8 @@
 | seta             | last loss                      | random k, 1-D k-means of their scores, a window sliding easy -> hard | 1 |
 
 ``max_gap=m`` (every rule but full and sweep): a sample not kept in the last m pruned epochs is
-forced in, inside the budget, at weight 1 (exact for the rule's promise: a forced sample's inclusion
+forced in, inside the budget, at weight 1; ``max_gap="pass"`` is one RS2 pass, ceil(1 / (1 - r))
+epochs (exact for the rule's promise: a forced sample's inclusion
 probability is 1). It bounds how long any sample can go untrained, the "low-frequency learning" the
 EMP paper describes.
 
@@ -23,6 +24,7 @@ epoch trains on everything (soft) or a uniform k (top-k).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
@@ -30,6 +32,16 @@ from .. import _C
 from .._validate import MAX_ALPHA, MAX_COEFFICIENT, as_count, as_finite, as_ratio
 
 MAX_GAP = 0xFFFF    # the store's idle counts saturate here
+
+
+def gap_epochs(max_gap, prune_ratio: float) -> int:
+    """max_gap in epochs: an int as given, or "pass": one pass of RS2 at this ratio, ceil(1 / (1 - r))
+    epochs (the longest a sample waits when every epoch trains the next k of a permutation)."""
+    if max_gap != "pass":
+        return int(max_gap)
+    if prune_ratio <= 0.0:
+        return 1
+    return min(MAX_GAP, math.ceil(1.0 / (1.0 - prune_ratio) - 1e-9))
 
 
 @dataclass(frozen=True)
@@ -47,15 +59,26 @@ class Policy:
     def options(self) -> dict:
         return asdict(self)
 
+    @property
+    def budget(self) -> str:
+        """"exact": every pruned epoch trains k = round((1 - r) N) samples; "soft": InfoBatch's
+        semantics, every above-mean sample plus a (1 - r) share of the rest, so more than k."""
+        return "soft" if getattr(self, "exact_budget", True) is False and getattr(self, "mode", "soft") == "soft" \
+            else "exact"
+
     def _base(self, rule, score, prune_ratio) -> "_C.SelectConfig":
         cfg = _C.SelectConfig()
         cfg.rule = rule
         cfg.score = score
         cfg.prune_ratio = prune_ratio
-        cfg.max_gap = int(getattr(self, "max_gap", 0))
+        cfg.max_gap = gap_epochs(getattr(self, "max_gap", 0), prune_ratio)
         return cfg
 
     def _check_gap(self) -> None:
+        if isinstance(self.max_gap, str):
+            if self.max_gap != "pass":
+                raise ValueError(f"max_gap must be an integer >= 0 or 'pass' (one RS2 pass), got {self.max_gap!r}")
+            return
         as_count(self.max_gap, "max_gap", minimum=0, maximum=MAX_GAP)
 
 
@@ -63,6 +86,7 @@ class Policy:
 class Full(Policy):
     """Train on every sample every epoch (the reference)."""
     name: ClassVar[str] = "full"
+    budget: ClassVar[str] = "full"
 
     def config(self, prune_ratio):
         return self._base(_C.Rule.FULL, _C.ScoreKind.LOSS, 0.0)
@@ -73,7 +97,7 @@ class Random(Policy):
     """Exactly round((1-r)N) samples, uniformly without replacement, weight 1 (the loss is already a
     mean, so an unweighted mean over a uniform subset is unbiased)."""
     name: ClassVar[str] = "random"
-    max_gap: int = 0
+    max_gap: int | str = 0
 
     def __post_init__(self):
         self._check_gap()
@@ -90,7 +114,7 @@ class InfoBatch(Policy):
     above-mean sample plus a uniform draw of the rest, weighted by the inverse draw probability."""
     name: ClassVar[str] = "infobatch"
     exact_budget: bool = False
-    max_gap: int = 0
+    max_gap: int | str = 0
 
     def __post_init__(self):
         self._check_gap()
@@ -107,7 +131,7 @@ class EpsilonGreedy(Policy):
     epsilon share drawn uniformly from the rest."""
     name: ClassVar[str] = "epsilon_greedy"
     epsilon: float = 0.1
-    max_gap: int = 0
+    max_gap: int | str = 0
 
     def __post_init__(self):
         as_ratio(self.epsilon, "epsilon", upper_inclusive=True)
@@ -124,7 +148,7 @@ class UCB(Policy):
     """Raju et al. 2021: top k by running mean + c * running std of the loss."""
     name: ClassVar[str] = "ucb"
     c: float = 1.0
-    max_gap: int = 0
+    max_gap: int | str = 0
 
     def __post_init__(self):
         as_finite(self.c, "c", minimum=0.0, maximum=MAX_COEFFICIENT)
@@ -163,7 +187,7 @@ class EMP(Policy):
     epsilon: float = 0.0
     exact_budget: bool = False
     normalize_entropy: bool = True
-    max_gap: int = 0
+    max_gap: int | str = 0
     loss_weight: float = 0.0
     memory: str = "entropy"
 
@@ -209,7 +233,7 @@ class Weighted(Policy):
     beta: float = 0.0
     c: float = 1.0
     normalize: bool = True
-    max_gap: int = 0
+    max_gap: int | str = 0
     loss_weight: float = 1.0
 
     @property
@@ -263,7 +287,7 @@ class SeTa(Policy):
     groups: int = 10
     window: float = 0.5
     exact_budget: bool = False
-    max_gap: int = 0
+    max_gap: int | str = 0
 
     def __post_init__(self):
         as_count(self.groups, "groups", minimum=1, maximum=1024)

@@ -14,7 +14,8 @@ The definitions, as the README states them (k = round((1 - r) N), half away from
 - top-k ranks NaN above every score, equal scores (0.0 and -0.0 included) are tied and the tie is
   broken uniformly at random;
 - ``max_gap=m``: samples with ``idle >= m`` are forced in at weight 1, inside the budget; when
-  they alone fill k, the k idle longest are kept (ties uniform);
+  they alone fill k, the k idle longest are kept (ties uniform); ``max_gap="pass"`` is
+  m = ceil(1 / (1 - r)), one pass of RS2;
 - annealing epochs (``epoch >= anneal * epochs``) keep everything at weight 1 (seta: a uniform k).
 """
 from __future__ import annotations
@@ -159,6 +160,9 @@ def expected(state: State, policy: str = "emp", prune_ratio: float = 0.5, epoch:
     if unknown:
         raise TypeError(f"unknown options {sorted(unknown)}")
     opts.update(options)
+    if opts.get("max_gap") == "pass":     # one RS2 pass: the fewest epochs m with m (1 - r) >= 1 (to 1e-9)
+        # (capped where idle counts saturate, 0xFFFF)
+        opts["max_gap"] = next((m for m in range(1, 0xFFFF) if m * (1.0 - prune_ratio) >= 1.0 - 1e-9), 0xFFFF)
     n = state.n
     pruned = epochs is None or epoch < anneal * epochs
     if prune_ratio == 0.0 or policy == "full" or (not pruned and policy != "seta"):

@@ -123,3 +123,13 @@ def test_a_resumed_run_forces_the_same_samples(tmp_path):
                 assert np.array_equal(restored.store.idle, pruner.store.idle)
         runs.append(out)
     assert all(np.array_equal(a, b) for a, b in zip(*runs))
+
+
+def test_max_gap_pass_is_one_rs2_pass_at_the_ratio():
+    from emp_data.selection.policies import gap_epochs
+
+    assert [gap_epochs("pass", r) for r in (0.0, 0.5, 0.7, 0.75, 0.9, 1 - 1e-9)] == [1, 2, 4, 4, 10, 0xFFFF]
+    assert gap_epochs(3, 0.9) == 3
+    assert Pruner(10, policy="emp", prune_ratio=0.9, max_gap="pass")._config(0).max_gap == 10
+    with pytest.raises(ValueError, match="'pass'"):
+        Pruner(10, policy="emp", max_gap="passes")

@@ -25,7 +25,7 @@ VALUE = st.one_of(st.sampled_from(SPECIAL), st.floats(-10, 10, width=32),
                   st.floats(width=32, allow_nan=False, allow_infinity=False))
 
 
-GAP = st.sampled_from([0, 0, 1, 2, 3])
+GAP = st.sampled_from([0, 0, 1, 2, 3, "pass"])
 POLICIES = {
     "full": st.just({}),
     "random": st.fixed_dictionaries({"max_gap": GAP}),
