@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import emp_data
-from emp_data import Pruner, sample_without_replacement
+from emp_data import Pruner, _C, sample_without_replacement
 from load import KINDS, busy, stream_read_floor
 from throughput_baselines import (InfoBatchReference, numpy_infobatch, numpy_scatters, numpy_topk, numpy_update,
                                   numpy_weighted, seta_reference)
@@ -111,6 +111,15 @@ def run(n, repeat, rows, skip_reference):
         t_bn = timeit(batched_np, repeat)
         rows.append((n, f"update ({size}-id batches)", f"{t_b / count * 1e6:.0f} us/batch", f"{m / t_b / 1e6:.0f} M ids/s",
                      f"numpy 2 scatters {t_bn / count * 1e6:.0f} us/batch", f"{t_bn / t_b:.2f}x"))
+        forced = {}
+        for mode in ("SERIAL", "THREADED"):      # each way alone: the automatic choice should track the faster
+            _C.set_parallel_mode(getattr(_C.ParallelMode, mode))
+            try:
+                forced[mode] = timeit(batched, repeat) / count
+            finally:
+                _C.set_parallel_mode(_C.ParallelMode.AUTO)
+        rows.append((n, "", f"one thread {forced['SERIAL'] * 1e6:.0f} us, all threads {forced['THREADED'] * 1e6:.0f} us",
+                     "", "", ""))
 
     # The stream-read floor: reading the store's 24 bytes per sample once, with every core.
     t_floor = stream_read_floor(np.ones(pruner.store.nbytes // 8, np.uint64))
