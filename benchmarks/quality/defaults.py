@@ -115,9 +115,30 @@ def report(records, candidates, log=print) -> str:
         w = f["worst_cell"]
         lines.append(f"| {f['held_out']} | {f['chosen']} | {f['worst_regret']:.2f} | noise {w[1]:g}, r={w[2]:g} | "
                      f"{f['mean_regret']:.2f} |")
+    for arm in sorted({f["chosen"] for f in folds}):
+        lines += regret_table(stats, arm)
     text = "\n".join(lines)
     log(text)
     return text
+
+
+def regret_table(stats, arm) -> list[str]:
+    """`arm`'s mean accuracy minus the best cheap baseline's, per task (rows) and noise and ratio
+    (columns), in points: negative is a loss."""
+    cells = regret.cells(stats)
+    noises = sorted({c[1] for c in cells})
+    ratios = sorted({c[2] for c in cells})
+    lines = [f"\n**{arm} minus the best of random, full-short and sweep** (points; noise / ratio)\n",
+             "| task | " + " | ".join(f"{100 * z:g}% / {r:g}" for z in noises for r in ratios) + " |",
+             "|---|" + "---|" * (len(noises) * len(ratios))]
+    for task in sorted({c[0] for c in cells}):
+        row = []
+        for z in noises:
+            for r in ratios:
+                cell = (task, z, r)
+                row.append("-" if cell + (arm,) not in stats else f"{-regret.regret(stats, arm, cell):+.2f}")
+        lines.append(f"| {task} | " + " | ".join(row) + " |")
+    return lines
 
 
 def main(argv=None):

@@ -164,10 +164,14 @@ class UCB(Policy):
 class EMP(Policy):
     """EMP (Xiao et al., arXiv 2408.16031): score = loss_weight * loss + beta * memory term.
 
-    The default, loss_weight=0 and beta=1, ranks samples by the memory term alone: on our quality
-    benchmarks that kept the clean-data accuracy of the loss-based rules and, unlike them, stayed at
-    or above random subsets with 20% of the labels flipped (README: Training quality). The paper's
-    form is loss_weight=1 with a beta to tune; loss_weight=1, beta=0 is InfoBatch exactly.
+    The defaults were chosen leave-one-task-out by their worst case against random subsets, fewer
+    full epochs and RS2 sweeps (docs/quality.md, "Defaults that generalise"): the memory term alone
+    (loss_weight=0, beta=1), InfoBatch's soft rule on it at an exact budget (``exact_budget=True``:
+    every pruned epoch trains exactly round((1 - r) N) samples, so prune_ratio means what it says),
+    and ``max_gap="pass"`` (no sample waits longer than one RS2 pass, ceil(1 / (1 - r)) epochs).
+    ``exact_budget=False`` asks for InfoBatch's own semantics (every above-mean sample plus a (1 - r)
+    share of the rest: more than (1 - r) N). The paper's form is loss_weight=1 with a beta to tune;
+    loss_weight=1, beta=0, exact_budget=False, max_gap=0 is InfoBatch exactly.
 
     The memory term comes from the model's prediction (computed from ``logits=`` in
     ``Pruner.loss``), or is given by the caller (``memory=``, e.g. the contrastive term):
@@ -185,9 +189,9 @@ class EMP(Policy):
     beta: float = 1.0
     mode: str = "soft"
     epsilon: float = 0.0
-    exact_budget: bool = False
+    exact_budget: bool = True
     normalize_entropy: bool = True
-    max_gap: int | str = 0
+    max_gap: int | str = "pass"
     loss_weight: float = 0.0
     memory: str = "entropy"
 

@@ -224,8 +224,8 @@ class CudaScoreStore(HostCopies):
             name = "sweep" if cfg.rule == _C.Rule.SWEEP else "seta"
             raise ValueError(f"policy {name!r} runs on the CPU store only for now (use device=None)")
         if cfg.max_gap:
-            raise ValueError("max_gap runs on the CPU store only for now (use device=None): the GPU store does not "
-                             "count idle epochs")
+            raise ValueError("max_gap runs on the CPU store only for now: the GPU store does not count idle epochs. "
+                             "Pass max_gap=0 (emp's default is max_gap='pass'), or use device=None")
         ext, s, n = self._ext, _stream(self.device), self.num_samples
         score = (int(cfg.score.value), float(cfg.beta), float(cfg.ucb_c), float(cfg.loss_weight))
         with torch.cuda.device(self.device):

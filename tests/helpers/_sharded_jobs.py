@@ -245,7 +245,7 @@ def stream_worker(rank, world, init_file, out_dir, num_workers):
     ownership = shard_ownership(os.path.join(out_dir, "u.empidx"))
     store_path = os.path.join(out_dir, f"scores{rank}.emp") if num_workers else None
     pruner = ShardedPruner(sum(STREAM_COUNTS), policy="emp", prune_ratio=0.7, epochs=5, seed=3, ownership=ownership,
-                           store_path=store_path, beta=0.5)
+                           store_path=store_path, beta=0.5, exact_budget=False, max_gap=0)   # InfoBatch's soft rule
     batches, stream = train_stream(pruner, out_dir, 4, num_workers)
     steps = stream.steps_per_epoch(8, num_workers=num_workers, epoch=3)
     np.savez(os.path.join(out_dir, f"stream{num_workers}_rank{rank}.npz"), batches=np.array(batches), steps=steps,

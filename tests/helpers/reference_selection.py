@@ -36,7 +36,7 @@ DEFAULTS = {
     "infobatch": {"exact_budget": False, "max_gap": 0},
     "epsilon_greedy": {"epsilon": 0.1, "max_gap": 0},
     "ucb": {"c": 1.0, "max_gap": 0},
-    "emp": {"beta": 1.0, "mode": "soft", "epsilon": 0.0, "exact_budget": False, "normalize_entropy": True, "max_gap": 0,
+    "emp": {"beta": 1.0, "mode": "soft", "epsilon": 0.0, "exact_budget": True, "normalize_entropy": True, "max_gap": "pass",
             "loss_weight": 0.0, "memory": "entropy"},
     "weighted": {"alpha": 1.0, "score": "loss", "beta": 0.0, "c": 1.0, "normalize": True, "max_gap": 0,
                  "loss_weight": 1.0},

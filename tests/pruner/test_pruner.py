@@ -136,3 +136,23 @@ def test_steps_per_epoch_and_mapped_store(tmp_path):
     from emp_data import ScoreStore
     worker_view = ScoreStore.open(tmp_path / "live.emp", readonly=True)
     assert worker_view.keep.sum() == 300
+
+
+def test_the_default_prune_ratio_means_what_it_says_and_stats_say_which_budget():
+    """Pruner(N, prune_ratio=r) trains exactly round((1 - r) N) per pruned epoch (emp's exact budget),
+    from the first epoch on; InfoBatch's soft rule, asked for by name, keeps more, and stats() says so."""
+    rng = np.random.default_rng(0)
+    n, r = 1000, 0.7
+    default = Pruner(n, prune_ratio=r, epochs=8, seed=1)
+    soft = Pruner(n, policy="infobatch", prune_ratio=r, epochs=8, seed=1)
+    for epoch in range(3):
+        for pruner in (default, soft):
+            ids, _ = pruner.select(epoch)
+            logits = torch.from_numpy(rng.normal(size=(len(ids), 5)).astype(np.float32))
+            pruner.loss(torch.from_numpy(rng.gamma(2.0, 0.5, len(ids)).astype(np.float32)), ids, logits=logits)
+        assert default.kept_count() == round((1 - r) * n)
+        assert soft.kept_count() > round((1 - r) * n)
+    assert default.stats()["budget"] == "exact" and soft.stats()["budget"] == "soft"
+    assert default.stats()["effective_prune_ratio"] == pytest.approx(r, abs=1e-3)
+    assert soft.stats()["effective_prune_ratio"] < r - 0.05
+    assert Pruner(10, policy="full").stats()["budget"] == "full"

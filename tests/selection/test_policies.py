@@ -6,6 +6,7 @@ import emp_data
 from emp_data import Pruner
 
 N = 20_000
+SOFT = {"exact_budget": False, "max_gap": 0}    # emp with InfoBatch's own soft rule (not its defaults)
 
 
 def scored_pruner(policy, prune_ratio=0.7, seed=0, n=N, memory=True, **options):
@@ -20,7 +21,8 @@ def scored_pruner(policy, prune_ratio=0.7, seed=0, n=N, memory=True, **options):
 @pytest.mark.parametrize("policy", ["infobatch", "emp"])
 def test_soft_kept_fraction_within_binomial_bounds(policy):
     r = 0.7
-    pruner, loss, mem = scored_pruner(policy, r, beta=0.5, loss_weight=1.0) if policy == "emp" else scored_pruner(policy, r)
+    pruner, loss, mem = (scored_pruner(policy, r, beta=0.5, loss_weight=1.0, **SOFT) if policy == "emp"
+                         else scored_pruner(policy, r))
     score = loss + 0.5 * mem if policy == "emp" else loss
     ids, weights = pruner.select(0)
     hard = score >= score.astype(np.float64).mean()
@@ -33,7 +35,7 @@ def test_soft_kept_fraction_within_binomial_bounds(policy):
     assert (weights[np.isin(ids, np.flatnonzero(~hard))] == np.float32(1 / (1 - r))).all()
 
 
-@pytest.mark.parametrize("policy,options", [("infobatch", {}), ("emp", {"beta": 0.5}),
+@pytest.mark.parametrize("policy,options", [("infobatch", {}), ("emp", {"beta": 0.5, **SOFT}),
                                             ("infobatch", {"exact_budget": True})])
 def test_soft_weighted_loss_sum_is_unbiased(policy, options):
     r = 0.5
@@ -67,7 +69,7 @@ def test_exact_budget_hits_k_and_reports_overflow():
 
 
 def test_emp_beta_zero_reproduces_infobatch_and_loss_topk():
-    a, _, _ = scored_pruner("emp", 0.7, beta=0.0, loss_weight=1.0)
+    a, _, _ = scored_pruner("emp", 0.7, beta=0.0, loss_weight=1.0, **SOFT)
     b, _, _ = scored_pruner("infobatch", 0.7)
     for epoch in range(3):
         ia, wa = a.select(epoch)

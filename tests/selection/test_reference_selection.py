@@ -206,7 +206,8 @@ def test_a_negative_beta_in_soft_mode_ranks_by_the_signed_score(loss_weight, bet
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(n, 10, generator=g) * torch.linspace(0, 6, n)[:, None]
     loss = F.cross_entropy(logits, torch.zeros(n, dtype=torch.long), reduction="none")
-    p = Pruner(n, policy="emp", prune_ratio=0.7, epochs=10, beta=beta, loss_weight=loss_weight, seed=0)
+    p = Pruner(n, policy="emp", prune_ratio=0.7, epochs=10, beta=beta, loss_weight=loss_weight, seed=0,
+               exact_budget=False, max_gap=0)      # InfoBatch's soft rule on the signed score
     p.select(0)
     p.loss(loss, torch.arange(n), logits=logits)
     ids, w = p.select(1)

@@ -69,10 +69,12 @@ def gpu_and_cpu_pruners(policy, **options):
 
 @gpu
 @pytest.mark.parametrize("policy,options", [
-    ("full", {}), ("infobatch", {}), ("emp", {"beta": 1.5}), ("emp", {"mode": "topk", "epsilon": 0.2}),
+    ("full", {}), ("infobatch", {}), ("emp", {"max_gap": 0, "exact_budget": False, "beta": 1.5}),
+    ("emp", {"max_gap": 0, "mode": "topk", "epsilon": 0.2}),
     ("ucb", {"c": 0.5}), ("epsilon_greedy", {"epsilon": 0.3}), ("random", {}),
-    ("infobatch", {"exact_budget": True}), ("emp", {"beta": 1.5, "exact_budget": True}),
-    ("emp", {"loss_weight": 0.0, "exact_budget": True}), ("emp", {"loss_weight": 0.5, "beta": -1.0, "mode": "topk"})])
+    ("infobatch", {"exact_budget": True}), ("emp", {"max_gap": 0, "beta": 1.5, "exact_budget": True}),
+    ("emp", {"max_gap": 0, "loss_weight": 0.0, "exact_budget": True}),
+    ("emp", {"max_gap": 0, "loss_weight": 0.5, "beta": -1.0, "mode": "topk"})])
 def test_selections_match_cpu(policy, options):
     n, (cpu, dev) = gpu_and_cpu_pruners(policy, **options)
     for epoch in range(3):
@@ -92,7 +94,7 @@ def test_selections_match_cpu(policy, options):
 @gpu
 def test_loss_never_synchronises_with_the_host():
     n = 10_000
-    pruner = Pruner(n, policy="emp", prune_ratio=0.5, seed=1, device="cuda")
+    pruner = Pruner(n, policy="emp", prune_ratio=0.5, seed=1, max_gap=0, device="cuda")
     pruner.select(0)
     ids = torch.randperm(n, device="cuda")[:512]
     per_sample = torch.rand(512, device="cuda", requires_grad=True)
@@ -199,8 +201,9 @@ def test_host_copy_for_workers_follows_each_select(tmp_path):
 @gpu
 @pytest.mark.parametrize("policy,options", [
     ("random", {}), ("infobatch", {}), ("infobatch", {"exact_budget": True}), ("epsilon_greedy", {"epsilon": 0.2}),
-    ("ucb", {"c": 0.5}), ("emp", {"beta": -1.0}), ("emp", {"beta": 0.5, "loss_weight": 1.0, "exact_budget": True}),
-    ("emp", {"mode": "topk", "epsilon": 0.1}), ("weighted", {"alpha": 2.0})])
+    ("ucb", {"c": 0.5}), ("emp", {"max_gap": 0, "exact_budget": False, "beta": -1.0}),
+    ("emp", {"max_gap": 0, "beta": 0.5, "loss_weight": 1.0, "exact_budget": True}),
+    ("emp", {"max_gap": 0, "mode": "topk", "epsilon": 0.1}), ("weighted", {"alpha": 2.0})])
 def test_gpu_selection_matches_the_numpy_reference(policy, options):
     """The CUDA kernels against the independent reference (tests/helpers/reference_selection.py), on a
     store with never-seen samples, ties and scores of both signs."""
