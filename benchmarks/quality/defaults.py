@@ -31,9 +31,12 @@ CANDIDATES = {
     "weighted-loss": (Arm("weighted-loss", "weighted", {"score": "loss", "alpha": 1.0}), {}),
     "infobatch-exact": (Arm("infobatch-exact", "infobatch", EXACT), {}),
     "weighted-emp+gap": (Arm("weighted-emp+gap", "weighted", dict(MEMORY_ONLY, score="emp", alpha=1.0)), {"gap": 1}),
-    # the memory term relative to the running mean of recent batches' (harness.RelativeMemory)
-    "emp-exact-rel": (Arm("emp-exact-rel", "emp", dict(EXACT, relative_memory=True)), {}),
-    "emp-exact-rel+gap": (Arm("emp-exact-rel+gap", "emp", dict(EXACT, relative_memory=True)), {"gap": 1}),
+    # other memory signals (signals.py): relative to recent batches, a rank mix with the loss,
+    # forgetting events
+    "emp-exact-rel": (Arm("emp-exact-rel", "emp", dict(EXACT, memory_signal="relative")), {}),
+    "emp-exact-rel+gap": (Arm("emp-exact-rel+gap", "emp", dict(EXACT, memory_signal="relative")), {"gap": 1}),
+    "emp-rankmix+gap": (Arm("emp-rankmix+gap", "emp", dict(EXACT, memory_signal="rank-mix")), {"gap": 1}),
+    "emp-forget+gap": (Arm("emp-forget+gap", "emp", dict(EXACT, memory_signal="forgetting")), {"gap": 1}),
 }
 NOISES = (0.0, 0.2, 0.4)
 RATIOS = (0.5, 0.7, 0.9)

@@ -109,7 +109,7 @@ def pruned_training(cfg: RunConfig, num_samples: int, params, step, train_mode, 
     return pruner, TrainingCounts(passes, float(np.mean(spreads)) if spreads else float("nan"))
 
 
-HARNESS_OPTIONS = ("relative_memory",)   # arm options the harness applies itself, not the Pruner
+HARNESS_OPTIONS = ("memory_signal",)   # arm options the harness applies itself (signals.py), not the Pruner
 
 
 def keep_spread(order: np.ndarray, kept: np.ndarray, parts: int = 10) -> float:
@@ -118,22 +118,6 @@ def keep_spread(order: np.ndarray, kept: np.ndarray, parts: int = 10) -> float:
     part kept now. Unbiased scores keep every part alike (up to sampling noise)."""
     shares = [kept[chunk].mean() for chunk in np.array_split(order, parts) if len(chunk)]
     return float(max(shares) - min(shares))
-
-
-class RelativeMemory:
-    """Each batch's memory term over the running mean of the memory terms recorded before it (an
-    exponential average over recent batches): a score relative to what the model gave at the time
-    it was recorded, so samples read early in an epoch (by a less trained model) and late compare
-    on one scale."""
-
-    def __init__(self, decay: float = 0.9):
-        self.decay, self.mean = decay, None
-
-    def __call__(self, memory):
-        batch_mean = float(memory.mean())
-        reference = self.mean if self.mean is not None else batch_mean
-        self.mean = batch_mean if self.mean is None else self.decay * self.mean + (1 - self.decay) * batch_mean
-        return memory / max(reference, 1e-12)
 
 
 class Progress:

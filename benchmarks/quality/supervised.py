@@ -19,7 +19,8 @@ import time
 import numpy as np
 
 from . import arms as arms_mod
-from .harness import RelativeMemory, RunResult, current_task, make_config, pruned_training, run_all, tune
+from .harness import RunResult, current_task, make_config, pruned_training, run_all, tune
+from .signals import make_signal
 from .report import publish
 from .tasks import TASKS, load_task, make_model
 
@@ -32,8 +33,6 @@ def train_once(cfg, task=None) -> RunResult:
     import torch
     import torch.nn.functional as F
 
-    from emp_data import prediction_entropy
-
     task = task or current_task()
     start = time.perf_counter()
     x, y, x_eval, y_eval, flipped = task.split(cfg.validation)
@@ -41,13 +40,13 @@ def train_once(cfg, task=None) -> RunResult:
     torch.manual_seed(cfg.seed)
     model = make_model(task.model, x.shape[1], task.classes)
 
-    relative = RelativeMemory() if cfg.options.get("relative_memory") else None
+    signal = make_signal(cfg.options.get("memory_signal"), len(x))
 
     def step(batch, pruner):
         logits = model(x_t[batch])
         per_sample = F.cross_entropy(logits, y_t[batch], reduction="none")
-        if relative is not None:
-            return pruner.loss(per_sample, batch, memory=relative(prediction_entropy(logits)))
+        if signal is not None:
+            return pruner.loss(per_sample, batch, memory=signal(batch.numpy(), logits.detach(), per_sample, y_t[batch]))
         return pruner.loss(per_sample, batch, logits=logits)
 
     pruner, counts = pruned_training(cfg, len(x), model.parameters(), step, model.train)

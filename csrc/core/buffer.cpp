@@ -3,10 +3,45 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <mutex>
 
 namespace emp {
+
+namespace {
+constexpr size_t kHugePage = size_t(2) << 20;
+size_t round_to_huge(size_t bytes) { return (bytes + kHugePage - 1) / kHugePage * kHugePage; }
+}  // namespace
+
+void* map_huge(size_t bytes) {
+  if (bytes < kHugePage) {
+    void* p = std::malloc(bytes == 0 ? 1 : bytes);
+    if (p == nullptr) throw std::bad_alloc();
+    return p;
+  }
+  const size_t size = round_to_huge(bytes);
+  // Map one huge page more and trim both ends, so the block starts on a 2 MiB boundary.
+  void* raw = ::mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) throw std::bad_alloc();
+  const uintptr_t at = reinterpret_cast<uintptr_t>(raw);
+  const uintptr_t start = (at + kHugePage - 1) / kHugePage * kHugePage;
+  const size_t head = start - at;
+  if (head > 0) ::munmap(raw, head);
+  if (kHugePage - head > 0) ::munmap(reinterpret_cast<void*>(start + size), kHugePage - head);
+  ::madvise(reinterpret_cast<void*>(start), size, MADV_HUGEPAGE);  // advice only: failure is harmless
+  return reinterpret_cast<void*>(start);
+}
+
+void unmap_huge(void* p, size_t bytes) noexcept {
+  if (p == nullptr) return;
+  if (bytes < kHugePage) {
+    std::free(p);
+    return;
+  }
+  ::munmap(p, round_to_huge(bytes));
+}
+
 namespace block_cache {
 namespace {
 
@@ -67,9 +102,8 @@ void* acquire(size_t bytes) {
     }
   }
   if (base == nullptr) {
-    const size_t size = fresh_size(need);
-    base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (base == MAP_FAILED) throw std::bad_alloc();
+    const size_t size = fresh_size(need);  // a multiple of 2 MiB: map_huge maps exactly this
+    base = map_huge(size);
     *static_cast<size_t*>(base) = size;
   }
   return static_cast<unsigned char*>(base) + kHeader;
@@ -89,11 +123,11 @@ void release(void* p, size_t bytes) noexcept {
     c.push_back({base, size});
     total() += size;
   } else {
-    ::munmap(base, size);
+    unmap_huge(base, size);
   }
   // Evict the oldest blocks beyond the bounds.
   while (!c.empty() && (c.size() > kMaxCachedBlocks || total() > kMaxCachedBytes)) {
-    ::munmap(c.front().ptr, c.front().bytes);
+    unmap_huge(c.front().ptr, c.front().bytes);
     total() -= c.front().bytes;
     c.erase(c.begin());
   }
@@ -103,7 +137,7 @@ size_t clear() noexcept {
   std::lock_guard<std::mutex> g(lock());
   size_t freed = 0;
   for (const Block& b : cache()) {
-    ::munmap(b.ptr, b.bytes);
+    unmap_huge(b.ptr, b.bytes);
     freed += b.bytes;
   }
   cache().clear();

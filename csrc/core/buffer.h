@@ -49,4 +49,26 @@ struct BigAllocator {
 template <class T>
 using BigVector = std::vector<T, BigAllocator<T>>;
 
+// Memory for random access over large tables (the store's arrays): 2 MiB-aligned and advised for
+// transparent huge pages (MADV_HUGEPAGE), so a random read or write costs one TLB entry per 2 MiB
+// instead of per 4 KiB: on a store of 1e7 samples a 4 KiB-paged update misses the TLB on nearly every
+// id. numpy advises its large arrays the same way. Requests under 2 MiB go to malloc.
+void* map_huge(size_t bytes);
+void unmap_huge(void* p, size_t bytes) noexcept;
+
+template <class T>
+struct HugePageAllocator {
+  using value_type = T;
+  HugePageAllocator() = default;
+  template <class U>
+  HugePageAllocator(const HugePageAllocator<U>&) noexcept {}
+
+  T* allocate(size_t count) { return static_cast<T*>(map_huge(count * sizeof(T))); }
+  void deallocate(T* p, size_t count) noexcept { unmap_huge(p, count * sizeof(T)); }
+  template <class U>
+  bool operator==(const HugePageAllocator<U>&) const noexcept { return true; }
+  template <class U>
+  bool operator!=(const HugePageAllocator<U>&) const noexcept { return false; }
+};
+
 }  // namespace emp

@@ -58,26 +58,36 @@ class CallThreads {
 // One thread or all: which is faster depends on whether the other threads find a free core
 // (DataLoader workers decode on the same cores), and a fork-join whose threads wait for a core costs
 // more than it saves. So a kind of call keeps a PathClock: both ways are timed on this process's own
-// calls (an exponential average), the faster is used, and the slower is tried again every `retry`
-// calls, as the load changes. Every parallel loop here gives the same result for any thread count.
+// calls (an exponential average of the cost per unit of work), the faster is used, and the slower
+// is tried again once the faster has spent kExploreRatio times what that try costs, so that trying
+// costs at most 1 / kExploreRatio of the time, and a way measured slower by chance (a thread
+// descheduled once) is soon measured again. Every parallel loop here gives the same result for any
+// thread count.
 struct PathClock {
-  std::atomic<float> cost[2] = {};  // one thread, all threads; 0: not measured yet
-  std::atomic<uint32_t> calls{0};
+  static constexpr float kExploreRatio = 32.0f;
+  std::atomic<float> cost[2] = {};  // one thread, all threads, per unit; 0: not measured yet
+  std::atomic<float> spent{0.0f};   // units x cost spent on the faster way since the slower was tried
 
-  bool pick_threaded(uint32_t retry) {
+  bool pick_threaded(double units) {
     const float one = cost[0].load(std::memory_order_relaxed);
     const float all = cost[1].load(std::memory_order_relaxed);
-    const uint32_t call = calls.fetch_add(1, std::memory_order_relaxed);
     if (one == 0.0f) return false;
     if (all == 0.0f) return true;
     const bool faster = all < one;
-    return call % retry == retry - 1 ? !faster : faster;
+    const float u = static_cast<float>(units);
+    const float so_far = spent.load(std::memory_order_relaxed) + u * (faster ? all : one);
+    if (so_far >= kExploreRatio * u * (faster ? one : all)) {
+      spent.store(0.0f, std::memory_order_relaxed);
+      return !faster;
+    }
+    spent.store(so_far, std::memory_order_relaxed);
+    return faster;
   }
 
-  void record(bool threaded, double value) {
+  void record(bool threaded, double cost_per_unit) {
     std::atomic<float>& slot = cost[threaded ? 1 : 0];
     const float old = slot.load(std::memory_order_relaxed);
-    const float x = value > 1e-30 ? static_cast<float>(value) : 1e-30f;
+    const float x = cost_per_unit > 1e-30 ? static_cast<float>(cost_per_unit) : 1e-30f;
     slot.store(old == 0.0f ? x : 0.75f * old + 0.25f * x, std::memory_order_relaxed);
   }
 };
@@ -97,15 +107,16 @@ inline void set_parallel_mode(ParallelMode mode) {
   parallel_mode_flag().store(static_cast<int>(mode), std::memory_order_relaxed);
 }
 
-// Runs fn() with one thread or all, as `clock` says (or the forced mode), and times it.
+// Runs fn() with one thread or all, as `clock` says (or the forced mode), and times it (one unit
+// of work per call).
 template <class Fn>
-auto with_measured_threads(PathClock& clock, uint32_t retry, Fn fn) {
+auto with_measured_threads(PathClock& clock, Fn fn) {
   const ParallelMode mode = parallel_mode();
   if (mode != ParallelMode::Auto) {
     CallThreads scope(mode == ParallelMode::Threaded ? 0 : 1);
     return fn();
   }
-  const bool threaded = max_threads() > 1 && clock.pick_threaded(retry);
+  const bool threaded = max_threads() > 1 && clock.pick_threaded(1.0);
   CallThreads scope(threaded ? 0 : 1);
   const auto start = std::chrono::steady_clock::now();
   auto out = fn();

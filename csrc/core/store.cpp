@@ -456,7 +456,6 @@ namespace {
 // which depends on the call's size and the store's size, and on whether the other threads find a
 // free core: each (call size, store size) class keeps a PathClock (core/parallel.h) of ns per id.
 constexpr size_t kMinThreadedUpdate = 4096;
-constexpr uint32_t kRetry = 1024;
 
 PathClock& update_clock(size_t count, uint64_t n) {
   static PathClock clocks[64][33];
@@ -560,7 +559,7 @@ UpdateResult update(Store& store, const int64_t* ids, const float* loss, const f
     return result;
   }
   PathClock& clock = update_clock(count, static_cast<uint64_t>(n));
-  const bool use_threads = clock.pick_threaded(kRetry);
+  const bool use_threads = clock.pick_threaded(static_cast<double>(count));
   const auto start = std::chrono::steady_clock::now();
   if (use_threads)
     threaded();

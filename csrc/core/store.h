@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "core/buffer.h"
+
 namespace emp {
 
 // The fields `update` writes for one sample, packed into 16 aligned bytes so that updating a
@@ -131,7 +133,7 @@ class Store {
   uint64_t n_ = 0;
   Layout layout_;
   unsigned char* base_ = nullptr;    // start of the block (header included)
-  std::vector<unsigned char> owned_;  // backing memory when not mapped
+  std::vector<unsigned char, HugePageAllocator<unsigned char>> owned_;  // backing memory when not mapped
   size_t mapped_bytes_ = 0;
   bool mapped_ = false;
   bool readonly_ = false;

@@ -552,10 +552,6 @@ Selection current_selection_counting(Store& store, const Partition& part, uint64
 
 }  // namespace
 
-namespace {
-constexpr uint32_t kSelectRetry = 8;  // selections are once an epoch: retry the slower way every 8th
-}  // namespace
-
 Selection select_with_team(Store& store, const Partition& part, const SelectConfig& cfg, uint64_t seed,
                            uint64_t epoch, bool count);
 
@@ -569,7 +565,7 @@ Selection select(Store& store, const Partition& part, const SelectConfig& cfg, u
   // One thread or all, whichever this process measured faster for this rule at this size.
   static PathClock clocks[8][33];
   PathClock& clock = clocks[static_cast<int>(cfg.rule) & 7][log2_floor(store.size()) / 2];
-  return with_measured_threads(clock, kSelectRetry, [&] { return select_with_team(store, part, cfg, seed, epoch, count); });
+  return with_measured_threads(clock, [&] { return select_with_team(store, part, cfg, seed, epoch, count); });
 }
 
 Selection select_with_team(Store& store, const Partition& part, const SelectConfig& cfg, uint64_t seed,

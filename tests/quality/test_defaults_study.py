@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from emp_data_quality import regret
-from emp_data_quality.harness import RelativeMemory, keep_spread
+from emp_data_quality.harness import keep_spread
+from emp_data_quality.signals import ForgettingEvents, RelativeMemory, batch_ranks, make_signal
 from emp_data_quality.tasks import STUDY_TASKS, load_study_task, make_model
 
 
@@ -96,3 +97,22 @@ def test_relative_memory_divides_by_the_mean_recorded_before_the_batch():
     assert torch.allclose(first, torch.tensor([0.5, 1.5]))
     second = rel(torch.tensor([4.0, 4.0]))                       # the mean before it: 2; then 0.5*2 + 0.5*4 = 3
     assert torch.allclose(second, torch.tensor([2.0, 2.0])) and rel.mean == pytest.approx(3.0)
+
+
+def test_forgetting_events_count_correct_to_wrong_transitions_and_never_learned_samples():
+    events = ForgettingEvents(3)
+    assert events(np.array([0, 1, 2]), np.array([True, False, True])).tolist() == [0, 1, 0]
+    assert events(np.array([0, 1, 2]), np.array([False, False, True])).tolist() == [1, 1, 0]
+    assert events(np.array([0, 1]), np.array([True, True])).tolist() == [1, 0]     # learned at last
+    assert events(np.array([0]), np.array([False])).tolist() == [2]
+
+
+def test_rank_mix_is_the_mean_rank_of_loss_and_entropy_within_the_batch():
+    assert batch_ranks(torch.tensor([0.3, 0.1, 0.2])).tolist() == [3.0, 1.0, 2.0]
+    mix = make_signal("rank-mix", 4)
+    logits = torch.tensor([[0.0, 0.0], [5.0, 0.0], [1.0, 0.0]])        # entropy: high, low, middle
+    loss = torch.tensor([0.1, 0.3, 0.2])
+    out = mix(np.arange(3), logits, loss, torch.zeros(3, dtype=torch.long))
+    assert torch.allclose(out, torch.tensor([(1 + 3) / 6, (3 + 1) / 6, (2 + 2) / 6]))
+    with pytest.raises(ValueError, match="unknown memory_signal"):
+        make_signal("loss", 4)
