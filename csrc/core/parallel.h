@@ -107,21 +107,21 @@ inline void set_parallel_mode(ParallelMode mode) {
   parallel_mode_flag().store(static_cast<int>(mode), std::memory_order_relaxed);
 }
 
-// Runs fn() with one thread or all, as `clock` says (or the forced mode), and times it (one unit
-// of work per call).
+// Runs fn() with one thread or all (team_size() inside it), as `clock` says or the forced mode,
+// and records its time per unit of work (`units`: ids for an update, 1 for a selection).
 template <class Fn>
-auto with_measured_threads(PathClock& clock, Fn fn) {
+auto with_measured_threads(PathClock& clock, double units, Fn fn) {
   const ParallelMode mode = parallel_mode();
   if (mode != ParallelMode::Auto) {
     CallThreads scope(mode == ParallelMode::Threaded ? 0 : 1);
     return fn();
   }
-  const bool threaded = max_threads() > 1 && clock.pick_threaded(1.0);
+  const bool threaded = max_threads() > 1 && clock.pick_threaded(units);
   CallThreads scope(threaded ? 0 : 1);
   const auto start = std::chrono::steady_clock::now();
   auto out = fn();
   if (max_threads() > 1)
-    clock.record(threaded, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    clock.record(threaded, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / units);
   return out;
 }
 

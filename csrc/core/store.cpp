@@ -454,7 +454,7 @@ namespace {
 
 // The threaded update pays only where its fork-join costs less than the scattered writes it spreads,
 // which depends on the call's size and the store's size, and on whether the other threads find a
-// free core: each (call size, store size) class keeps a PathClock (core/parallel.h) of ns per id.
+// free core: each (call size, store size) class keeps a PathClock (core/parallel.h) of time per id.
 constexpr size_t kMinThreadedUpdate = 4096;
 
 PathClock& update_clock(size_t count, uint64_t n) {
@@ -512,21 +512,30 @@ UpdateResult update(Store& store, const int64_t* ids, const float* loss, const f
     if (memory != nullptr) s.memory = m;
   };
 
-  const int threads = max_threads();
-  auto serial = [&] {
+  // Applies the ids in [lo, hi) in call order, prefetching the records a few ids ahead.
+  auto walk = [&](int64_t lo, int64_t hi) {
     for (size_t j = 0; j < count; ++j) {
       if (j + 16 < count) {
         const int64_t ahead = ids[j + 16];
-        if (ahead >= 0 && ahead < n) __builtin_prefetch(&stats[ahead], 1);
+        if (ahead >= lo && ahead < hi) __builtin_prefetch(&stats[ahead], 1);
       }
       const int64_t id = ids[j];
-      if (id >= 0 && id < n) apply(j, id);
+      if (id >= lo && id < hi) apply(j, id);
     }
   };
+  if (max_threads() <= 1 || count < kMinThreadedUpdate) {
+    walk(0, n);
+    return result;
+  }
   // Each thread owns a contiguous id range and walks the whole call in order: no races, and
-  // duplicates are applied in call order whatever the thread count (so both paths agree exactly).
-  auto threaded = [&] {
-#pragma omp parallel num_threads(threads)
+  // duplicates are applied in call order whatever the thread count (so both ways agree exactly).
+  auto run = [&] {
+    const int team = team_size();
+    if (team <= 1) {
+      walk(0, n);
+      return 0;
+    }
+#pragma omp parallel num_threads(team)
     {
 #ifdef _OPENMP
       const int t = omp_get_thread_num();
@@ -535,38 +544,11 @@ UpdateResult update(Store& store, const int64_t* ids, const float* loss, const f
       const int t = 0, nt = 1;
 #endif
       const int64_t lo = n / nt * t + std::min<int64_t>(t, n % nt);
-      const int64_t hi = lo + n / nt + (t < n % nt ? 1 : 0);
-      for (size_t j = 0; j < count; ++j) {
-        if (j + 16 < count) {
-          const int64_t ahead = ids[j + 16];
-          if (ahead >= lo && ahead < hi) __builtin_prefetch(&stats[ahead], 1);
-        }
-        const int64_t id = ids[j];
-        if (id >= lo && id < hi) apply(j, id);
-      }
+      walk(lo, lo + n / nt + (t < n % nt ? 1 : 0));
     }
+    return 0;
   };
-  if (threads <= 1 || count < kMinThreadedUpdate) {
-    serial();
-    return result;
-  }
-  const ParallelMode forced = parallel_mode();
-  if (forced != ParallelMode::Auto) {
-    if (forced == ParallelMode::Threaded)
-      threaded();
-    else
-      serial();
-    return result;
-  }
-  PathClock& clock = update_clock(count, static_cast<uint64_t>(n));
-  const bool use_threads = clock.pick_threaded(static_cast<double>(count));
-  const auto start = std::chrono::steady_clock::now();
-  if (use_threads)
-    threaded();
-  else
-    serial();
-  clock.record(use_threads, std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count() /
-                                static_cast<double>(count));
+  with_measured_threads(update_clock(count, static_cast<uint64_t>(n)), static_cast<double>(count), run);
   return result;
 }
 

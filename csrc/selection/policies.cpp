@@ -565,7 +565,7 @@ Selection select(Store& store, const Partition& part, const SelectConfig& cfg, u
   // One thread or all, whichever this process measured faster for this rule at this size.
   static PathClock clocks[8][33];
   PathClock& clock = clocks[static_cast<int>(cfg.rule) & 7][log2_floor(store.size()) / 2];
-  return with_measured_threads(clock, [&] { return select_with_team(store, part, cfg, seed, epoch, count); });
+  return with_measured_threads(clock, 1.0, [&] { return select_with_team(store, part, cfg, seed, epoch, count); });
 }
 
 Selection select_with_team(Store& store, const Partition& part, const SelectConfig& cfg, uint64_t seed,
