@@ -123,7 +123,7 @@ def main(argv=None) -> int:
                     shares += [int(kept_per_shard[own[w::args.workers]].sum()) for w in range(args.workers)]
                 baseline = max(shares) * args.ranks * args.workers
             else:
-                baseline = whole_shard_trained(kept_per_shard, stream._shard_order(), args.ranks, args.workers)
+                baseline = whole_shard_trained(kept_per_shard, stream.shares.order(stream.epoch), args.ranks, args.workers)
             name = "ShardedPruner (shard ownership)" if sharded else "Pruner (replicated)"
             print(f"| {name} | {kept} | {trained} | {trained / kept:.4f} | {baseline} | {baseline / kept:.4f} |",
                   flush=True)

@@ -25,9 +25,9 @@ from .key_table import KeyTable
 from .index import ShardIndex, build_index, expand_urls
 from .wids import WidsIndex
 from .pipeline import PrunedPipeline
-from .shares import MAX_WORKERS, shard_ownership
+from .shares import shard_ownership
 from .stage import prune
 from .stream import PrunedIterableDataset
 
-__all__ = ["KeyTable", "MAX_WORKERS", "PrunedIterableDataset", "PrunedPipeline", "ShardIndex", "WidsIndex", "build_index", "expand_urls",
+__all__ = ["KeyTable", "PrunedIterableDataset", "PrunedPipeline", "ShardIndex", "WidsIndex", "build_index", "expand_urls",
            "prune", "shard_ownership"]

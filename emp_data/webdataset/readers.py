@@ -8,75 +8,111 @@ import concurrent.futures
 import os
 import tarfile
 import warnings
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+from torch.utils.data import get_worker_info
 
 from . import range_reads, remote
 from .index import _split_name
+from .reports import report_received
 
 
-class ShardReaders:
-    """PrunedIterableDataset's part that turns shards into kept samples (a mixin)."""
+@dataclass
+class ReadOptions:
+    """How a stream reads: `handler` for a bad shard (webdataset's handlers), and for indexed
+    reads the gap below which neighbouring members share a request, the requests in flight on a
+    remote shard, the bytes one request costs (None: latency bytes / read_ahead) and whether each
+    member's tar header is read and checked (512 bytes each)."""
+    handler: Callable | None = None
+    read_gap: int = remote.DEFAULT_GAP
+    read_ahead: int = 32
+    request_cost: int | None = None
+    check_headers: bool = True
 
-    def _shard_samples(self, pos, shard, first, weights, end=None):
+
+class ReadStats:
+    """What a copy of a stream really read: bytes received from shards, the sizes of the shards
+    indexed reads came from, shards a handler skipped, and repeated keys. A DataLoader worker also
+    reports its received bytes beside the store (`<store_path>.received`) for the training process."""
+
+    def __init__(self, store_path: str | None):
+        self.store_path = store_path
+        self.received = 0
+        self.shard_bytes = 0
+        self.skipped_shards = 0
+        self.duplicate_keys = 0
+
+    def add_received(self, nbytes: int) -> None:
+        self.received += nbytes
+        if nbytes and self.store_path is not None and get_worker_info() is not None:
+            report_received(self.store_path, nbytes)
+
+
+class ShardReader:
+    """Turns one pass's shards into its kept samples, as (next sample ordinal, sample) pairs: the
+    ordinal says where a resume continues in the shard (or pipeline). `weights` are the epoch's
+    (EpochWeights), `shares` places ids in the store, `key_table` numbers samples without an index."""
+
+    def __init__(self, urls, index, wids, key_table, shares, weights, options: ReadOptions, stats: ReadStats):
+        self.urls, self.index, self.wids, self.key_table = urls, index, wids, key_table
+        self.shares, self.weights, self.options, self.stats = shares, weights, options, stats
+        self._pass_url, self._pass_ids = None, set()   # keys met in the current shard (duplicates)
+
+    def shard(self, shard: int, first: int, end: int | None = None):
         """The kept samples among samples [first, end) of one shard (end None: to its end)."""
-        if self._index is not None:
-            return self._indexed_shard(pos, shard, first, weights, end)
-        return self._streamed_shard(pos, shard, first, weights, end)
+        if self.index is not None:
+            return self._indexed(shard, first, end)
+        return self._streamed(shard, first, end)
 
-    def _pipeline_samples(self, first, weights):
+    def pipeline(self, pipeline, first: int):
         """Samples of a user's pipeline, numbered by the key table; the first `first` are skipped
         (resume: the pipeline must repeat an epoch's order, e.g. seeded shuffles)."""
-        ordinal = -1
-        for ordinal, sample in enumerate(self.pipeline):
+        for ordinal, sample in enumerate(pipeline):
             if not isinstance(sample, dict) or "__key__" not in sample:
                 got = sorted(sample)[:6] if isinstance(sample, dict) else type(sample).__name__
                 raise ValueError(f"sample {ordinal} of the pipeline has no '__key__' (got {got}); "
                                  "PrunedIterableDataset takes raw webdataset samples, before decoding or to_tuple")
-            self._position = (0, ordinal + 1)
             if ordinal < first:
                 continue
-            url = sample.get("__url__", "")
-            out = self._keep(url, sample["__key__"], weights)
+            out = self._keep(sample.get("__url__", ""), sample["__key__"])
             if out is not None:
                 out.update((k, v) for k, v in sample.items() if k not in out)
-                yield out
-        self._position = (0, ordinal + 1)
+                yield ordinal + 1, out
 
-    def _indexed_shard(self, pos, shard, first, weights, end=None):
+    def _indexed(self, shard, first, end=None):
         """The kept samples of one shard, reading only their members' bytes: neighbouring members
         share a request (gap below `read_gap`), a few requests run ahead of the consumer on remote
         shards, and the whole span is one request when that is cheaper (see emp_data.webdataset.remote)."""
+        opts = self.options
         url = self.urls[shard]
-        lo, _ = self._index.shard_range(shard)
-        shard_weights = weights.slice(*self._slot_range(shard))
+        lo, _ = self.index.shard_range(shard)
+        shard_weights = self.weights.slice(*self.shares.slot_range(shard))
         kept = (np.flatnonzero(shard_weights[first:end] > 0) + first).tolist()
-        meta = self._index.shards[shard]
-        self.shard_bytes += int(meta["size"])
-        members = [(j, field, off, size) for j in kept for field, off, size in self._index.sample_members(lo + j)]
+        meta = self.index.shards[shard]
+        self.stats.shard_bytes += int(meta["size"])
+        members = [(j, field, off, size) for j in kept for field, off, size in self.index.sample_members(lo + j)]
         local = remote.is_local(url)      # a pread per member: pruned bytes are never read
         # Each member's read starts at its tar header (checked in _assemble).
-        head = TAR_BLOCK if self.check_headers else 0
+        head = TAR_BLOCK if opts.check_headers else 0
         reads = range_reads.plan_reads([m[2] - head for m in members], [m[3] + head for m in members],
-                                  gap=0 if local else self.read_gap,
-                                  shard_size=None if local else int(meta["size"]),
-                                  request_cost=self.request_cost if self.request_cost is not None else
-                                  remote.REQUEST_LATENCY_BYTES // max(self.read_ahead, 1),
-                                  max_read=None if local else remote.MAX_READ)
+                                       gap=0 if local else opts.read_gap,
+                                       shard_size=None if local else int(meta["size"]),
+                                       request_cost=opts.request_cost if opts.request_cost is not None else
+                                       remote.REQUEST_LATENCY_BYTES // max(opts.read_ahead, 1),
+                                       max_read=None if local else remote.MAX_READ)
         try:
-            yield from self._read_kept(pos, url, lo, meta, members, reads, shard_weights, local)
+            with range_reads.RangeReader(url, meta["size"], meta.get("etag"), meta.get("last_modified")) as reader:
+                try:
+                    fetched = _fetch_ahead(reader, reads, 1 if local else opts.read_ahead)
+                    yield from self._assemble(url, lo, members, fetched, shard_weights)
+                finally:
+                    self.stats.add_received(reader.received)   # what arrived, not what was asked
         except (remote.ShardChanged, remote.RemoteError) as exc:    # as a corrupt shard in streamed mode
             self._handle(ValueError(str(exc)))
 
-    def _read_kept(self, pos, url, lo, meta, members, reads, shard_weights, local):
-        with range_reads.RangeReader(url, meta["size"], meta.get("etag"), meta.get("last_modified")) as reader:
-            try:
-                yield from self._assemble(pos, url, lo, members, _fetch_ahead(reader, reads, 1 if local else
-                                                                                self.read_ahead), shard_weights)
-            finally:
-                self._count_received(reader.received)   # what arrived, not what was asked
-
-    def _assemble(self, pos, url, lo, members, fetched, shard_weights):
+    def _assemble(self, url, lo, members, fetched, shard_weights):
         """Samples from the planned reads' bytes, yielded in order as each becomes whole. Each member
         is read with the 512-byte tar header in front of it, which must name it and its size: a shard
         replaced under an index (same size, even the same mtime or Last-Modified) is caught at the
@@ -86,10 +122,10 @@ class ShardReaders:
             for m in read.members:
                 j, field, off, size = members[m]
                 if j not in samples:
-                    samples[j] = {"__key__": self._index.sample_key(lo + j), "__url__": url, "__id__": lo + j,
+                    samples[j] = {"__key__": self.index.sample_key(lo + j), "__url__": url, "__id__": lo + j,
                                   "__weight__": np.float32(shard_weights[j])}
                 at = off - read.start
-                if self.check_headers:
+                if self.options.check_headers:
                     _check_header(data[at - TAR_BLOCK:at], url, off, samples[j]["__key__"], field, size)
                 samples[j][field] = data[at:at + size]
             # Members are in file order, so reads complete samples in order: every sample before
@@ -98,30 +134,28 @@ class ShardReaders:
             last_j = members[last_m][0]
             last_whole = last_m + 1 == len(members) or members[last_m + 1][0] != last_j
             for j in sorted(j for j in samples if j < last_j or (j == last_j and last_whole)):
-                self._position = (pos, j + 1)
-                yield samples.pop(j)
+                yield j + 1, samples.pop(j)
 
-    def _streamed_shard(self, pos, shard, first, weights, end=None):
+    def _streamed(self, shard, first, end=None):
         url = self.urls[shard]
         self._pass_url = None
-        ids = None if self._wids is None else self._wids.shard_range(shard)   # wids: id = first + ordinal
+        ids = None if self.wids is None else self.wids.shard_range(shard)   # wids: id = first + ordinal
         ordinal = -1
         raw = None
         try:
             raw = remote.open_stream(url)
             with raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
                 current_key, current = None, None
-                for member in _members_with_data(tar):
-                    name, data = member
+                for name, data in _members_with_data(tar):
                     key, ext = _split_name(name)
                     if key is None:
                         continue
                     if key != current_key:
                         if current is not None:
                             ordinal += 1
-                            out = self._emit(url, current_key, current, ordinal, first, pos, weights, ids)
+                            out = self._emit(url, current_key, current, ordinal, first, ids)
                             if out is not None:
-                                yield out
+                                yield ordinal + 1, out
                             if end is not None and ordinal + 1 >= end:
                                 return       # the rest of the shard is another worker's share
                         current_key, current = key, {}
@@ -132,9 +166,9 @@ class ShardReaders:
                 _check_tar_end(tar, raw, url)
                 if current is not None:
                     ordinal += 1
-                    out = self._emit(url, current_key, current, ordinal, first, pos, weights, ids)
+                    out = self._emit(url, current_key, current, ordinal, first, ids)
                     if out is not None:
-                        yield out
+                        yield ordinal + 1, out
         except (tarfile.TarError, EOFError, OSError, _DuplicateMember) as exc:
             err = exc if isinstance(exc, _DuplicateMember) else \
                 ValueError(f"shard '{url}' is corrupt or truncated near sample {ordinal + 1}: {exc}")
@@ -142,7 +176,7 @@ class ShardReaders:
             return
         finally:
             if raw is not None:
-                self._count_received(getattr(raw, "received", 0))   # http: what arrived
+                self.stats.add_received(getattr(raw, "received", 0))   # http: what arrived
         if ids is not None and ordinal + 1 < ids[1] - ids[0]:
             # Ids stay unique (the shard's range is fixed), but the index no longer describes the shard.
             warnings.warn(f"shard '{url}' holds {ordinal + 1} samples, the wids index says {ids[1] - ids[0]}: "
@@ -152,14 +186,14 @@ class ShardReaders:
         """A bad shard, as webdataset's handlers mean it: no handler raises; a handler returning True
         (warn_and_continue) skips the rest of the shard; False (ignore_and_stop) ends the pass
         quietly; a handler may also raise (reraise_exception)."""
-        if self.handler is None:
+        handler = self.options.handler
+        if handler is None:
             raise err from None
-        if not self.handler(err):
-            raise _StopPass()
-        self.skipped_shards += 1
+        if not handler(err):
+            raise StopPass()
+        self.stats.skipped_shards += 1
 
-    def _emit(self, url, key, fields, ordinal, first, pos, weights, ids=None):
-        self._position = (pos, ordinal + 1)
+    def _emit(self, url, key, fields, ordinal, first, ids=None):
         sid = None
         if ids is not None:
             sid = ids[0] + ordinal
@@ -168,17 +202,17 @@ class ShardReaders:
                                  "says: the index is stale; rebuild it")
         if ordinal < first:
             return None
-        out = self._keep(url, key, weights, sid)
+        out = self._keep(url, key, sid)
         if out is not None:
             out.update(fields)
         return out
 
-    def _keep(self, url, key, weights, sid=None):
+    def _keep(self, url, key, sid=None):
         """The id/weight header of a kept sample, None for a pruned one. `sid` is given by a wids
         index; otherwise it comes from the key table."""
         if sid is None:
             sid = self._key_table_id(url, key)
-        w = weights.at(self._slot(sid))
+        w = self.weights.at(self.shares.slot(sid))
         if not w > 0:
             return None
         return {"__key__": key, "__url__": url, "__id__": sid, "__weight__": np.float32(w)}
@@ -193,10 +227,10 @@ class ShardReaders:
         if url != self._pass_url:
             self._pass_url, self._pass_ids = url, set()
         if sid in self._pass_ids:
-            if self.duplicate_keys == 0:
+            if self.stats.duplicate_keys == 0:
                 warnings.warn(f"key {key!r} occurs more than once in '{url}': its samples share one id and one "
                               "score (counted in duplicate_keys)", stacklevel=4)
-            self.duplicate_keys += 1
+            self.stats.duplicate_keys += 1
         self._pass_ids.add(sid)
         return sid
 
@@ -276,7 +310,7 @@ class _DuplicateMember(ValueError):
     """A member whose field the sample already has (an error, as in webdataset)."""
 
 
-class _StopPass(Exception):
+class StopPass(Exception):
     """The handler returned False: end this pass quietly."""
 
 

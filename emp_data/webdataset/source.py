@@ -3,7 +3,11 @@ pipeline, and, without an index, the key table that numbers samples as the strea
 from __future__ import annotations
 
 import os
+import socket
 import warnings
+
+import numpy as np
+import torch
 
 from .index import ShardIndex, _is_url_list, expand_urls
 from .key_table import KeyTable
@@ -65,3 +69,26 @@ def open_key_table(key_table, pruner) -> KeyTable:
             warnings.warn(f"key table '{table.path}': {repaired} insert(s) cut short by a crash "
                           "were voided; those keys get fresh ids", stacklevel=3)
     return table
+
+
+def shard_bounds(ranges, num_shards: int) -> np.ndarray | None:
+    """The first id of every shard and the end id, from a ShardIndex or WidsIndex (None without one)."""
+    if ranges is None:
+        return None
+    firsts = [ranges.shard_range(s)[0] for s in range(num_shards)]
+    return np.array(firsts + [ranges.num_samples], dtype=np.int64)
+
+
+def check_shared_key_table(table: KeyTable, world: int) -> None:
+    """Under torch.distributed every rank numbers samples in the key table: that is one table only
+    if all ranks map the same file on one machine. Per-machine tables (multi-node) would give one
+    id to different samples on different nodes and mix their scores: refused. Collective."""
+    st = os.stat(table.path) if table.path else None
+    mine = (socket.gethostname(), st.st_dev, st.st_ino) if st else (socket.gethostname(), os.getpid(), None)
+    everyone = [None] * world
+    torch.distributed.all_gather_object(everyone, mine)
+    if any(other != everyone[0] for other in everyone) or everyone[0][2] is None:
+        raise ValueError("under torch.distributed the ranks number samples in different key tables (other "
+                         "machines, or other files): the same id would name different samples and their scores "
+                         "would mix. Build an index (build_index or a wids index), or use a ShardedPruner with "
+                         "shard ownership so that each rank scores only its own shards")

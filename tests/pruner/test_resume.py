@@ -12,6 +12,7 @@ import webdataset as wds
 from emp_data import Pruner, PrunedSampler
 from emp_data.torch_data import PrunedSamplerNode
 from emp_data.webdataset import PrunedIterableDataset, build_index
+from emp_data.webdataset.shares import Seat
 
 from shards import PER_SHARD, SHARDS, write_shards
 
@@ -134,11 +135,11 @@ def test_ranks_get_equal_shares_and_padding_resumes(tmp_path, monkeypatch, mode)
             json.dump({"wids_version": 1, "shardlist": [{"url": u, "nsamples": PER_SHARD} for u in urls]}, f)
     counts, owns = [], []
     for rank in (0, 1):
-        monkeypatch.setattr(PrunedIterableDataset, "_rank_world", lambda self, r=rank: (r, 2))
+        monkeypatch.setattr(PrunedIterableDataset, "_seat", lambda self, r=rank: Seat(rank=r, world=2))
         make = lambda: PrunedIterableDataset(urls, pruner, index=index)  # noqa: E731
         stream = make()
         stream.set_epoch(1)
-        order = stream._shard_order()                     # before the pass: it moves to epoch 2
+        order = stream.shares.order(stream.epoch)                     # before the pass: it moves to epoch 2
         got = [int(s["__id__"]) for s in stream]
         keep = set(pruner.select(1)[0].tolist())
         in_order = [i for s in order for i in range(s * PER_SHARD, (s + 1) * PER_SHARD) if i in keep]
