@@ -70,18 +70,45 @@ def regrets(stats: dict, arm: str, task_filter=None) -> dict:
             if (task_filter is None or task_filter(c[0])) and c + (arm,) in stats}
 
 
-def choose(stats: dict, candidates, tasks) -> str:
-    """The candidate with the smallest worst-case regret over the cells of `tasks` (ties: the
-    smaller mean regret)."""
-    def key(arm):
-        rs = list(regrets(stats, arm, lambda t: t in tasks).values())
-        return (max(rs), float(np.mean(rs)))
-    return min(candidates, key=key)
+def choose(stats: dict, candidates, tasks, *, confidence: float = 0.9, boots: int = 1000, seed: int = 0) -> str:
+    """The candidate with the smallest worst-case regret over the cells of `tasks`, where a
+    worst-case difference has to be more than noise: every candidate whose worst regret is not
+    larger than the best one's in at least `confidence` of `boots` seed bootstraps (each cell's
+    seeds resampled, every arm at once) is tied with it, and a tie goes to the smaller mean regret.
+    The worst of 45 noisy cell means moves by points from one set of seeds to another, so without
+    this a candidate that loses more everywhere could win on the luck of one cell."""
+    rs = {arm: regrets(stats, arm, lambda t: t in tasks) for arm in candidates}
+    best = min(candidates, key=lambda arm: (max(rs[arm].values()), float(np.mean(list(rs[arm].values())))))
+    worse = worse_share(stats, candidates, best, tasks, boots, seed)
+    tied = [arm for arm in candidates if arm == best or worse[arm] < confidence]
+    return min(tied, key=lambda arm: (float(np.mean(list(rs[arm].values()))), max(rs[arm].values())))
+
+
+def worse_share(stats: dict, candidates, best: str, tasks, boots: int = 1000, seed: int = 0) -> dict:
+    """{arm: share of seed bootstraps in which arm's worst regret over the cells of `tasks` is
+    larger than `best`'s}."""
+    rng = np.random.default_rng(seed)
+    task_cells = [c for c in cells(stats) if c[0] in tasks]
+    arms = sorted(set(candidates) | {best} | set(CHEAP))
+    means = {}           # (cell, arm) -> the arm's mean accuracy in each bootstrap
+    for c in task_cells:
+        for arm in arms:
+            if c + (arm,) in stats:
+                acc = stats[c + (arm,)]["accuracies"]
+                means[c, arm] = acc[rng.integers(0, len(acc), size=(boots, len(acc)))].mean(axis=1)
+    worst = {}
+    for arm in set(candidates) | {best}:
+        per_cell = [np.max([means[c, b] for b in CHEAP if (c, b) in means], axis=0) - means[c, arm]
+                    for c in task_cells if (c, arm) in means]
+        worst[arm] = np.max(per_cell, axis=0)
+    return {arm: float(np.mean(worst[arm] > worst[best])) for arm in candidates}
 
 
 def leave_one_task_out(stats: dict, candidates) -> list[dict]:
     """For every task: the candidate chosen on the other tasks alone, and how it does on the task
-    held out (its worst and mean regret there, and the cell of the worst)."""
+    held out (its worst and mean regret there, and the cell of the worst); also the candidate with
+    the lowest worst regret on the other tasks before noise is considered, and the share of seed
+    bootstraps in which the chosen one's worst regret there is larger than that one's."""
     tasks = sorted({c[0] for c in cells(stats)})
     if len(tasks) < 2:
         return []           # nothing to choose on without the held-out task
@@ -89,10 +116,13 @@ def leave_one_task_out(stats: dict, candidates) -> list[dict]:
     for held_out in tasks:
         others = [t for t in tasks if t != held_out]
         chosen = choose(stats, candidates, others)
+        lowest = min(candidates, key=lambda arm: max(regrets(stats, arm, lambda t: t in others).values()))
         on_held = regrets(stats, chosen, lambda t: t == held_out)
         worst_cell = max(on_held, key=on_held.get)
         folds.append({"held_out": held_out, "chosen": chosen, "worst_regret": on_held[worst_cell],
-                      "worst_cell": worst_cell, "mean_regret": float(np.mean(list(on_held.values())))})
+                      "worst_cell": worst_cell, "mean_regret": float(np.mean(list(on_held.values()))),
+                      "lowest_worst": lowest,
+                      "chosen_worse_share": worse_share(stats, [chosen], lowest, others)[chosen]})
     return folds
 
 

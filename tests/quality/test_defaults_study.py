@@ -116,3 +116,23 @@ def test_rank_mix_is_the_mean_rank_of_loss_and_entropy_within_the_batch():
     assert torch.allclose(out, torch.tensor([(1 + 3) / 6, (3 + 1) / 6, (2 + 2) / 6]))
     with pytest.raises(ValueError, match="unknown memory_signal"):
         make_signal("loss", 4)
+
+
+def test_a_worst_case_lead_inside_the_seed_noise_is_a_tie_decided_by_mean_regret():
+    # "lucky" has the smaller worst cell by 0.5 points, inside its cells' seed spread of +-4, but
+    # loses 2 points everywhere else; "steady" loses 0.5 points in most cells and 2.5 in one.
+    table = {}
+    spread = [-0.04, 0.0, 0.04, -0.02, 0.02]
+    for i, task in enumerate("abcde"):
+        table[(task, 0.0, 0.7, "random")] = [0.80 + d for d in spread]
+        table[(task, 0.0, 0.7, "lucky")] = [0.78 + d for d in spread]
+        table[(task, 0.0, 0.7, "steady")] = [(0.775 if i == 0 else 0.795) + d for d in spread]
+    stats = regret.cell_stats(records(table))
+    assert regret.worse_share(stats, ["lucky", "steady"], "lucky", "abcde")["steady"] < 0.9
+    assert regret.choose(stats, ["lucky", "steady"], "abcde") == "steady"
+    # A lead far outside the noise is not a tie: "steady" now loses 10 points in task a.
+    for task_seed, acc in enumerate(table[("a", 0.0, 0.7, "steady")]):
+        table[("a", 0.0, 0.7, "steady")][task_seed] = acc - 0.075
+    stats = regret.cell_stats(records(table))
+    assert regret.worse_share(stats, ["lucky", "steady"], "lucky", "abcde")["steady"] > 0.99
+    assert regret.choose(stats, ["lucky", "steady"], "abcde") == "lucky"
