@@ -109,6 +109,20 @@ PYBIND11_MODULE(_C, m) {
       .value("THREADED", ParallelMode::Threaded);
   m.def("set_parallel_mode", &set_parallel_mode, py::arg("mode"));
   m.def("parallel_mode", &parallel_mode);
+  // Tests: a fresh PathClock over calls of one unit whose cost, one thread and all threads, is given
+  // per call; returns the way each call took (0: one thread, 1: all).
+  m.def("_path_clock_trace", [](const std::vector<double>& one, const std::vector<double>& all) {
+    if (one.size() != all.size()) throw std::invalid_argument("_path_clock_trace: one and all differ in length");
+    PathClock clock;
+    std::vector<int> ways(one.size());
+    for (size_t i = 0; i < one.size(); ++i) {
+      bool exploring = false;
+      const bool threaded = clock.pick_threaded(1.0, exploring);
+      clock.record(threaded, threaded ? all[i] : one[i], exploring);
+      ways[i] = threaded ? 1 : 0;
+    }
+    return ways;
+  }, py::arg("one"), py::arg("all"));
   m.def("get_num_threads", &max_threads);
   m.def("has_openmp", []() {
 #ifdef _OPENMP

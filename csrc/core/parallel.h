@@ -58,37 +58,60 @@ class CallThreads {
 // One thread or all: which is faster depends on whether the other threads find a free core
 // (DataLoader workers decode on the same cores), and a fork-join whose threads wait for a core costs
 // more than it saves. So a kind of call keeps a PathClock: both ways are timed on this process's own
-// calls (an exponential average of the cost per unit of work), the faster is used, and the slower
-// is tried again once the faster has spent kExploreRatio times what that try costs, so that trying
-// costs at most 1 / kExploreRatio of the time, and a way measured slower by chance (a thread
-// descheduled once) is soon measured again. Every parallel loop here gives the same result for any
-// thread count.
+// calls (an exponential average of the cost per unit of work), and the faster is used. Under load a
+// single call can take a whole scheduler slice longer, so one measurement moves an average by at
+// most kClip times, and all threads must beat one thread by kMargin to be chosen (their cost varies
+// more). The slower way is tried again once the faster has spent `explore_ratio` times what that
+// try costs, so trying costs at most 1 / explore_ratio of the time; each try that confirms it slower
+// doubles the ratio (up to kMaxExplore), and a try faster than the other way's average is believed
+// at once, so a change of load is seen within one try. Every parallel loop here gives the same
+// result for any thread count.
 struct PathClock {
-  static constexpr float kExploreRatio = 32.0f;
+  static constexpr float kMinExplore = 32.0f, kMaxExplore = 256.0f, kClip = 4.0f, kMargin = 0.85f;
   std::atomic<float> cost[2] = {};  // one thread, all threads, per unit; 0: not measured yet
   std::atomic<float> spent{0.0f};   // units x cost spent on the faster way since the slower was tried
+  std::atomic<float> explore_ratio{kMinExplore};
 
-  bool pick_threaded(double units) {
+  bool faster_threaded(float one, float all) const { return all < kMargin * one; }
+
+  // Which way to run a call of `units` units; `exploring` says whether it is a try of the slower way.
+  bool pick_threaded(double units, bool& exploring) {
+    exploring = false;
     const float one = cost[0].load(std::memory_order_relaxed);
     const float all = cost[1].load(std::memory_order_relaxed);
     if (one == 0.0f) return false;
-    if (all == 0.0f) return true;
-    const bool faster = all < one;
+    if (all == 0.0f) return exploring = true;
+    const bool faster = faster_threaded(one, all);
     const float u = static_cast<float>(units);
     const float so_far = spent.load(std::memory_order_relaxed) + u * (faster ? all : one);
-    if (so_far >= kExploreRatio * u * (faster ? one : all)) {
+    if (so_far >= explore_ratio.load(std::memory_order_relaxed) * u * (faster ? one : all)) {
       spent.store(0.0f, std::memory_order_relaxed);
+      exploring = true;
       return !faster;
     }
     spent.store(so_far, std::memory_order_relaxed);
     return faster;
   }
 
-  void record(bool threaded, double cost_per_unit) {
+  void record(bool threaded, double cost_per_unit, bool exploring) {
     std::atomic<float>& slot = cost[threaded ? 1 : 0];
+    const float other = cost[threaded ? 0 : 1].load(std::memory_order_relaxed);
     const float old = slot.load(std::memory_order_relaxed);
-    const float x = cost_per_unit > 1e-30 ? static_cast<float>(cost_per_unit) : 1e-30f;
-    slot.store(old == 0.0f ? x : 0.75f * old + 0.25f * x, std::memory_order_relaxed);
+    float x = cost_per_unit > 1e-30 ? static_cast<float>(cost_per_unit) : 1e-30f;
+    float next;
+    if (old == 0.0f || (exploring && other > 0.0f && x < other)) {
+      next = x;                                   // first measurement, or a try that beats the other way
+    } else {
+      if (x > kClip * old) x = kClip * old;       // one slow call (a lost scheduler slice) moves it little
+      next = 0.75f * old + 0.25f * x;
+    }
+    slot.store(next, std::memory_order_relaxed);
+    if (exploring && other > 0.0f) {
+      const bool still_slower = threaded ? !faster_threaded(other, next) : faster_threaded(next, other);
+      const float ratio = explore_ratio.load(std::memory_order_relaxed);
+      explore_ratio.store(still_slower ? (ratio * 2 < kMaxExplore ? ratio * 2 : kMaxExplore) : kMinExplore,
+                          std::memory_order_relaxed);
+    }
   }
 };
 
@@ -116,12 +139,14 @@ auto with_measured_threads(PathClock& clock, double units, Fn fn) {
     CallThreads scope(mode == ParallelMode::Threaded ? 0 : 1);
     return fn();
   }
-  const bool threaded = max_threads() > 1 && clock.pick_threaded(units);
+  bool exploring = false;
+  const bool threaded = max_threads() > 1 && clock.pick_threaded(units, exploring);
   CallThreads scope(threaded ? 0 : 1);
   const auto start = std::chrono::steady_clock::now();
   auto out = fn();
   if (max_threads() > 1)
-    clock.record(threaded, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / units);
+    clock.record(threaded, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / units,
+                 exploring);
   return out;
 }
 

@@ -1,0 +1,58 @@
+"""The one-thread-or-all choice (core/parallel.h PathClock) on given costs: it settles on the faster
+way, a single slow call does not flip it, a change of load is followed within a few calls, and the
+tries of the slower way cost a bounded share of the time."""
+import numpy as np
+
+from emp_data import _C
+
+
+def trace(one, all_):
+    return np.array(_C._path_clock_trace(np.asarray(one, float).tolist(), np.asarray(all_, float).tolist()))
+
+
+def spent(ways, one, all_):
+    return float(np.where(ways == 1, all_, one).sum())
+
+
+def test_it_settles_on_the_faster_way_and_trying_the_other_costs_little():
+    n = 20_000
+    for one, all_ in ((1.0, 0.4), (1.0, 5.0)):        # idle: threads pay; loaded: they wait for a core
+        a, b = np.full(n, one), np.full(n, all_)
+        ways = trace(a, b)
+        best = min(one, all_) * n
+        # The first calls measure both ways; afterwards a try of the slower way comes once the
+        # faster has spent at least 32 times what the try costs, and each confirmed try doubles that.
+        assert spent(ways, a, b) <= best * (1 + 1 / 32) + 2 * max(one, all_)
+
+
+def test_all_threads_must_win_by_a_margin():
+    n = 5000
+    ways = trace(np.full(n, 1.0), np.full(n, 0.9))    # 10% faster: inside the 15% margin
+    assert ways[10:].mean() < 0.05
+    ways = trace(np.full(n, 1.0), np.full(n, 0.7))
+    assert ways[10:].mean() > 0.95
+
+
+def test_one_slow_call_does_not_flip_the_choice():
+    n = 3000
+    one, all_ = np.full(n, 1.0), np.full(n, 3.0)
+    one[1000] = 200.0                                 # one call loses a scheduler slice
+    ways = trace(one, all_)
+    assert ways[1001:1011].sum() == 0
+
+
+def test_a_change_of_load_is_followed():
+    n = 20_000
+    one = np.full(n, 1.0)
+    all_ = np.where(np.arange(n) < 10_000, 0.4, 6.0)  # other processes take the cores at call 10000
+    ways = trace(one, all_)
+    assert ways[9000:10_000].mean() > 0.95
+    assert ways[10_000:10_010].sum() <= 3             # a few slow calls, then one thread
+    assert ways[10_010:].mean() < 0.05
+    all_back = np.where(np.arange(n) < 10_000, 6.0, 0.4)   # and when they leave, threads come back
+    ways = trace(one, all_back)
+    assert ways[:10_000].mean() < 0.05
+    # The next try of all threads comes once one thread has spent up to 256 times a try's cost.
+    back = 10_000 + int(np.argmax(ways[10_000:] == 1))
+    assert back - 10_000 <= 256 * 6.0 + 1
+    assert ways[back + 5:].mean() > 0.95
