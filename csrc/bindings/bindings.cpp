@@ -118,7 +118,7 @@ PYBIND11_MODULE(_C, m) {
     for (size_t i = 0; i < one.size(); ++i) {
       bool exploring = false;
       const bool threaded = clock.pick_threaded(1.0, exploring);
-      clock.record(threaded, threaded ? all[i] : one[i], exploring);
+      clock.record(threaded, threaded ? all[i] : one[i], 1.0, exploring);
       ways[i] = threaded ? 1 : 0;
     }
     return ways;

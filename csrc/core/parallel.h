@@ -58,31 +58,37 @@ class CallThreads {
 // One thread or all: which is faster depends on whether the other threads find a free core
 // (DataLoader workers decode on the same cores), and a fork-join whose threads wait for a core costs
 // more than it saves. So a kind of call keeps a PathClock: both ways are timed on this process's own
-// calls (an exponential average of the cost per unit of work), and the faster is used. Under load a
-// single call can take a whole scheduler slice longer, so one measurement moves an average by at
-// most kClip times, and all threads must beat one thread by kMargin to be chosen (their cost varies
-// more). The slower way is tried again once the faster has spent `explore_ratio` times what that
-// try costs, so trying costs at most 1 / explore_ratio of the time; each try that confirms it slower
-// doubles the ratio (up to kMaxExplore), and a try faster than the other way's average is believed
-// at once, so a change of load is seen within one try. Every parallel loop here gives the same
-// result for any thread count.
+// calls, and the faster is used. Under load the threaded way is usually about as fast as one thread
+// but now and then waits a whole scheduler slice at its closing barrier (a few percent of calls at
+// 100 times the usual cost), and that tail is most of its cost: so a way's cost is the mean over
+// its recent calls (decayed sums of time and of units: a median or a clipped average would miss the
+// tail), and all threads must beat one thread by kMargin to be chosen. The slower way is tried again
+// once the faster has spent `explore_ratio` times what that try costs, so trying costs at most
+// 1 / explore_ratio of the time; each try that confirms it slower doubles the ratio (up to
+// kMaxExplore), and a try faster than the other way halves the weight of the tried way's history,
+// so a change of load is followed within a few tries. Every parallel loop here gives the same result
+// for any thread count.
 struct PathClock {
-  static constexpr float kMinExplore = 32.0f, kMaxExplore = 256.0f, kClip = 4.0f, kMargin = 0.85f;
-  std::atomic<float> cost[2] = {};  // one thread, all threads, per unit; 0: not measured yet
-  std::atomic<float> spent{0.0f};   // units x cost spent on the faster way since the slower was tried
+  static constexpr float kMinExplore = 32.0f, kMaxExplore = 256.0f, kDecay = 0.95f, kMargin = 0.85f;
+  std::atomic<float> seconds[2] = {};  // one thread, all threads: decayed sums of seconds ...
+  std::atomic<float> work[2] = {};     // ... and of units of work (0: not measured yet)
+  std::atomic<float> spent{0.0f};    // units x cost spent on the faster way since the slower was tried
   std::atomic<float> explore_ratio{kMinExplore};
 
-  bool faster_threaded(float one, float all) const { return all < kMargin * one; }
+  float cost(int way) const {
+    const float u = work[way].load(std::memory_order_relaxed);
+    return u > 0.0f ? seconds[way].load(std::memory_order_relaxed) / u : 0.0f;
+  }
+  static bool faster_threaded(float one, float all) { return all < kMargin * one; }
 
   // Which way to run a call of `units` units; `exploring` says whether it is a try of the slower way.
-  bool pick_threaded(double units, bool& exploring) {
+  bool pick_threaded(double call_units, bool& exploring) {
     exploring = false;
-    const float one = cost[0].load(std::memory_order_relaxed);
-    const float all = cost[1].load(std::memory_order_relaxed);
+    const float one = cost(0), all = cost(1);
     if (one == 0.0f) return false;
     if (all == 0.0f) return exploring = true;
     const bool faster = faster_threaded(one, all);
-    const float u = static_cast<float>(units);
+    const float u = static_cast<float>(call_units);
     const float so_far = spent.load(std::memory_order_relaxed) + u * (faster ? all : one);
     if (so_far >= explore_ratio.load(std::memory_order_relaxed) * u * (faster ? one : all)) {
       spent.store(0.0f, std::memory_order_relaxed);
@@ -93,21 +99,20 @@ struct PathClock {
     return faster;
   }
 
-  void record(bool threaded, double cost_per_unit, bool exploring) {
-    std::atomic<float>& slot = cost[threaded ? 1 : 0];
-    const float other = cost[threaded ? 0 : 1].load(std::memory_order_relaxed);
-    const float old = slot.load(std::memory_order_relaxed);
-    float x = cost_per_unit > 1e-30 ? static_cast<float>(cost_per_unit) : 1e-30f;
-    float next;
-    if (old == 0.0f || (exploring && other > 0.0f && x < other)) {
-      next = x;                                   // first measurement, or a try that beats the other way
-    } else {
-      if (x > kClip * old) x = kClip * old;       // one slow call (a lost scheduler slice) moves it little
-      next = 0.75f * old + 0.25f * x;
+  void record(bool threaded, double elapsed, double call_units, bool exploring) {
+    const int way = threaded ? 1 : 0;
+    const float other = cost(1 - way);
+    float t = seconds[way].load(std::memory_order_relaxed), u = work[way].load(std::memory_order_relaxed);
+    const float s = static_cast<float>(elapsed), n = static_cast<float>(call_units);
+    if (exploring && other > 0.0f && s < other * n) {
+      t *= 0.5f;   // a try that beats the other way: its history weighs half
+      u *= 0.5f;
     }
-    slot.store(next, std::memory_order_relaxed);
+    seconds[way].store(kDecay * t + s, std::memory_order_relaxed);
+    work[way].store(kDecay * u + n, std::memory_order_relaxed);
     if (exploring && other > 0.0f) {
-      const bool still_slower = threaded ? !faster_threaded(other, next) : faster_threaded(next, other);
+      const float mine = cost(way);
+      const bool still_slower = threaded ? !faster_threaded(other, mine) : faster_threaded(mine, other);
       const float ratio = explore_ratio.load(std::memory_order_relaxed);
       explore_ratio.store(still_slower ? (ratio * 2 < kMaxExplore ? ratio * 2 : kMaxExplore) : kMinExplore,
                           std::memory_order_relaxed);
@@ -145,7 +150,7 @@ auto with_measured_threads(PathClock& clock, double units, Fn fn) {
   const auto start = std::chrono::steady_clock::now();
   auto out = fn();
   if (max_threads() > 1)
-    clock.record(threaded, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / units,
+    clock.record(threaded, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), units,
                  exploring);
   return out;
 }

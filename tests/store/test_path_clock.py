@@ -1,5 +1,5 @@
 """The one-thread-or-all choice (core/parallel.h PathClock) on given costs: it settles on the faster
-way, a single slow call does not flip it, a change of load is followed within a few calls, and the
+way, counts a heavy tail in full, gets over a single slow call, follows a change of load, and the
 tries of the slower way cost a bounded share of the time."""
 import numpy as np
 
@@ -33,12 +33,24 @@ def test_all_threads_must_win_by_a_margin():
     assert ways[10:].mean() > 0.95
 
 
-def test_one_slow_call_does_not_flip_the_choice():
-    n = 3000
-    one, all_ = np.full(n, 1.0), np.full(n, 3.0)
-    one[1000] = 200.0                                 # one call loses a scheduler slice
+def test_a_heavy_tail_counts_in_full():
+    # Under load the threaded way is usually fast but every 30th call waits a scheduler slice: its
+    # mean (3.8) is what it costs, not its usual 0.5.
+    n = 20_000
+    one = np.full(n, 1.0)
+    all_ = np.where(np.arange(n) % 30 == 7, 100.0, 0.5)
     ways = trace(one, all_)
-    assert ways[1001:1011].sum() == 0
+    assert ways[100:].mean() < 0.02
+    assert spent(ways, one, all_) <= 1.05 * n
+
+
+def test_a_slow_call_of_the_faster_way_is_outweighed_in_time():
+    n = 20_000
+    one, all_ = np.full(n, 1.0), np.full(n, 3.0)
+    one[1000] = 200.0                                 # one call loses a long stretch of time
+    ways = trace(one, all_)
+    assert ways[900:1000].sum() == 0
+    assert ways[15_000:].mean() < 0.01                # one thread again, once the tries outweigh it
 
 
 def test_a_change_of_load_is_followed():
@@ -48,11 +60,11 @@ def test_a_change_of_load_is_followed():
     ways = trace(one, all_)
     assert ways[9000:10_000].mean() > 0.95
     assert ways[10_000:10_010].sum() <= 3             # a few slow calls, then one thread
-    assert ways[10_010:].mean() < 0.05
+    assert ways[10_010:].mean() < 0.01
     all_back = np.where(np.arange(n) < 10_000, 6.0, 0.4)   # and when they leave, threads come back
     ways = trace(one, all_back)
     assert ways[:10_000].mean() < 0.05
     # The next try of all threads comes once one thread has spent up to 256 times a try's cost.
     back = 10_000 + int(np.argmax(ways[10_000:] == 1))
     assert back - 10_000 <= 256 * 6.0 + 1
-    assert ways[back + 5:].mean() > 0.95
+    assert ways[15_000:].mean() > 0.95                # each faster try halves the weight of the old cost
