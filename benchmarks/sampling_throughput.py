@@ -36,6 +36,30 @@ KEEP = 1 - PRUNE_RATIO
 
 
 # --------------------------------------------------------------------------- timing
+def in_mode(mode: str, fn):
+    """fn run with the store's parallel mode forced to `mode` (AUTO: the library's own choice)."""
+    def run():
+        _C.set_parallel_mode(getattr(_C.ParallelMode, mode))
+        try:
+            fn()
+        finally:
+            _C.set_parallel_mode(_C.ParallelMode.AUTO)
+    return run
+
+
+def interleaved(fns: dict, repeat: int) -> dict:
+    """{name: median wall time} of `repeat` rounds that each call every fn once, after one untimed round."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def timeit(fn, repeat, warmup=True):
     """Median wall time of `repeat` calls, after one untimed call (first-touch page faults and
     cold caches belong to no steady-state epoch)."""
@@ -107,19 +131,15 @@ def run(n, repeat, rows, skip_reference):
             for b, v, mm in zip(batches, vals, mems):
                 numpy_scatters(np_loss, np_mem, b, v, mm)
 
-        t_b = timeit(batched, repeat)
+        # The automatic choice and each way alone, passes interleaved so that the machine's state
+        # (load, pages the kernel collapses into huge pages meanwhile) weighs on all three alike.
+        times = interleaved({mode: in_mode(mode, batched) for mode in ("AUTO", "SERIAL", "THREADED")}, repeat)
+        t_b = times["AUTO"]
         t_bn = timeit(batched_np, repeat)
         rows.append((n, f"update ({size}-id batches)", f"{t_b / count * 1e6:.0f} us/batch", f"{m / t_b / 1e6:.0f} M ids/s",
                      f"numpy 2 scatters {t_bn / count * 1e6:.0f} us/batch", f"{t_bn / t_b:.2f}x"))
-        forced = {}
-        for mode in ("SERIAL", "THREADED"):      # each way alone: the automatic choice should track the faster
-            _C.set_parallel_mode(getattr(_C.ParallelMode, mode))
-            try:
-                forced[mode] = timeit(batched, repeat) / count
-            finally:
-                _C.set_parallel_mode(_C.ParallelMode.AUTO)
-        rows.append((n, "", f"one thread {forced['SERIAL'] * 1e6:.0f} us, all threads {forced['THREADED'] * 1e6:.0f} us",
-                     "", "", ""))
+        rows.append((n, "", f"one thread {times['SERIAL'] / count * 1e6:.0f} us, all threads "
+                            f"{times['THREADED'] / count * 1e6:.0f} us", "", "", ""))
 
     # The stream-read floor: reading the store's 24 bytes per sample once, with every core.
     t_floor = stream_read_floor(np.ones(pruner.store.nbytes // 8, np.uint64))
@@ -349,6 +369,7 @@ def run_big(n, repeat, rows, folder):
     timed, with the stream-read floor of the same bytes; no numpy baselines (they would need as
     much memory again)."""
     path = os.path.join(folder, f"big_store_{n}.emp")
+    rows = _Progress(rows)      # each row also goes to stderr as it is measured: the run is long
     t0 = time.perf_counter()
     pruner = Pruner(n, policy="infobatch", prune_ratio=PRUNE_RATIO, seed=0, store_path=path, overwrite=True)
     rows.append((n, "create memory-mapped store", fmt_time(time.perf_counter() - t0),
@@ -364,7 +385,7 @@ def run_big(n, repeat, rows, folder):
         batches = [rng.integers(0, n, size) for _ in range(200)]
         vals = rng.random(size, dtype=np.float32)
         t = timeit(lambda: [pruner.store.update(b, vals) for b in batches], repeat) / len(batches)
-        rows.append((n, f"update ({size}-id batches)", f"{t * 1e6:.0f} us/batch", f"{size / t / 1e6:.0f} M ids/s", "-", "-"))
+        rows.append((n, f"update ({size}-id batches)", f"{t * 1e6:.0f} us/batch", f"{size / t / 1e6:.3g} M ids/s", "-", "-"))
     t_floor = stream_read_floor(np.memmap(path, np.uint8, mode="r"), repeat=1)
     rows.append((n, "stream-read floor (the store file, page cache)", fmt_time(t_floor),
                  f"{pruner.store.nbytes / t_floor / 1e9:.1f} GB/s", "-", "-"))
@@ -375,6 +396,16 @@ def run_big(n, repeat, rows, folder):
                      f"{t / t_floor:.1f}x"))
     del pruner, p
     os.remove(path)
+
+
+class _Progress(list):
+    def __init__(self, rows):
+        super().__init__()
+        self.rows = rows
+
+    def append(self, row):
+        self.rows.append(row)
+        print(f"# {time.strftime('%H:%M:%S')} {row}", file=sys.stderr, flush=True)
 
 
 def main_cuda(args):
