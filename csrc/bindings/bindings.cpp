@@ -111,6 +111,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("parallel_mode", &parallel_mode);
   // Tests: a fresh PathClock over calls of one unit whose cost, one thread and all threads, is given
   // per call; returns the way each call took (0: one thread, 1: all).
+  m.def("_update_clock_state", &update_clock_state, py::arg("count"), py::arg("n"));
   m.def("_path_clock_trace", [](const std::vector<double>& one, const std::vector<double>& all) {
     if (one.size() != all.size()) throw std::invalid_argument("_path_clock_trace: one and all differ in length");
     PathClock clock;

@@ -488,6 +488,11 @@ PathClock& update_clock(size_t count, uint64_t n) {
 
 }  // namespace
 
+std::vector<double> update_clock_state(size_t count, uint64_t n) {
+  PathClock& clock = update_clock(count, n);
+  return {clock.cost(0), clock.cost(1), clock.explore_ratio.load(std::memory_order_relaxed)};
+}
+
 UpdateResult update(Store& store, const int64_t* ids, const float* loss, const float* memory, size_t count,
                     float ema_decay, bool skip_nonfinite) {
   UpdateResult result;

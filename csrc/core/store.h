@@ -157,6 +157,10 @@ struct UpdateResult {
 // values). Duplicate ids: applied in call order, so the last write wins for loss and memory and the
 // running mean/variance see every value. Deterministic for any thread count: each thread owns a
 // contiguous id range and walks the whole call in order.
+// Tests and benchmarks: the update's one-thread-or-all clock for calls of `count` ids on a store of
+// `n` samples: {cost per id of one thread, of all threads (seconds; 0: not measured), explore ratio}.
+std::vector<double> update_clock_state(size_t count, uint64_t n);
+
 UpdateResult update(Store& store, const int64_t* ids, const float* loss, const float* memory, size_t count,
                     float ema_decay, bool skip_nonfinite);
 

@@ -68,3 +68,18 @@ def test_a_change_of_load_is_followed():
     back = 10_000 + int(np.argmax(ways[10_000:] == 1))
     assert back - 10_000 <= 256 * 6.0 + 1
     assert ways[15_000:].mean() > 0.95                # each faster try halves the weight of the old cost
+
+
+def test_the_update_keeps_a_clock_per_call_size_and_measures_both_ways():
+    from emp_data.store.host import ScoreStore
+
+    n, size = 200_000, 4096
+    store = ScoreStore(n)
+    ids = np.random.default_rng(0).integers(0, n, size)
+    for _ in range(3):                               # the first call of a size runs one thread, the next all
+        store.update(ids, np.ones(size, np.float32))
+    one, all_, ratio = _C._update_clock_state(size, n)
+    if _C.get_num_threads() > 1:
+        assert one > 0 and all_ > 0 and 32 <= ratio <= 256
+    else:
+        assert all_ == 0
