@@ -19,9 +19,14 @@ import numpy as np
 KINDS = ("spin", "decode")
 
 
-def _spin(stop):
+def _orphaned(parent: int) -> bool:
+    """The benchmark that started this load is gone (killed): stop, rather than skew the next run."""
+    return os.getppid() != parent
+
+
+def _spin(stop, parent):
     x = 0
-    while not stop.is_set():
+    while not stop.is_set() and not _orphaned(parent):
         for _ in range(100_000):
             x += 1
 
@@ -45,12 +50,12 @@ class _Compressed:
         return torch.from_numpy((x - x.mean()) / (x.std() + 1e-6))
 
 
-def _decode(workers, stop):
+def _decode(workers, stop, parent):
     import torch
 
     loader = torch.utils.data.DataLoader(_Compressed(), batch_size=8, num_workers=workers, prefetch_factor=4)
     for _ in loader:
-        if stop.is_set():
+        if stop.is_set() or _orphaned(parent):
             return
 
 
@@ -65,8 +70,8 @@ def busy(k: int, kind: str = "spin"):
         raise ValueError(f"load kind must be one of {KINDS}, got {kind!r}")
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
-    procs = ([ctx.Process(target=_spin, args=(stop,), daemon=True) for _ in range(k)] if kind == "spin"
-             else [ctx.Process(target=_decode, args=(k, stop))])
+    procs = ([ctx.Process(target=_spin, args=(stop, os.getpid()), daemon=True) for _ in range(k)] if kind == "spin"
+             else [ctx.Process(target=_decode, args=(k, stop, os.getpid()))])
     for p in procs:
         p.start()
     time.sleep(2.0 if kind == "decode" else 0.5)       # the workers are up and at work
