@@ -48,14 +48,18 @@ def in_mode(mode: str, fn):
 
 
 def interleaved(fns: dict, repeat: int) -> dict:
-    """{name: median wall time} of `repeat` rounds that each call every fn once, after one untimed round."""
+    """{name: median wall time} of `repeat` rounds that each call every fn once, after one untimed
+    round. The order rotates from round to round: under load, a pass right after an all-threads
+    pass runs slower (the scheduler then favours the process that pass kept off its core), and
+    that must not fall on one fn every time."""
+    names = list(fns)
     for fn in fns.values():
         fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
+    times = {name: [] for name in names}
+    for r in range(max(repeat, len(names))):
+        for name in names[r % len(names):] + names[:r % len(names)]:
             t0 = time.perf_counter()
-            fn()
+            fns[name]()
             times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(t) for name, t in times.items()}
 
