@@ -187,9 +187,12 @@ class WorkerTargets:
         self.store_path = store_path
         self._targets = None          # (epoch, samples per worker for 1..MAX_WORKERS workers)
 
+    def published(self, epoch: int) -> bool:
+        """This process already holds `epoch`'s targets (it reduced them, or read them)."""
+        return self._targets is not None and self._targets[0] == epoch
+
     def publish(self, epoch: int, kept_here: int, partition) -> None:
-        if self._targets is not None and self._targets[0] == epoch:
-            return
+        """Collective: every rank calls it once per epoch with its own kept count."""
         local = [-(-kept_here // workers) for workers in range(1, MAX_WORKERS + 1)]
         targets = partition.max(np.array(local, dtype=np.int64)).tolist()
         self._targets = (epoch, targets)
@@ -200,14 +203,14 @@ class WorkerTargets:
     def target(self, epoch: int, workers: int) -> int:
         if workers > MAX_WORKERS:
             raise ValueError(f"a ShardedPruner stream supports up to {MAX_WORKERS} DataLoader workers, got {workers}")
-        if self._targets is None or self._targets[0] != epoch:
+        if not self.published(epoch):
             try:
                 with open(self.store_path + ".targets", "rb") as f:
                     saved = json.loads(f.read().decode())
                 self._targets = (saved["epoch"], saved["targets"])
             except (OSError, ValueError, KeyError, TypeError):
                 self._targets = None
-        if self._targets is None or self._targets[0] != epoch:
+        if not self.published(epoch):
             raise ValueError(f"no per-worker sample target for epoch {epoch} beside '{self.store_path}': call "
                              "stream.set_epoch(epoch) on every rank before iterating")
         return int(self._targets[1][workers - 1])

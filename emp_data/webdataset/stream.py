@@ -70,7 +70,7 @@ class PrunedIterableDataset(IterableDataset):
     def __getstate__(self):
         state = dict(self.__dict__)
         state["pruner"] = None
-        state["_dist"] = self._seat().rank, self._seat().world   # pickled in the training process: its rank
+        state["_dist"] = (seat := self._seat()).rank, seat.world   # pickled in the training process: its rank
         if self.index_path is not None:
             state["_index"] = None
         if self.key_table is not None and self.key_table.path is None:
@@ -85,7 +85,7 @@ class PrunedIterableDataset(IterableDataset):
         self._checks.on_set_epoch(epoch, getattr(self.pruner, "epochs", None))
         self.epoch = epoch
         self._start = (0, 0)
-        self._dist = self._seat().rank, self._seat().world       # forked workers copy it from here
+        self._dist = (seat := self._seat()).rank, seat.world       # forked workers copy it from here
         if self.pruner is not None:
             self._select_in_trainer()
 
@@ -102,7 +102,7 @@ class PrunedIterableDataset(IterableDataset):
         if self.key_table is not None and seat.world > 1 and not self._key_table_checked:
             check_shared_key_table(self.key_table, seat.world)
             self._key_table_checked = True
-        if self.shares.ownership is not None and seat.world > 1:
+        if self.shares.ownership is not None and seat.world > 1 and not self.targets.published(self.epoch):
             weights = EpochWeights(self.epoch, array=self.pruner.store.weight)
             order, _, _ = self.shares.rank_view(self.epoch, seat)
             kept_here = int(self.shares.kept_per_shard(weights)[order].sum())
