@@ -402,9 +402,10 @@ def run_big(n, repeat, rows, folder):
     os.remove(path)
 
 
-class _Progress(list):
+class _Progress:
+    """`rows`, whose new rows also go to stderr as they are measured."""
+
     def __init__(self, rows):
-        super().__init__()
         self.rows = rows
 
     def append(self, row):

@@ -78,10 +78,19 @@ def choose(stats: dict, candidates, tasks, *, confidence: float = 0.9, boots: in
     The worst of 45 noisy cell means moves by points from one set of seeds to another, so without
     this a candidate that loses more everywhere could win on the luck of one cell."""
     rs = {arm: regrets(stats, arm, lambda t: t in tasks) for arm in candidates}
-    best = min(candidates, key=lambda arm: (max(rs[arm].values()), float(np.mean(list(rs[arm].values())))))
+    best = lowest_worst(stats, candidates, tasks)
     worse = worse_share(stats, candidates, best, tasks, boots, seed)
     tied = [arm for arm in candidates if arm == best or worse[arm] < confidence]
     return min(tied, key=lambda arm: (float(np.mean(list(rs[arm].values()))), max(rs[arm].values())))
+
+
+def lowest_worst(stats: dict, candidates, tasks) -> str:
+    """The candidate with the smallest worst-case regret over the cells of `tasks`, before noise is
+    considered (ties: the smaller mean regret)."""
+    def key(arm):
+        rs = list(regrets(stats, arm, lambda t: t in tasks).values())
+        return max(rs), float(np.mean(rs))
+    return min(candidates, key=key)
 
 
 def worse_share(stats: dict, candidates, best: str, tasks, boots: int = 1000, seed: int = 0) -> dict:
@@ -116,7 +125,7 @@ def leave_one_task_out(stats: dict, candidates) -> list[dict]:
     for held_out in tasks:
         others = [t for t in tasks if t != held_out]
         chosen = choose(stats, candidates, others)
-        lowest = min(candidates, key=lambda arm: max(regrets(stats, arm, lambda t: t in others).values()))
+        lowest = lowest_worst(stats, candidates, others)
         on_held = regrets(stats, chosen, lambda t: t == held_out)
         worst_cell = max(on_held, key=on_held.get)
         folds.append({"held_out": held_out, "chosen": chosen, "worst_regret": on_held[worst_cell],

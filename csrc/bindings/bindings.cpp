@@ -109,9 +109,10 @@ PYBIND11_MODULE(_C, m) {
       .value("THREADED", ParallelMode::Threaded);
   m.def("set_parallel_mode", &set_parallel_mode, py::arg("mode"));
   m.def("parallel_mode", &parallel_mode);
+  // Tests and diagnosis: the update's clock for calls of `count` ids on `n` samples (see store.h).
+  m.def("_update_clock_state", &update_clock_state, py::arg("count"), py::arg("n"));
   // Tests: a fresh PathClock over calls of one unit whose cost, one thread and all threads, is given
   // per call; returns the way each call took (0: one thread, 1: all).
-  m.def("_update_clock_state", &update_clock_state, py::arg("count"), py::arg("n"));
   m.def("_path_clock_trace", [](const std::vector<double>& one, const std::vector<double>& all) {
     if (one.size() != all.size()) throw std::invalid_argument("_path_clock_trace: one and all differ in length");
     PathClock clock;
