@@ -16,8 +16,14 @@ def _is_tensor(x) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+_INT64 = np.dtype(np.int64)
+_FLOAT32 = np.dtype(np.float32)
+
+
 def as_ids(ids, name: str = "ids") -> np.ndarray:
     """A 1-D contiguous int64 numpy array (numpy, CPU torch tensor, or sequence of ints)."""
+    if type(ids) is np.ndarray and ids.dtype is _INT64 and ids.ndim == 1 and ids.flags.c_contiguous:
+        return ids  # already what the core takes: the per-step path skips the general checks
     if _is_tensor(ids):
         if ids.device.type != "cpu":
             raise ValueError(f"{name} must be a CPU tensor here, got a tensor on {ids.device}")
@@ -40,6 +46,9 @@ def as_ids(ids, name: str = "ids") -> np.ndarray:
 
 def as_values(values, name: str, length: int | None = None) -> np.ndarray:
     """A 1-D contiguous float32 numpy array of floating-point input (numpy or torch, any device)."""
+    if (type(values) is np.ndarray and values.dtype is _FLOAT32 and values.ndim == 1 and values.flags.c_contiguous
+            and (length is None or values.shape[0] == length)):
+        return values
     if _is_tensor(values):
         if not values.dtype.is_floating_point:
             raise TypeError(f"{name} must be floating point, got {values.dtype}")
@@ -97,6 +106,8 @@ def as_finite(value, name: str, minimum: float | None = None, maximum: float | N
 
 def as_ema_decay(value) -> float:
     """The running mean/variance decay: a finite number in [0, 1)."""
+    if type(value) is float and 0.0 <= value < 1.0:
+        return value
     decay = as_finite(value, "ema_decay", minimum=0.0)
     if decay >= 1.0:
         raise ValueError(f"ema_decay must be in [0, 1), got {decay}")

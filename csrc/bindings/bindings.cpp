@@ -110,7 +110,18 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_parallel_mode", &set_parallel_mode, py::arg("mode"));
   m.def("parallel_mode", &parallel_mode);
   // Tests and diagnosis: the update's clock for calls of `count` ids on `n` samples (see store.h).
-  m.def("_update_clock_state", &update_clock_state, py::arg("count"), py::arg("n"));
+  m.def("_update_clock_state", [](size_t count, uint64_t n) {
+    const ClockState c = update_clock_state(count, n);
+    py::dict d;
+    d["cost_one"] = c.cost[0];
+    d["cost_all"] = c.cost[1];
+    d["explore_ratio"] = c.explore_ratio;
+    d["calls_one"] = c.calls[0];
+    d["calls_all"] = c.calls[1];
+    d["seconds_one"] = c.seconds[0];
+    d["seconds_all"] = c.seconds[1];
+    return d;
+  }, py::arg("count"), py::arg("n"));
   // Tests: a fresh PathClock over calls of one unit whose cost, one thread and all threads, is given
   // per call; returns the way each call took (0: one thread, 1: all).
   m.def("_path_clock_trace", [](const std::vector<double>& one, const std::vector<double>& all) {

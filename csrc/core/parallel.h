@@ -74,6 +74,8 @@ struct PathClock {
   std::atomic<float> work[2] = {};     // ... and of units of work (0: not measured yet)
   std::atomic<float> spent{0.0f};    // units x cost spent on the faster way since the slower was tried
   std::atomic<float> explore_ratio{kMinExplore};
+  std::atomic<uint64_t> calls[2] = {};  // calls run each way, and their seconds: what happened, for
+  std::atomic<double> total[2] = {};    // diagnosis (not decayed, never used to choose)
 
   float cost(int way) const {
     const float u = work[way].load(std::memory_order_relaxed);
@@ -108,6 +110,8 @@ struct PathClock {
       t *= 0.5f;   // a try that beats the other way: its history weighs half
       u *= 0.5f;
     }
+    calls[way].fetch_add(1, std::memory_order_relaxed);
+    total[way].store(total[way].load(std::memory_order_relaxed) + elapsed, std::memory_order_relaxed);
     seconds[way].store(kDecay * t + s, std::memory_order_relaxed);
     work[way].store(kDecay * u + n, std::memory_order_relaxed);
     if (exploring && other > 0.0f) {

@@ -481,6 +481,69 @@ namespace {
 // free core: each (call size, store size) class keeps a PathClock (core/parallel.h) of time per id.
 constexpr size_t kMinThreadedUpdate = 4096;
 
+// One update call's inputs: the caller's arrays and the running mean/variance weights.
+struct UpdateInputs {
+  const int64_t* ids;
+  const float* loss;
+  const float* memory;  // nullptr: no memory terms
+  size_t count;
+  float alpha;          // 1 - ema_decay
+  float ema_decay;
+};
+
+inline bool finite_bits(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return (bits & 0x7f800000u) != 0x7f800000u;
+}
+
+// Applies the call's ids that fall in [lo, hi), in call order. Each id's record is one cache line
+// missed at random, so the record kPrefetch ids ahead is requested first: the walk is bound by how
+// many misses are in flight, and 32 ahead keeps the memory system busy at every store size measured
+// (benchmarks/sampling_throughput.py).
+// `ids`, `loss` and `memory` are the caller's arrays, read without the GIL: another thread may
+// change them after the validation pass. So each value is read once, here, and checked where it is
+// used; a changed id can then only be skipped, never written out of bounds.
+template <bool HasMemory>
+void apply_ids(SampleStats* stats, const UpdateInputs& in, int64_t lo, int64_t hi) {
+  constexpr size_t kPrefetch = 32;
+  // Offsets from lo are unsigned: one compare bounds an id on both sides, and any id wraps without
+  // overflow. (The prefetch is written out in the loops: GCC 12 drops a __builtin_prefetch whose
+  // address comes from a lambda called inside another lambda.)
+  const uint64_t span = static_cast<uint64_t>(hi - lo);
+  const uint64_t base = static_cast<uint64_t>(lo);
+  SampleStats* records = stats + lo;
+  const size_t first = std::min(kPrefetch, in.count);
+  for (size_t j = 0; j < first; ++j) {
+    const uint64_t ahead = static_cast<uint64_t>(in.ids[j]) - base;
+    if (ahead < span) __builtin_prefetch(records + ahead, 1);
+  }
+  for (size_t j = 0; j < in.count; ++j) {
+    if (j + kPrefetch < in.count) {
+      const uint64_t ahead = static_cast<uint64_t>(in.ids[j + kPrefetch]) - base;
+      if (ahead < span) __builtin_prefetch(records + ahead, 1);
+    }
+    const uint64_t offset = static_cast<uint64_t>(in.ids[j]) - base;
+    if (offset >= span) continue;
+    const float x = in.loss[j];
+    const float m = HasMemory ? in.memory[j] : 0.0f;
+    if (!finite_bits(x) || (HasMemory && !finite_bits(m))) continue;  // skipped in validation
+    SampleStats& s = records[offset];
+    const float mean = s.loss_mean;
+    if (std::isnan(mean)) {
+      s.loss_mean = x;
+      s.loss_var = 0.0f;
+    } else {
+      // Exponentially weighted mean and variance (West 1979 / Finch 2009).
+      const float d = x - mean;
+      s.loss_mean = mean + in.alpha * d;
+      s.loss_var = in.ema_decay * (s.loss_var + in.alpha * d * d);
+    }
+    s.loss = x;
+    if (HasMemory) s.memory = m;
+  }
+}
+
 PathClock& update_clock(size_t count, uint64_t n) {
   static PathClock clocks[64][33];
   return clocks[log2_floor(count)][log2_floor(n) / 2];
@@ -488,9 +551,16 @@ PathClock& update_clock(size_t count, uint64_t n) {
 
 }  // namespace
 
-std::vector<double> update_clock_state(size_t count, uint64_t n) {
-  PathClock& clock = update_clock(count, n);
-  return {clock.cost(0), clock.cost(1), clock.explore_ratio.load(std::memory_order_relaxed)};
+ClockState update_clock_state(size_t count, uint64_t n) {
+  const PathClock& clock = update_clock(count, n);
+  ClockState state;
+  for (int way = 0; way < 2; ++way) {
+    state.cost[way] = clock.cost(way);
+    state.calls[way] = clock.calls[way].load(std::memory_order_relaxed);
+    state.seconds[way] = clock.total[way].load(std::memory_order_relaxed);
+  }
+  state.explore_ratio = clock.explore_ratio.load(std::memory_order_relaxed);
+  return state;
 }
 
 UpdateResult update(Store& store, const int64_t* ids, const float* loss, const float* memory, size_t count,
@@ -519,38 +589,12 @@ UpdateResult update(Store& store, const int64_t* ids, const float* loss, const f
   }
 
   SampleStats* stats = store.stats();
-  const float alpha = 1.0f - ema_decay;
-  // `ids`, `loss` and `memory` are the caller's arrays, read without the GIL: another thread may
-  // change them after the validation pass. So each value is read once, here, and checked where it
-  // is used; a changed id can then only be skipped, never written out of bounds.
-  auto apply = [&](size_t j, int64_t id) {
-    const float x = loss[j];
-    const float m = memory != nullptr ? memory[j] : std::numeric_limits<float>::quiet_NaN();
-    if (!std::isfinite(x) || (memory != nullptr && !std::isfinite(m))) return;  // skipped above
-    SampleStats& s = stats[id];
-    if (std::isnan(s.loss_mean)) {
-      s.loss_mean = x;
-      s.loss_var = 0.0f;
-    } else {
-      // Exponentially weighted mean and variance (West 1979 / Finch 2009).
-      const float d = x - s.loss_mean;
-      s.loss_mean += alpha * d;
-      s.loss_var = ema_decay * (s.loss_var + alpha * d * d);
-    }
-    s.loss = x;
-    if (memory != nullptr) s.memory = m;
-  };
-
-  // Applies the ids in [lo, hi) in call order, prefetching the records a few ids ahead.
+  const UpdateInputs in{ids, loss, memory, count, 1.0f - ema_decay, ema_decay};
   auto walk = [&](int64_t lo, int64_t hi) {
-    for (size_t j = 0; j < count; ++j) {
-      if (j + 16 < count) {
-        const int64_t ahead = ids[j + 16];
-        if (ahead >= lo && ahead < hi) __builtin_prefetch(&stats[ahead], 1);
-      }
-      const int64_t id = ids[j];
-      if (id >= lo && id < hi) apply(j, id);
-    }
+    if (memory != nullptr)
+      apply_ids<true>(stats, in, lo, hi);
+    else
+      apply_ids<false>(stats, in, lo, hi);
   };
   if (max_threads() <= 1 || count < kMinThreadedUpdate) {
     walk(0, n);

@@ -145,7 +145,7 @@ class ScoreStore:
         and the running mean/variance see every value. ``nonfinite="skip"`` skips (and counts)
         entries with NaN/inf values instead of raising. Returns the number skipped.
         """
-        if self.readonly:
+        if self._core.readonly:
             raise ValueError("this store was opened read-only")
         as_nonfinite_mode(nonfinite)
         decay = as_ema_decay(ema_decay)
@@ -158,8 +158,9 @@ class ScoreStore:
                       2: f"losses[{where}] = {loss_arr[where] if error == 2 else ''}",
                       3: f"memory[{where}] = {mem_arr[where] if error == 3 else ''}"}[error]
             raise ValueError(f"{_ERRORS[error]}: {detail} (nothing was written)")
-        self.skipped += int(skipped)
-        return int(skipped)
+        if skipped:
+            self.skipped += skipped
+        return skipped
 
     # --- the Store protocol (see protocol.py): what a Pruner calls
     @property

@@ -76,10 +76,14 @@ def test_the_update_keeps_a_clock_per_call_size_and_measures_both_ways():
     n, size = 200_000, 4096
     store = ScoreStore(n)
     ids = np.random.default_rng(0).integers(0, n, size)
+    before = _C._update_clock_state(size, n)
     for _ in range(3):                               # the first call of a size runs one thread, the next all
         store.update(ids, np.ones(size, np.float32))
-    one, all_, ratio = _C._update_clock_state(size, n)
+    state = _C._update_clock_state(size, n)
+    ran = {way: state[f"calls_{way}"] - before[f"calls_{way}"] for way in ("one", "all")}
     if _C.get_num_threads() > 1:
-        assert one > 0 and all_ > 0 and 32 <= ratio <= 256
+        assert state["cost_one"] > 0 and state["cost_all"] > 0 and 32 <= state["explore_ratio"] <= 256
+        assert ran["one"] + ran["all"] == 3          # every call counted, on the way it ran
+        assert state["seconds_one"] > 0 and state["seconds_all"] > 0
     else:
-        assert all_ == 0
+        assert state["cost_all"] == 0 and state["calls_all"] == 0
