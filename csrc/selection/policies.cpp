@@ -282,34 +282,28 @@ void select_topk(Store& store, const Partition& part, const SelectConfig& cfg, c
   const uint64_t greedy_k = static_cast<uint64_t>(std::llround((1.0 - cfg.explore) * static_cast<double>(room)));
   const uint64_t tie_stream = stream_key(seed, epoch, Purpose::TieBreak);
   const uint64_t explore_stream = stream_key(seed, epoch, Purpose::Explore);
-  // Keys computed once: every top-k pass below reads them instead of re-hashing. 0: not eligible.
+  // Keys computed once, in the first pass of each threshold, and read by every later pass instead of
+  // re-hashing. 0: not eligible.
   BigVector<uint64_t> keys(n);
-  auto key_of = [&](uint64_t i, uint64_t) { return keys[i]; };
   RankThreshold greedy;
   greedy.none = true;
   if (greedy_k > 0) {
-    for_blocks(n, [&](size_t, size_t begin, size_t end) {
-      part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
-        keys[i] = forced(i) ? 0ull : score_key(score(stats[i]), tie_stream, g);
-      });
+    greedy = topk_threshold_storing(part, greedy_k, keys.data(), [&](uint64_t i, uint64_t g) {
+      return forced(i) ? 0ull : score_key(score(stats[i]), tie_stream, g);
     });
-    greedy = topk_threshold(part, greedy_k, key_of);
   }
-  // Explore share: uniform among the rest. Re-key in place: 0 for greedy picks and forced samples
+  // Explore share: uniform among the rest. Re-keyed in place: 0 for greedy picks and forced samples
   // (both kept), a coin otherwise (random is all explore: no score keys were computed).
+  // No explore share (ucb, emp topk): no pass that would only count eligible keys for k = 0.
   const bool explores = room > greedy_k;
-  if (explores) {
-    for_blocks(n, [&](size_t, size_t begin, size_t end) {
-      part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
-        const bool taken = forced(i) || (greedy_k > 0 && within(keys[i], static_cast<int64_t>(g), greedy));
-        keys[i] = taken ? 0ull : (draw(explore_stream, g) | 1ull);
-      });
-    });
-  }
-  // No explore share (ucb, emp topk): skip the pass that would only count eligible keys for k = 0.
   RankThreshold explore;
   explore.none = true;
-  if (explores) explore = topk_threshold(part, room - greedy_k, key_of);
+  if (explores) {
+    explore = topk_threshold_storing(part, room - greedy_k, keys.data(), [&](uint64_t i, uint64_t g) {
+      const bool taken = forced(i) || (greedy_k > 0 && within(keys[i], static_cast<int64_t>(g), greedy));
+      return taken ? 0ull : (draw(explore_stream, g) | 1ull);
+    });
+  }
   const uint64_t nb = num_blocks(n);
   std::vector<uint64_t> unseen(nb, 0);
   for_blocks(n, [&](size_t b, size_t begin, size_t end) {

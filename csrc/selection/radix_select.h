@@ -46,7 +46,8 @@ struct RadixPlan {
 //     with (key & mask) == prefix and (key >> shift) & (2^bits - 1) == d; counts arrive zeroed.
 //   gather(prefix, mask, expected): every eligible (key, id) with (key & mask) == prefix, any order
 //     (`expected` is how many the last histogram counted).
-// The first histogram sees every eligible key, so `eligible` is filled for any k, k = 0 included.
+// The first histogram sees every eligible key (prefix and mask 0; every later pass has a mask), so
+// `eligible` is filled for any k, k = 0 included.
 template <class Histogram, class Gather>
 RankThreshold radix_threshold(uint64_t k, const RadixPlan& plan, Histogram&& histogram, Gather&& gather) {
   if (plan.digit_bits < 1 || plan.digit_bits > 20) throw std::invalid_argument("radix_threshold: digit_bits must be 1..20");

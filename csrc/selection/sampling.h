@@ -64,8 +64,12 @@ struct Partition {
 // over the ranks and the boundary bin concatenated. Usually two passes (histogram of the top key
 // bits, gather of the boundary bin), more when the boundary bin is large (many near-equal keys), so
 // the gather never holds more than ~n/8 keys (2048 across ranks).
+template <class FirstKeyFn, class KeyFn>
+RankThreshold topk_threshold(const Partition& part, uint64_t k, FirstKeyFn first_key, KeyFn key_of, const RadixPlan& plan);
 template <class KeyFn>
-RankThreshold topk_threshold(const Partition& part, uint64_t k, KeyFn key_of, const RadixPlan& plan);
+RankThreshold topk_threshold(const Partition& part, uint64_t k, KeyFn key_of, const RadixPlan& plan) {
+  return topk_threshold(part, k, key_of, key_of, plan);
+}
 template <class KeyFn>
 RankThreshold topk_threshold(const Partition& part, uint64_t k, KeyFn key_of) {
   return topk_threshold(part, k, key_of, part.ranks.active() ? ranks_radix_plan() : cpu_radix_plan(part.ids.local_n()));
@@ -78,6 +82,16 @@ RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of, const RadixPl
 template <class KeyFn>
 RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of) {
   return topk_threshold(n, k, key_of, cpu_radix_plan(n));
+}
+// The same threshold over keys the first data pass computes: compute(i, g) is stored in keys[i] as
+// it is counted, and the later passes read keys[i]. So a selection that needs its keys again after
+// the threshold computes them in the pass that counts them, not in a pass of its own.
+template <class ComputeFn>
+RankThreshold topk_threshold_storing(const Partition& part, uint64_t k, uint64_t* keys, ComputeFn compute) {
+  auto first_key = [&](uint64_t i, uint64_t g) { return keys[i] = compute(i, g); };
+  auto stored_key = [&](uint64_t i, uint64_t) { return keys[i]; };
+  return topk_threshold(part, k, first_key, stored_key,
+                        part.ranks.active() ? ranks_radix_plan() : cpu_radix_plan(part.ids.local_n()));
 }
 
 // The ids i with weight[i] > 0, with their weights, in uniformly random order, a pure function of
@@ -113,8 +127,8 @@ double weighted_marks(const Partition& part, const double* w, uint64_t k, uint64
 
 // ------------------------------------------------------------------------------------------------
 
-template <class KeyFn>
-RankThreshold topk_threshold(const Partition& part, uint64_t k, KeyFn key_of, const RadixPlan& plan) {
+template <class FirstKeyFn, class KeyFn>
+RankThreshold topk_threshold(const Partition& part, uint64_t k, FirstKeyFn first_key, KeyFn key_of, const RadixPlan& plan) {
   const uint64_t n = part.ids.local_n();
   const uint64_t nb = num_blocks(n);
   auto histogram = [&](uint64_t prefix, uint64_t mask, int shift, int bits, uint64_t* counts) {
@@ -129,10 +143,17 @@ RankThreshold topk_threshold(const Partition& part, uint64_t k, KeyFn key_of, co
       for (int64_t b = 0; b < static_cast<int64_t>(nb); ++b) {
         const uint64_t begin = static_cast<uint64_t>(b) * kBlock;
         const uint64_t end = begin + kBlock < n ? begin + kBlock : n;
-        part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
-          const uint64_t key = key_of(i, g);
-          if (key != 0 && (key & mask) == prefix) ++local[(key >> shift) & digit];
-        });
+        if (mask == 0) {  // the first pass (every key counted): first_key
+          part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
+            const uint64_t key = first_key(i, g);
+            if (key != 0) ++local[(key >> shift) & digit];
+          });
+        } else {
+          part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
+            const uint64_t key = key_of(i, g);
+            if (key != 0 && (key & mask) == prefix) ++local[(key >> shift) & digit];
+          });
+        }
       }
 #pragma omp critical
       for (size_t j = 0; j < bins; ++j) counts[j] += local[j];
