@@ -135,15 +135,20 @@ def run(n, repeat, rows, skip_reference):
             for b, v, mm in zip(batches, vals, mems):
                 numpy_scatters(np_loss, np_mem, b, v, mm)
 
-        # The automatic choice and each way alone, passes interleaved so that the machine's state
-        # (load, pages the kernel collapses into huge pages meanwhile) weighs on all three alike.
-        times = interleaved({mode: in_mode(mode, batched) for mode in ("AUTO", "SERIAL", "THREADED")}, repeat)
-        t_b = times["AUTO"]
-        t_bn = timeit(batched_np, repeat)
+        # The automatic choice, each way alone and numpy, passes interleaved so that the machine's
+        # state (load, pages the kernel collapses into huge pages meanwhile) weighs on all alike.
+        clock_before = _C._update_clock_state(size, n)
+        ways = {mode: in_mode(mode, batched) for mode in ("AUTO", "SERIAL", "THREADED")}
+        times = interleaved({**ways, "numpy": batched_np}, repeat)
+        clock = _C._update_clock_state(size, n)
+        auto_threaded = clock["calls_all"] - clock_before["calls_all"]
+        auto_calls = auto_threaded + clock["calls_one"] - clock_before["calls_one"]
+        t_b, t_bn = times["AUTO"], times["numpy"]
         rows.append((n, f"update ({size}-id batches)", f"{t_b / count * 1e6:.0f} us/batch", f"{m / t_b / 1e6:.0f} M ids/s",
                      f"numpy 2 scatters {t_bn / count * 1e6:.0f} us/batch", f"{t_bn / t_b:.2f}x"))
         rows.append((n, "", f"one thread {times['SERIAL'] / count * 1e6:.0f} us, all threads "
-                            f"{times['THREADED'] / count * 1e6:.0f} us", "", "", ""))
+                            f"{times['THREADED'] / count * 1e6:.0f} us; auto ran {auto_threaded} of "
+                            f"{auto_calls} calls threaded", "", "", ""))
 
     # The stream-read floor: reading the store's 24 bytes per sample once, with every core.
     t_floor = stream_read_floor(np.ones(pruner.store.nbytes // 8, np.uint64))

@@ -74,6 +74,7 @@ struct PathClock {
   std::atomic<float> work[2] = {};     // ... and of units of work (0: not measured yet)
   std::atomic<float> spent{0.0f};    // units x cost spent on the faster way since the slower was tried
   std::atomic<float> explore_ratio{kMinExplore};
+  std::atomic<bool> threaded_faster{false};  // the way the last choice found faster
   std::atomic<uint64_t> calls[2] = {};  // calls run each way, and their seconds: what happened, for
   std::atomic<double> total[2] = {};    // diagnosis (not decayed, never used to choose)
 
@@ -90,6 +91,11 @@ struct PathClock {
     if (one == 0.0f) return false;
     if (all == 0.0f) return exploring = true;
     const bool faster = faster_threaded(one, all);
+    if (faster != threaded_faster.exchange(faster, std::memory_order_relaxed)) {
+      // The faster way changed: the tries confirmed of the old one say nothing of the new.
+      explore_ratio.store(kMinExplore, std::memory_order_relaxed);
+      spent.store(0.0f, std::memory_order_relaxed);
+    }
     const float u = static_cast<float>(call_units);
     const float so_far = spent.load(std::memory_order_relaxed) + u * (faster ? all : one);
     if (so_far >= explore_ratio.load(std::memory_order_relaxed) * u * (faster ? one : all)) {
@@ -103,6 +109,19 @@ struct PathClock {
 
   void record(bool threaded, double elapsed, double call_units, bool exploring) {
     const int way = threaded ? 1 : 0;
+    calls[way].fetch_add(1, std::memory_order_relaxed);
+    total[way].store(total[way].load(std::memory_order_relaxed) + elapsed, std::memory_order_relaxed);
+    // A way's first call pays for cold caches, page faults and thread start: it is counted, not
+    // measured (an estimate made of it alone would keep that way off for thousands of calls).
+    if (calls[way].load(std::memory_order_relaxed) == 1) return;
+    if (threaded && work[0].load(std::memory_order_relaxed) > static_cast<float>(call_units) / 16.0f) {
+      // One thread's history ages while all threads run (down to 1/16 of a call's weight): its cost is
+      // stable (no barrier waits for a core), so its next try stands for it, and one slow call of it
+      // cannot keep it off for long. The threaded history does not age while one thread runs: a
+      // single try cannot show its tail.
+      seconds[0].store(kDecay * seconds[0].load(std::memory_order_relaxed), std::memory_order_relaxed);
+      work[0].store(kDecay * work[0].load(std::memory_order_relaxed), std::memory_order_relaxed);
+    }
     const float other = cost(1 - way);
     float t = seconds[way].load(std::memory_order_relaxed), u = work[way].load(std::memory_order_relaxed);
     const float s = static_cast<float>(elapsed), n = static_cast<float>(call_units);
@@ -110,8 +129,6 @@ struct PathClock {
       t *= 0.5f;   // a try that beats the other way: its history weighs half
       u *= 0.5f;
     }
-    calls[way].fetch_add(1, std::memory_order_relaxed);
-    total[way].store(total[way].load(std::memory_order_relaxed) + elapsed, std::memory_order_relaxed);
     seconds[way].store(kDecay * t + s, std::memory_order_relaxed);
     work[way].store(kDecay * u + n, std::memory_order_relaxed);
     if (exploring && other > 0.0f) {
