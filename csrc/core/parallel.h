@@ -61,15 +61,19 @@ class CallThreads {
 // calls, and the faster is used. Under load the threaded way is usually about as fast as one thread
 // but now and then waits a whole scheduler slice at its closing barrier (a few percent of calls at
 // 100 times the usual cost), and that tail is most of its cost: so a way's cost is the mean over
-// its recent calls (decayed sums of time and of units: a median or a clipped average would miss the
-// tail), and all threads must beat one thread by kMargin to be chosen. The slower way is tried again
-// once the faster has spent `explore_ratio` times what that try costs, so trying costs at most
-// 1 / explore_ratio of the time; each try that confirms it slower doubles the ratio (up to
-// kMaxExplore), and a try faster than the other way halves the weight of the tried way's history,
-// so a change of load is followed within a few tries. Every parallel loop here gives the same result
-// for any thread count.
+// its recent calls (decayed sums of time and of units: a median would miss the tail), and all
+// threads must beat one thread by kMargin to be chosen. One thread has no barrier: its slow calls
+// are the process losing its core, which would have stalled threads too, so they count at most
+// kOneThreadClip times its usual cost, and its history ages while all threads run, so that one try
+// stands for it. A way's first call (cold caches, page faults) is counted, not measured.
+// The slower way is tried again once the faster has spent `explore_ratio` times what that try
+// costs, so trying costs at most 1 / explore_ratio of the time; each try that confirms it slower
+// doubles the ratio (up to kMaxExplore), a change of the faster way resets it, and a try faster than
+// the other way halves the weight of the tried way's history, so a change of load is followed
+// within a few tries. Every parallel loop here gives the same result for any thread count.
 struct PathClock {
-  static constexpr float kMinExplore = 32.0f, kMaxExplore = 256.0f, kDecay = 0.95f, kMargin = 0.85f;
+  static constexpr float kMinExplore = 32.0f, kMaxExplore = 256.0f, kDecay = 0.95f, kMargin = 0.85f,
+                         kOneThreadClip = 4.0f;
   std::atomic<float> seconds[2] = {};  // one thread, all threads: decayed sums of seconds ...
   std::atomic<float> work[2] = {};     // ... and of units of work (0: not measured yet)
   std::atomic<float> spent{0.0f};    // units x cost spent on the faster way since the slower was tried
@@ -111,20 +115,21 @@ struct PathClock {
     const int way = threaded ? 1 : 0;
     calls[way].fetch_add(1, std::memory_order_relaxed);
     total[way].store(total[way].load(std::memory_order_relaxed) + elapsed, std::memory_order_relaxed);
-    // A way's first call pays for cold caches, page faults and thread start: it is counted, not
-    // measured (an estimate made of it alone would keep that way off for thousands of calls).
+    // A way's first call is counted, not measured (see above).
     if (calls[way].load(std::memory_order_relaxed) == 1) return;
     if (threaded && work[0].load(std::memory_order_relaxed) > static_cast<float>(call_units) / 16.0f) {
-      // One thread's history ages while all threads run (down to 1/16 of a call's weight): its cost is
-      // stable (no barrier waits for a core), so its next try stands for it, and one slow call of it
-      // cannot keep it off for long. The threaded history does not age while one thread runs: a
-      // single try cannot show its tail.
+      // One thread's history ages while all threads run (down to 1/16 of a call's weight). The
+      // threaded history does not age while one thread runs: a single try cannot show its tail.
       seconds[0].store(kDecay * seconds[0].load(std::memory_order_relaxed), std::memory_order_relaxed);
       work[0].store(kDecay * work[0].load(std::memory_order_relaxed), std::memory_order_relaxed);
     }
     const float other = cost(1 - way);
     float t = seconds[way].load(std::memory_order_relaxed), u = work[way].load(std::memory_order_relaxed);
-    const float s = static_cast<float>(elapsed), n = static_cast<float>(call_units);
+    const float n = static_cast<float>(call_units);
+    // A slow one-thread call counts at most kOneThreadClip times the usual cost; a threaded one in full.
+    const float usual = cost(way);
+    float s = static_cast<float>(elapsed);
+    if (way == 0 && usual > 0.0f && s > kOneThreadClip * usual * n) s = kOneThreadClip * usual * n;
     if (exploring && other > 0.0f && s < other * n) {
       t *= 0.5f;   // a try that beats the other way: its history weighs half
       u *= 0.5f;

@@ -44,16 +44,25 @@ def test_a_heavy_tail_counts_in_full():
     assert spent(ways, one, all_) <= 1.05 * n
 
 
-def test_a_slow_call_of_the_faster_way_is_outweighed_in_time():
+def test_a_slow_call_of_one_thread_does_not_hand_the_calls_to_threads():
     n = 20_000
     one, all_ = np.full(n, 1.0), np.full(n, 3.0)
-    one[1000] = 200.0                                 # one call loses a long stretch of time
+    one[1000] = 200.0                                 # the process lost its core for a long stretch
     ways = trace(one, all_)
-    assert ways[900:1000].sum() == 0
-    # All threads run until a try of one thread (after 32 times its inflated cost) shows it fast
-    # again; its history aged meanwhile, so that one try brings it back.
-    assert ways[1200:].mean() < 0.01
-    assert spent(ways, one, all_) <= one.sum() + 2 * 200.0
+    assert ways[900:].mean() < 0.01                   # only the periodic tries of all threads
+    assert spent(ways, one, all_) <= one.sum() * (1 + 2 / 32)
+
+
+def test_one_thread_losing_its_core_now_and_then_keeps_the_calls():
+    # Beside busy DataLoader workers the process loses its core every so often, whichever way it
+    # runs: those stalls say nothing about which way is faster.
+    n = 20_000
+    stalled = np.arange(n) % 40 == 13
+    one = np.where(stalled, 60.0, 1.0)
+    all_ = np.where(stalled, 60.0, 2.5)
+    ways = trace(one, all_)
+    assert ways[100:].mean() < 0.02
+    assert spent(ways, one, all_) <= one.sum() * 1.05
 
 
 def test_a_change_of_load_is_followed():
