@@ -77,6 +77,13 @@ def timeit(fn, repeat, warmup=True):
     return statistics.median(times)
 
 
+def paired(ours, baseline, repeat):
+    """(our median, the baseline's median) from interleaved passes: a shared machine's speed drifts
+    over minutes, and a baseline timed after ours would meet another machine."""
+    times = interleaved({"ours": ours, "baseline": baseline}, repeat)
+    return times["ours"], times["baseline"]
+
+
 def rss_bytes():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -159,9 +166,8 @@ def run(n, repeat, rows, skip_reference):
         return f"{t / t_floor:.1f}x"
 
     # infobatch select
-    t_ib = timeit(selecting(pruner), repeat)
     w_out = np.ones(n, np.float32)
-    t_np = timeit(lambda: numpy_infobatch(loss, KEEP, rng, w_out), repeat)
+    t_ib, t_np = paired(selecting(pruner), lambda: numpy_infobatch(loss, KEEP, rng, w_out), repeat)
     if skip_reference:
         ref_cell, ref_ratio = "skipped", "-"
     else:
@@ -177,30 +183,26 @@ def run(n, repeat, rows, skip_reference):
     for policy, options in [("random", {}), ("epsilon_greedy", {"epsilon": 0.1}), ("ucb", {}),
                             ("emp", {"beta": 1.0}), ("emp", {"beta": 1.0, "mode": "topk"}), ("weighted", {})]:
         p = Pruner(n, policy=policy, prune_ratio=PRUNE_RATIO, store=pruner.store, **options)
-        t = timeit(selecting(p), repeat)
         label = f"select {policy}" + (" topk" if options.get("mode") == "topk" else "")
+        scores = p.scores()
         if policy in ("ucb", "epsilon_greedy") or options.get("mode") == "topk":
-            scores = p.scores()
-            tb = timeit(lambda: numpy_topk(scores, k, rng), repeat)
-            base = f"numpy argpartition {fmt_time(tb)}"
+            name, baseline = "numpy argpartition", lambda: numpy_topk(scores, k, rng)
         elif policy == "random":
-            tb = timeit(lambda: rng.choice(n, k, replace=False), repeat)
-            base = f"numpy choice {fmt_time(tb)}"
+            name, baseline = "numpy choice", lambda: rng.choice(n, k, replace=False)
         elif policy == "weighted":
-            tb = timeit(lambda: numpy_weighted(loss.astype(np.float64), k, rng), repeat)
-            base = f"numpy exp-keys {fmt_time(tb)}"
+            name, baseline = "numpy exp-keys", lambda: numpy_weighted(loss.astype(np.float64), k, rng)
         else:
-            scores = p.scores()
-            tb = timeit(lambda: numpy_infobatch(scores, KEEP, rng, w_out), repeat)
-            base = f"numpy {fmt_time(tb)}"
+            name, baseline = "numpy", lambda: numpy_infobatch(scores, KEEP, rng, w_out)
+        t, tb = paired(selecting(p), baseline, repeat)
+        base = f"{name} {fmt_time(tb)}"
         rows.append((n, label, fmt_time(t), f"{p.kept_count() / n:.2f} kept", base, f"{tb / t:.1f}x", vs_floor(t)))
 
     # RS2 sweep: the next k of a seeded permutation; numpy draws one permutation per pass of ceil(N/k)
     # epochs and slices it, so its cost per epoch is a permutation over the pass's epochs.
     p = Pruner(n, policy="sweep", prune_ratio=PRUNE_RATIO, store=pruner.store)
-    t = timeit(selecting(p), repeat)
     per_pass = -(-n // k)
-    tb = timeit(lambda: rng.permutation(n)[:k], repeat) / per_pass
+    t, tb = paired(selecting(p), lambda: rng.permutation(n)[:k], repeat)
+    tb /= per_pass
     rows.append((n, "select sweep", fmt_time(t), f"{p.kept_count() / n:.2f} kept",
                  f"numpy permutation / {per_pass} epochs {fmt_time(tb)}", f"{tb / t:.1f}x", vs_floor(t)))
 
@@ -218,6 +220,7 @@ def run(n, repeat, rows, skip_reference):
     # as the baseline); idle counts come from the epochs the timing itself selects.
     plain = Pruner(n, policy="infobatch", prune_ratio=PRUNE_RATIO, store=pruner.store, exact_budget=True)
     gapped = Pruner(n, policy="infobatch", prune_ratio=PRUNE_RATIO, store=pruner.store, exact_budget=True, max_gap=4)
+    # (Not interleaved: both write the one store's idle counts, which decide what max_gap forces.)
     t_plain = timeit(selecting(plain), repeat)
     t_gap = timeit(selecting(gapped), repeat)
     rows.append((n, "select infobatch exact, max_gap=4", fmt_time(t_gap),
@@ -227,9 +230,8 @@ def run(n, repeat, rows, skip_reference):
     # top-k before any score is known (epoch 0): every rank key ties in its top 32 bits, the hard
     # case for the radix selection (more histogram passes before the boundary bin is small)
     fresh = Pruner(n, policy="ucb", prune_ratio=PRUNE_RATIO, seed=0)
-    t = timeit(selecting(fresh), repeat)
     zeros = np.zeros(n, np.float32)
-    tb = timeit(lambda: numpy_topk(zeros, k, rng), repeat)
+    t, tb = paired(selecting(fresh), lambda: numpy_topk(zeros, k, rng), repeat)
     rows.append((n, "select ucb, nothing seen yet", fmt_time(t), f"{fresh.kept_count() / n:.2f} kept",
                  f"numpy argpartition {fmt_time(tb)}", f"{tb / t:.1f}x", vs_floor(t)))
 
