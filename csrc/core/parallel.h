@@ -113,10 +113,9 @@ struct PathClock {
 
   void record(bool threaded, double elapsed, double call_units, bool exploring) {
     const int way = threaded ? 1 : 0;
-    calls[way].fetch_add(1, std::memory_order_relaxed);
+    const uint64_t earlier = calls[way].fetch_add(1, std::memory_order_relaxed);
     total[way].store(total[way].load(std::memory_order_relaxed) + elapsed, std::memory_order_relaxed);
-    // A way's first call is counted, not measured (see above).
-    if (calls[way].load(std::memory_order_relaxed) == 1) return;
+    if (earlier == 0) return;  // a way's first call is counted, not measured (see above)
     if (threaded && work[0].load(std::memory_order_relaxed) > static_cast<float>(call_units) / 16.0f) {
       // One thread's history ages while all threads run (down to 1/16 of a call's weight). The
       // threaded history does not age while one thread runs: a single try cannot show its tail.

@@ -491,12 +491,6 @@ struct UpdateInputs {
   float ema_decay;
 };
 
-inline bool finite_bits(float x) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  return (bits & 0x7f800000u) != 0x7f800000u;
-}
-
 // Applies the call's ids that fall in [lo, hi), in call order. Each id's record is one cache line
 // missed at random, so the record kPrefetch ids ahead is requested first: the walk is bound by how
 // many misses are in flight, and 32 ahead keeps the memory system busy at every store size measured
@@ -527,7 +521,7 @@ void apply_ids(SampleStats* stats, const UpdateInputs& in, int64_t lo, int64_t h
     if (offset >= span) continue;
     const float x = in.loss[j];
     const float m = HasMemory ? in.memory[j] : 0.0f;
-    if (!finite_bits(x) || (HasMemory && !finite_bits(m))) continue;  // skipped in validation
+    if (!std::isfinite(x) || (HasMemory && !std::isfinite(m))) continue;  // skipped in validation
     SampleStats& s = records[offset];
     const float mean = s.loss_mean;
     if (std::isnan(mean)) {

@@ -70,9 +70,13 @@ template <class KeyFn>
 RankThreshold topk_threshold(const Partition& part, uint64_t k, KeyFn key_of, const RadixPlan& plan) {
   return topk_threshold(part, k, key_of, key_of, plan);
 }
+// The plan for a partition: collective-sized digits across ranks, the CPU plan in one process.
+inline RadixPlan radix_plan_for(const Partition& part) {
+  return part.ranks.active() ? ranks_radix_plan() : cpu_radix_plan(part.ids.local_n());
+}
 template <class KeyFn>
 RankThreshold topk_threshold(const Partition& part, uint64_t k, KeyFn key_of) {
-  return topk_threshold(part, k, key_of, part.ranks.active() ? ranks_radix_plan() : cpu_radix_plan(part.ids.local_n()));
+  return topk_threshold(part, k, key_of, radix_plan_for(part));
 }
 // One process, items 0..n-1 under key_of(i).
 template <class KeyFn>
@@ -90,8 +94,7 @@ template <class ComputeFn>
 RankThreshold topk_threshold_storing(const Partition& part, uint64_t k, uint64_t* keys, ComputeFn compute) {
   auto first_key = [&](uint64_t i, uint64_t g) { return keys[i] = compute(i, g); };
   auto stored_key = [&](uint64_t i, uint64_t) { return keys[i]; };
-  return topk_threshold(part, k, first_key, stored_key,
-                        part.ranks.active() ? ranks_radix_plan() : cpu_radix_plan(part.ids.local_n()));
+  return topk_threshold(part, k, first_key, stored_key, radix_plan_for(part));
 }
 
 // The ids i with weight[i] > 0, with their weights, in uniformly random order, a pure function of

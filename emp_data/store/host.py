@@ -158,8 +158,7 @@ class ScoreStore:
                       2: f"losses[{where}] = {loss_arr[where] if error == 2 else ''}",
                       3: f"memory[{where}] = {mem_arr[where] if error == 3 else ''}"}[error]
             raise ValueError(f"{_ERRORS[error]}: {detail} (nothing was written)")
-        if skipped:
-            self.skipped += skipped
+        self.skipped += skipped
         return skipped
 
     # --- the Store protocol (see protocol.py): what a Pruner calls
