@@ -352,6 +352,42 @@ PYBIND11_MODULE(_C, m) {
         "The k-th best (key, id) of `keys` (larger key first, then smaller id; key 0 not eligible), by the "
         "radix selection every top-k uses; digit_bits / gather_limit override its plan (0 = default). For tests.");
 
+  m.def("topk_settled",
+        [](const py::array_t<uint64_t, py::array::c_style>& keys, uint64_t k0, uint64_t k1, int digit_bits,
+           uint64_t gather_limit) {
+          const uint64_t* key = keys.data();
+          const uint64_t n = static_cast<uint64_t>(keys.size());
+          RadixPlan plan = cpu_radix_plan(n);
+          if (digit_bits != 0) plan.digit_bits = digit_bits;
+          if (gather_limit != 0) plan.gather_limit = gather_limit;
+          std::vector<uint8_t> inside(n);
+          std::array<RankThreshold, 2> t;
+          {
+            py::gil_scoped_release release;
+            const Partition part = Partition::whole(n);
+            auto key_of = [key](uint64_t i, uint64_t) { return key[i]; };
+            std::array<RadixBoundary, 2> bounds = topk_boundaries<2>(part, {k0, k1}, key_of, key_of, plan);
+            uint8_t* in = inside.data();
+            t = write_settling(part, bounds, key_of, [in](uint64_t i, uint64_t g, uint64_t kk, const RankThreshold* th) {
+              in[i] = static_cast<uint8_t>(within(kk, static_cast<int64_t>(g), th[0]) |
+                                           (within(kk, static_cast<int64_t>(g), th[1]) << 1));
+            });
+          }
+          py::list thresholds;
+          for (const RankThreshold& th : t) {
+            py::dict d;
+            d["key"] = th.key;
+            d["id"] = th.id;
+            d["all"] = th.all;
+            d["none"] = th.none;
+            d["eligible"] = th.eligible;
+            thresholds.append(d);
+          }
+          return py::make_tuple(thresholds, to_numpy(std::move(inside)));
+        },
+        py::arg("keys"), py::arg("k0"), py::arg("k1"), py::arg("digit_bits") = 0, py::arg("gather_limit") = 0,
+        "Two top-k thresholds of `keys` settled in the pass that writes (topk_boundaries + write_settling): "
+        "the thresholds, and per key bit j set when it is within threshold j. For tests.");
 
   // Checksums as the file formats compute them: tests craft headers that only the size checks
   // can refuse.

@@ -283,39 +283,36 @@ void select_topk(Store& store, const Partition& part, const SelectConfig& cfg, c
   const uint64_t tie_stream = stream_key(seed, epoch, Purpose::TieBreak);
   const uint64_t explore_stream = stream_key(seed, epoch, Purpose::Explore);
   // Keys computed once, in the first pass of each threshold, and read by every later pass instead of
-  // re-hashing. 0: not eligible.
+  // re-hashing. 0: not eligible. The last threshold is settled in the pass that writes the weights.
   BigVector<uint64_t> keys(n);
-  RankThreshold greedy;
-  greedy.none = true;
-  if (greedy_k > 0) {
-    greedy = topk_threshold_storing(part, greedy_k, keys.data(), [&](uint64_t i, uint64_t g) {
-      return forced(i) ? 0ull : score_key(score(stats[i]), tie_stream, g);
-    });
-  }
-  // Explore share: uniform among the rest. Re-keyed in place: 0 for greedy picks and forced samples
-  // (both kept), a coin otherwise (random is all explore: no score keys were computed).
-  // No explore share (ucb, emp topk): no pass that would only count eligible keys for k = 0.
+  uint64_t* key = keys.data();
+  auto stored_key = [key](uint64_t i, uint64_t) { return key[i]; };
+  auto greedy_key = [&](uint64_t i, uint64_t g) {
+    return key[i] = forced(i) ? 0ull : score_key(score(stats[i]), tie_stream, g);
+  };
+  // No explore share (ucb, emp topk): the greedy threshold is the last.
   const bool explores = room > greedy_k;
-  RankThreshold explore;
-  explore.none = true;
-  if (explores) {
-    explore = topk_threshold_storing(part, room - greedy_k, keys.data(), [&](uint64_t i, uint64_t g) {
-      const bool taken = forced(i) || (greedy_k > 0 && within(keys[i], static_cast<int64_t>(g), greedy));
-      return taken ? 0ull : (draw(explore_stream, g) | 1ull);
+  if (!explores) {
+    std::array<RadixBoundary, 1> bounds = topk_boundaries<1>(part, {greedy_k}, greedy_key, stored_key);
+    write_settling(part, bounds, stored_key, [&](uint64_t i, uint64_t g, uint64_t kk, const RankThreshold* t) {
+      w[i] = static_cast<float>(forced(i) | within(kk, static_cast<int64_t>(g), t[0]));
+    });
+  } else {
+    RankThreshold greedy;
+    greedy.none = true;
+    if (greedy_k > 0) greedy = topk_threshold(part, greedy_k, greedy_key, stored_key, radix_plan_for(part));
+    // Explore share: uniform among the rest. Re-keyed in place: 0 for greedy picks and forced samples
+    // (both kept), a coin otherwise (random is all explore: no score keys were computed).
+    auto explore_key = [&](uint64_t i, uint64_t g) {
+      const bool taken = forced(i) | (greedy_k > 0 && within(key[i], static_cast<int64_t>(g), greedy));
+      return key[i] = taken ? 0ull : (draw(explore_stream, g) | 1ull);
+    };
+    std::array<RadixBoundary, 1> bounds = topk_boundaries<1>(part, {room - greedy_k}, explore_key, stored_key);
+    write_settling(part, bounds, stored_key, [&](uint64_t i, uint64_t g, uint64_t kk, const RankThreshold* t) {
+      w[i] = static_cast<float>((kk == 0) | within(kk, static_cast<int64_t>(g), t[0]));
     });
   }
-  const uint64_t nb = num_blocks(n);
-  std::vector<uint64_t> unseen(nb, 0);
-  for_blocks(n, [&](size_t b, size_t begin, size_t end) {
-    part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
-      const bool taken = explores ? keys[i] == 0 : forced(i) || within(keys[i], static_cast<int64_t>(g), greedy);
-      const bool in_explore = explores && within(keys[i], static_cast<int64_t>(g), explore);
-      w[i] = (taken || in_explore) ? 1.0f : 0.0f;
-    });
-    unseen[b] = count_unseen(begin, end);
-  });
-  for (uint64_t u : unseen) sel.unseen += u;
-  sel.unseen = part.ranks.sum_one(sel.unseen);
+  sel.unseen = part.ranks.sum_one(sum_blocks<uint64_t>(n, count_unseen));
 }
 
 template <class Score>
@@ -386,16 +383,14 @@ void select_sweep(Store& store, const Partition& part, const SelectConfig& cfg, 
   const uint64_t b = a + k;
   const uint64_t stream = stream_key(seed, pass, Purpose::Sweep);
   auto key = [&](uint64_t, uint64_t g) { return draw(stream, g) | 1ull; };
-  const RankThreshold head = topk_threshold(part, a, key);                      // positions [0, a)
-  const RankThreshold upto = topk_threshold(part, b <= total ? b : b - total, key);
-  const bool wraps = b > total;  // [a, N) and [0, b - N)
-  for_blocks(n, [&](size_t, size_t begin, size_t end) {
-    part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
-      const uint64_t kk = key(i, g);
-      const bool before_a = within(kk, static_cast<int64_t>(g), head);
-      const bool before_b = within(kk, static_cast<int64_t>(g), upto);
-      w[i] = (wraps ? (!before_a || before_b) : (before_b && !before_a)) ? 1.0f : 0.0f;
-    });
+  // Positions [0, a) and [0, b) (or [0, b - N) when the chunk wraps to [a, N) and [0, b - N)): two
+  // thresholds over one key, sharing their histogram pass and settled in the pass that writes.
+  const bool wraps = b > total;
+  std::array<RadixBoundary, 2> bounds = topk_boundaries<2>(part, {a, wraps ? b - total : b}, key, key);
+  write_settling(part, bounds, key, [&](uint64_t i, uint64_t g, uint64_t kk, const RankThreshold* t) {
+    const bool before_a = within(kk, static_cast<int64_t>(g), t[0]);
+    const bool before_b = within(kk, static_cast<int64_t>(g), t[1]);
+    w[i] = static_cast<float>(wraps ? (!before_a | before_b) : (before_b & !before_a));
   });
 }
 

@@ -23,10 +23,11 @@ struct RankThreshold {
   uint64_t eligible = 0;
 };
 
+// Branch-free: inside a selection pass the answer is a coin flip per item for random keys, and a
+// mispredicted branch per item costs more than the comparisons.
 EMP_HD inline bool within(uint64_t key, int64_t id, const RankThreshold& t) {
-  if (key == 0 || t.none) return false;
-  if (t.all) return true;
-  return key > t.key || (key == t.key && id <= t.id);
+  const bool beats = (key > t.key) | ((key == t.key) & (id <= t.id));
+  return (key != 0) & !t.none & (t.all | beats);
 }
 
 struct RankCandidate {
@@ -39,6 +40,101 @@ struct RadixPlan {
   uint64_t gather_limit;  // gather the boundary bin (and finish on the host) once it holds at most this many keys
 };
 
+// Where the k-th best (key, id) lies once the histogram passes are done: in the boundary bin, the
+// keys with (key & mask) == prefix, at rank `need` among them. Keys above the bin are in, keys below
+// are out, whatever the threshold inside the bin turns out to be.
+struct RadixBoundary {
+  RankThreshold result;  // all, none and eligible from the first pass; key and id once settled
+  bool settled = false;  // result is final: k == 0, fewer than k eligible, or the bin was settled
+  uint64_t prefix = 0, mask = 0;
+  uint64_t need = 0;     // 1..in_bin
+  uint64_t in_bin = 0;   // eligible keys in the bin
+  int shift = 64;        // key bits below the prefix
+
+  // Whether `key` is eligible and in the bin (so only the settled threshold can decide it).
+  EMP_HD bool holds(uint64_t key) const { return !settled && key != 0 && (key & mask) == prefix; }
+  // A threshold that decides every key outside the bin as the settled one will: the bin's lowest
+  // key. (key & mask) > prefix implies key > prefix; (key & mask) < prefix implies key < prefix.
+  RankThreshold provisional() const {
+    if (settled) return result;
+    RankThreshold t = result;
+    t.key = prefix;
+    t.id = -1;
+    return t;
+  }
+};
+
+// Digit width and position of the next histogram of a boundary still narrowing.
+inline int radix_next_bits(const RadixBoundary& b, const RadixPlan& plan) { return std::min(plan.digit_bits, b.shift); }
+
+// Takes the histogram of the next digit below the prefix (counts[d] for d < 2^bits). Returns true
+// when the boundary needs no further histogram: settled (first pass: k == 0 or too few eligible), or
+// its bin holds at most the plan's gather limit, or no key bits are left.
+inline bool radix_narrow(RadixBoundary& b, uint64_t k, const RadixPlan& plan, const std::vector<uint64_t>& counts) {
+  const int bits = radix_next_bits(b, plan);
+  const bool first = b.mask == 0;
+  if (first) {
+    b.need = k;
+    b.result.eligible = 0;
+    for (uint64_t c : counts) b.result.eligible += c;
+    if (k == 0 || b.result.eligible < k) {
+      b.result.none = k == 0;
+      b.result.all = k != 0;
+      b.settled = true;
+      return true;
+    }
+  }
+  b.shift -= bits;
+  // The boundary bin: walk down from the largest digit until `need` keys are covered.
+  uint64_t above = 0;
+  size_t bin = counts.size();
+  while (bin-- > 0) {
+    if (above + counts[bin] >= b.need) break;
+    above += counts[bin];
+  }
+  if (bin >= counts.size())  // the counts of this pass do not add up to those of the last
+    throw std::logic_error("radix_threshold: inconsistent histogram (" + std::to_string(above) + " keys under the prefix, rank " +
+                           std::to_string(b.need) + " wanted)");
+  b.need -= above;  // 1..counts[bin]
+  b.prefix |= static_cast<uint64_t>(bin) << b.shift;
+  b.mask |= ((uint64_t(1) << bits) - 1) << b.shift;
+  b.in_bin = counts[bin];
+  return b.in_bin <= plan.gather_limit || b.shift == 0;
+}
+
+// Narrows a boundary to a gatherable bin: histogram(prefix, mask, shift, bits, counts) as in
+// radix_threshold. `first_counts`, when given, is the first histogram already made (shared by
+// several ranks k over the same keys).
+template <class Histogram>
+RadixBoundary radix_boundary(uint64_t k, const RadixPlan& plan, Histogram&& histogram,
+                             const std::vector<uint64_t>* first_counts = nullptr) {
+  if (plan.digit_bits < 1 || plan.digit_bits > 20) throw std::invalid_argument("radix_threshold: digit_bits must be 1..20");
+  RadixBoundary b;
+  if (first_counts != nullptr && radix_narrow(b, k, plan, *first_counts)) return b;
+  std::vector<uint64_t> counts;
+  for (;;) {
+    const int bits = radix_next_bits(b, plan);
+    counts.assign(size_t(1) << bits, 0);
+    histogram(b.prefix, b.mask, b.shift - bits, bits, counts.data());
+    if (radix_narrow(b, k, plan, counts)) return b;
+  }
+}
+
+// Settles a boundary from every eligible (key, id) of its bin, in any order.
+inline RankThreshold radix_settle(RadixBoundary& b, std::vector<RankCandidate>& cand) {
+  if (b.settled) return b.result;
+  if (cand.size() != b.in_bin)
+    throw std::logic_error("radix_threshold: gathered " + std::to_string(cand.size()) + " keys, the histogram counted " +
+                           std::to_string(b.in_bin));
+  // (key, id) pairs are unique, so the nth element does not depend on the gather order.
+  auto better = [](const RankCandidate& x, const RankCandidate& y) { return x.key > y.key || (x.key == y.key && x.id < y.id); };
+  std::nth_element(cand.begin(), cand.begin() + static_cast<int64_t>(b.need - 1), cand.end(), better);
+  b.result.key = cand[b.need - 1].key;
+  b.result.id = cand[b.need - 1].id;
+  b.settled = true;
+  return b.result;
+}
+
 // The k-th best (key, id) among the eligible items, found by narrowing a key prefix one digit at
 // a time from the top bit, then gathering the few keys left in the boundary bin and ordering them
 // (O(passes * n) work, no sort of n). The backend supplies the data passes:
@@ -50,56 +146,10 @@ struct RadixPlan {
 // `eligible` is filled for any k, k = 0 included.
 template <class Histogram, class Gather>
 RankThreshold radix_threshold(uint64_t k, const RadixPlan& plan, Histogram&& histogram, Gather&& gather) {
-  if (plan.digit_bits < 1 || plan.digit_bits > 20) throw std::invalid_argument("radix_threshold: digit_bits must be 1..20");
-  RankThreshold t;
-  uint64_t prefix = 0, mask = 0;
-  uint64_t need = k;  // rank wanted among the keys that match the prefix
-  int shift = 64;
-  std::vector<uint64_t> counts;
-  for (bool first = true;; first = false) {
-    const int bits = std::min(plan.digit_bits, shift);
-    shift -= bits;
-    counts.assign(size_t(1) << bits, 0);
-    histogram(prefix, mask, shift, bits, counts.data());
-    if (first) {
-      for (uint64_t c : counts) t.eligible += c;
-      if (k == 0) {
-        t.none = true;
-        return t;
-      }
-      if (t.eligible < k) {
-        t.all = true;
-        return t;
-      }
-    }
-    // The boundary bin: walk down from the largest digit until `need` keys are covered.
-    uint64_t above = 0;
-    size_t bin = counts.size();
-    while (bin-- > 0) {
-      if (above + counts[bin] >= need) break;
-      above += counts[bin];
-    }
-    if (bin >= counts.size())  // the counts of this pass do not add up to those of the last
-      throw std::logic_error("radix_threshold: inconsistent histogram (" + std::to_string(above) + " keys under the prefix, rank " +
-                             std::to_string(need) + " wanted)");
-    need -= above;  // 1..counts[bin]
-    prefix |= static_cast<uint64_t>(bin) << shift;
-    mask |= ((uint64_t(1) << bits) - 1) << shift;
-    if (counts[bin] > plan.gather_limit && shift > 0) continue;
-
-    std::vector<RankCandidate> cand = gather(prefix, mask, counts[bin]);
-    if (cand.size() != counts[bin])
-      throw std::logic_error("radix_threshold: gathered " + std::to_string(cand.size()) + " keys, the histogram counted " +
-                             std::to_string(counts[bin]));
-    // (key, id) pairs are unique, so the nth element does not depend on the gather order.
-    auto better = [](const RankCandidate& a, const RankCandidate& b) {
-      return a.key > b.key || (a.key == b.key && a.id < b.id);
-    };
-    std::nth_element(cand.begin(), cand.begin() + static_cast<int64_t>(need - 1), cand.end(), better);
-    t.key = cand[need - 1].key;
-    t.id = cand[need - 1].id;
-    return t;
-  }
+  RadixBoundary b = radix_boundary(k, plan, histogram);
+  if (b.settled) return b.result;
+  std::vector<RankCandidate> cand = gather(b.prefix, b.mask, b.in_bin);
+  return radix_settle(b, cand);
 }
 
 }  // namespace emp

@@ -2,6 +2,7 @@
 // compaction of kept ids, a parallel uniform shuffle, and weighted sampling without replacement.
 #pragma once
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -87,15 +88,29 @@ template <class KeyFn>
 RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of) {
   return topk_threshold(n, k, key_of, cpu_radix_plan(n));
 }
-// The same threshold over keys the first data pass computes: compute(i, g) is stored in keys[i] as
-// it is counted, and the later passes read keys[i]. So a selection that needs its keys again after
-// the threshold computes them in the pass that counts them, not in a pass of its own.
-template <class ComputeFn>
-RankThreshold topk_threshold_storing(const Partition& part, uint64_t k, uint64_t* keys, ComputeFn compute) {
-  auto first_key = [&](uint64_t i, uint64_t g) { return keys[i] = compute(i, g); };
-  auto stored_key = [&](uint64_t i, uint64_t) { return keys[i]; };
-  return topk_threshold(part, k, first_key, stored_key, radix_plan_for(part));
+// Several top-k boundaries over one key (ranks ks, every rank's items): the first histogram pass is
+// shared by all of them (first_key may store the key it computes in an array that key_of reads, so a
+// selection that needs its keys again computes them once), and a boundary whose
+// bin is still larger than the plan's gather limit narrows on in passes of its own (key_of). Each is
+// left in one radix bin for write_settling to settle in its own pass.
+template <size_t N, class FirstKeyFn, class KeyFn>
+std::array<RadixBoundary, N> topk_boundaries(const Partition& part, const std::array<uint64_t, N>& ks, FirstKeyFn first_key,
+                                             KeyFn key_of, const RadixPlan& plan);
+template <size_t N, class FirstKeyFn, class KeyFn>
+std::array<RadixBoundary, N> topk_boundaries(const Partition& part, const std::array<uint64_t, N>& ks, FirstKeyFn first_key,
+                                             KeyFn key_of) {
+  return topk_boundaries<N>(part, ks, first_key, key_of, radix_plan_for(part));
 }
+
+// The pass that writes a selection and settles its thresholds in one read of the items: write(i, g,
+// key, t) is called for every item with t[j] the provisional threshold of boundary j (it decides
+// every key outside that boundary's bin), and the keys inside a bin are collected on the way. Then
+// each boundary is settled from its bin (concatenated over the ranks) and write is called again,
+// with the settled thresholds, for the items whose key lay in a bin. `write` must give each item
+// its value from (i, g, key, t) alone. Returns the settled thresholds.
+template <size_t N, class KeyFn, class WriteFn>
+std::array<RankThreshold, N> write_settling(const Partition& part, std::array<RadixBoundary, N>& bounds, KeyFn key_of,
+                                            WriteFn write);
 
 // The ids i with weight[i] > 0, with their weights, in uniformly random order, a pure function of
 // (weight, key): each kept id goes to a random bucket by a hash of (key, id), buckets are laid out in
@@ -130,38 +145,78 @@ double weighted_marks(const Partition& part, const double* w, uint64_t k, uint64
 
 // ------------------------------------------------------------------------------------------------
 
+namespace detail {
+
+// counts[d] += the eligible keys of the local items with (key & mask) == prefix whose digit (shift,
+// bits) is d, summed over the ranks; the first pass (mask 0) counts every key through first_key.
+template <class FirstKeyFn, class KeyFn>
+void count_digit(const Partition& part, FirstKeyFn& first_key, KeyFn& key_of, uint64_t prefix, uint64_t mask, int shift,
+                 int bits, uint64_t* counts) {
+  const uint64_t n = part.ids.local_n();
+  const uint64_t nb = num_blocks(n);
+  const size_t bins = size_t(1) << bits;
+  const uint64_t digit = bins - 1;
+  // Per-block counting would cost nb * bins counters; per-thread histograms are summed instead
+  // (integer sums: the same for any thread count). 32-bit counters keep a 16-bit digit's histogram
+  // in half of a 512 KiB L2; they are added up before 2^32 items can have reached one of them.
+  constexpr uint64_t kBlocksPerFlush = (uint64_t(1) << 32) / kBlock - 1;
+#pragma omp parallel num_threads(team_size())
+  {
+    std::vector<uint32_t> local(bins, 0);
+    std::vector<uint64_t> total(bins, 0);
+    uint64_t blocks = 0;
+    auto flush = [&] {
+      for (size_t j = 0; j < bins; ++j) total[j] += local[j];
+      std::fill(local.begin(), local.end(), 0u);
+    };
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < static_cast<int64_t>(nb); ++b) {
+      const uint64_t begin = static_cast<uint64_t>(b) * kBlock;
+      const uint64_t end = begin + kBlock < n ? begin + kBlock : n;
+      if (mask == 0) {
+        part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
+          const uint64_t key = first_key(i, g);
+          if (key != 0) ++local[(key >> shift) & digit];
+        });
+      } else {
+        part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
+          const uint64_t key = key_of(i, g);
+          if (key != 0 && (key & mask) == prefix) ++local[(key >> shift) & digit];
+        });
+      }
+      if (++blocks == kBlocksPerFlush) {
+        flush();
+        blocks = 0;
+      }
+    }
+    flush();
+#pragma omp critical
+    for (size_t j = 0; j < bins; ++j) counts[j] += total[j];
+  }
+  part.ranks.sum_u64(counts, bins);
+}
+
+// Every rank's candidates, in rank order (this rank's alone in one process).
+inline void concat_candidates(const Partition& part, std::vector<RankCandidate>& cand) {
+  if (!part.ranks.active()) return;
+  std::vector<int64_t> flat(2 * cand.size());  // (key, id) pairs
+  for (size_t c = 0; c < cand.size(); ++c) {
+    flat[2 * c] = static_cast<int64_t>(cand[c].key);
+    flat[2 * c + 1] = cand[c].id;
+  }
+  const std::vector<int64_t> all = part.ranks.concat(flat);
+  cand.resize(all.size() / 2);
+  for (size_t c = 0; c < cand.size(); ++c) cand[c] = {static_cast<uint64_t>(all[2 * c]), all[2 * c + 1]};
+}
+
+}  // namespace detail
+
 template <class FirstKeyFn, class KeyFn>
 RankThreshold topk_threshold(const Partition& part, uint64_t k, FirstKeyFn first_key, KeyFn key_of, const RadixPlan& plan) {
   const uint64_t n = part.ids.local_n();
   const uint64_t nb = num_blocks(n);
   auto histogram = [&](uint64_t prefix, uint64_t mask, int shift, int bits, uint64_t* counts) {
-    const size_t bins = size_t(1) << bits;
-    const uint64_t digit = bins - 1;
-    // Per-block counting would cost nb * bins counters; per-thread histograms are summed instead
-    // (integer sums: the same for any thread count).
-#pragma omp parallel num_threads(team_size())
-    {
-      std::vector<uint64_t> local(bins, 0);
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t b = 0; b < static_cast<int64_t>(nb); ++b) {
-        const uint64_t begin = static_cast<uint64_t>(b) * kBlock;
-        const uint64_t end = begin + kBlock < n ? begin + kBlock : n;
-        if (mask == 0) {  // the first pass (every key counted): first_key
-          part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
-            const uint64_t key = first_key(i, g);
-            if (key != 0) ++local[(key >> shift) & digit];
-          });
-        } else {
-          part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
-            const uint64_t key = key_of(i, g);
-            if (key != 0 && (key & mask) == prefix) ++local[(key >> shift) & digit];
-          });
-        }
-      }
-#pragma omp critical
-      for (size_t j = 0; j < bins; ++j) counts[j] += local[j];
-    }
-    part.ranks.sum_u64(counts, bins);
+    detail::count_digit(part, first_key, key_of, prefix, mask, shift, bits, counts);
   };
   auto gather = [&](uint64_t prefix, uint64_t mask, uint64_t expected) {
     std::vector<RankCandidate> cand;
@@ -181,18 +236,74 @@ RankThreshold topk_threshold(const Partition& part, uint64_t k, FirstKeyFn first
 #pragma omp critical
       cand.insert(cand.end(), local.begin(), local.end());
     }
-    if (!part.ranks.active()) return cand;
-    std::vector<int64_t> flat(2 * cand.size());  // (key, id) pairs of every rank, in rank order
-    for (size_t c = 0; c < cand.size(); ++c) {
-      flat[2 * c] = static_cast<int64_t>(cand[c].key);
-      flat[2 * c + 1] = cand[c].id;
-    }
-    const std::vector<int64_t> all = part.ranks.concat(flat);
-    cand.resize(all.size() / 2);
-    for (size_t c = 0; c < cand.size(); ++c) cand[c] = {static_cast<uint64_t>(all[2 * c]), all[2 * c + 1]};
+    detail::concat_candidates(part, cand);
     return cand;
   };
   return radix_threshold(k, plan, histogram, gather);
+}
+
+template <size_t N, class FirstKeyFn, class KeyFn>
+std::array<RadixBoundary, N> topk_boundaries(const Partition& part, const std::array<uint64_t, N>& ks, FirstKeyFn first_key,
+                                             KeyFn key_of, const RadixPlan& plan) {
+  if (plan.digit_bits < 1 || plan.digit_bits > 20) throw std::invalid_argument("radix_threshold: digit_bits must be 1..20");
+  auto histogram = [&](uint64_t prefix, uint64_t mask, int shift, int bits, uint64_t* counts) {
+    detail::count_digit(part, first_key, key_of, prefix, mask, shift, bits, counts);
+  };
+  std::vector<uint64_t> first(size_t(1) << plan.digit_bits, 0);
+  histogram(0, 0, 64 - plan.digit_bits, plan.digit_bits, first.data());
+  std::array<RadixBoundary, N> bounds;
+  for (size_t j = 0; j < N; ++j) bounds[j] = radix_boundary(ks[j], plan, histogram, &first);
+  return bounds;
+}
+
+template <size_t N, class KeyFn, class WriteFn>
+std::array<RankThreshold, N> write_settling(const Partition& part, std::array<RadixBoundary, N>& bounds, KeyFn key_of,
+                                            WriteFn write) {
+  const uint64_t n = part.ids.local_n();
+  std::array<RankThreshold, N> t;
+  for (size_t j = 0; j < N; ++j) t[j] = bounds[j].provisional();
+  std::array<std::vector<RankCandidate>, N> cand;
+  std::vector<uint64_t> recheck;  // local slots whose key lay in a bin
+#pragma omp parallel num_threads(team_size())
+  {
+    // Copies of their own, so the loop keeps the thresholds in registers across its stores.
+    const std::array<RadixBoundary, N> bin = bounds;
+    const std::array<RankThreshold, N> provisional = t;
+    std::array<std::vector<RankCandidate>, N> local_cand;
+    std::vector<uint64_t> local_recheck;
+#pragma omp for schedule(dynamic, 1) nowait
+    for (int64_t b = 0; b < static_cast<int64_t>(num_blocks(n)); ++b) {
+      const uint64_t begin = static_cast<uint64_t>(b) * kBlock;
+      const uint64_t end = begin + kBlock < n ? begin + kBlock : n;
+      part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
+        const uint64_t key = key_of(i, g);
+        write(i, g, key, provisional.data());
+        bool held = false;
+        for (size_t j = 0; j < N; ++j) {
+          if (bin[j].holds(key)) {  // rare: at most the gather limit per boundary
+            local_cand[j].push_back({key, static_cast<int64_t>(g)});
+            held = true;
+          }
+        }
+        if (held) local_recheck.push_back(i);
+      });
+    }
+#pragma omp critical
+    {
+      for (size_t j = 0; j < N; ++j) cand[j].insert(cand[j].end(), local_cand[j].begin(), local_cand[j].end());
+      recheck.insert(recheck.end(), local_recheck.begin(), local_recheck.end());
+    }
+  }
+  for (size_t j = 0; j < N; ++j) {
+    if (bounds[j].settled) continue;
+    detail::concat_candidates(part, cand[j]);
+    t[j] = radix_settle(bounds[j], cand[j]);
+  }
+  for (uint64_t i : recheck) {
+    const uint64_t g = part.ids.global(i);
+    write(i, g, key_of(i, g), t.data());
+  }
+  return t;
 }
 
 }  // namespace emp

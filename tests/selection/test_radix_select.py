@@ -58,3 +58,31 @@ def test_empty_and_single():
 def test_bad_plan_is_named():
     with pytest.raises(ValueError, match="digit_bits"):
         _C.topk_threshold(np.arange(5, dtype=np.uint64), 2, digit_bits=21)
+
+
+def within(keys, t):
+    """Membership under a reference threshold: eligible and (larger key, or equal key and smaller id)."""
+    ids = np.arange(len(keys))
+    if t["none"]:
+        return np.zeros(len(keys), bool)
+    if t["all"]:
+        return keys != 0
+    return (keys != 0) & ((keys > np.uint64(t["key"])) | ((keys == np.uint64(t["key"])) & (ids <= t["id"])))
+
+
+@pytest.mark.parametrize("name", ["full", "tied", "low", "same"])
+@pytest.mark.parametrize("plan", [{}, {"digit_bits": 1, "gather_limit": 1}, {"digit_bits": 3, "gather_limit": 7},
+                                  {"digit_bits": 12, "gather_limit": 64}])
+def test_thresholds_settled_in_the_writing_pass_match_a_full_sort(name, plan):
+    """Two boundaries share one histogram and are settled in the pass that writes: each item's
+    membership is written from a provisional threshold and rewritten once the bins are settled."""
+    keys = key_sets()[name]
+    eligible = int((keys != 0).sum())
+    ranks = [0, 1, 17, eligible // 3, eligible - 1, eligible, eligible + 5]
+    for k0, k1 in [(a, b) for a in ranks for b in ranks if a <= b][::3]:
+        thresholds, inside = _C.topk_settled(keys, k0, k1, **plan)
+        for j, k in enumerate((k0, k1)):
+            want = reference(keys, k)
+            for field, value in want.items():
+                assert thresholds[j][field] == value, (field, j, thresholds[j], want, plan)
+            np.testing.assert_array_equal((inside >> j) & 1, within(keys, want).astype(np.uint8))
