@@ -138,12 +138,10 @@ bool keep_most_idle(Store& store, const Partition& part, const Forced& forced, u
   auto key = [&](uint64_t i, uint64_t g) {
     return forced(i) ? (uint64_t(forced.idle[i]) << 48) | (draw(stream, g) >> 16) | 1ull : 0ull;
   };
-  const RankThreshold most_idle = topk_threshold(part, k, key);
+  std::array<RadixBoundary, 1> bounds = topk_boundaries<1>(part, {k}, key, key);
   float* w = store.weight();
-  for_blocks(store.size(), [&](size_t, size_t begin, size_t end) {
-    part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
-      w[i] = within(key(i, g), static_cast<int64_t>(g), most_idle) ? 1.0f : 0.0f;
-    });
+  write_settling(part, bounds, key, [w](uint64_t i, uint64_t g, uint64_t kk, const RankThreshold* t) {
+    w[i] = static_cast<float>(within(kk, static_cast<int64_t>(g), t[0]));
   });
   sel.forced = k;
   return true;
@@ -224,39 +222,38 @@ void select_soft(Store& store, const Partition& part, const SelectConfig& cfg, c
   const uint64_t room = k - forced.count;
   sel.forced = forced.count;
   const uint64_t tie_stream = stream_key(seed, epoch, Purpose::TieBreak);
-  const uint64_t hard = part.ranks.sum_one(sum_blocks<uint64_t>(n, [&](size_t begin, size_t end) {
-    uint64_t h = 0;
-    for (size_t i = begin; i < end; ++i) h += is_hard(i);
-    return h;
-  }));
+  // Soft samples' keys: a coin; 0 (not eligible) for hard and forced ones. So the first histogram
+  // pass counts the soft samples, and the hard ones are the rest: the budget left for soft samples
+  // is known before the threshold narrows, with no pass of its own.
+  auto soft_key = [&](uint64_t i, uint64_t g) {
+    return is_hard(i) || forced(i) ? 0ull : (draw(keep_stream, g) | 1ull);
+  };
+  const uint64_t total = part.ids.global_n();
+  uint64_t hard = 0;
+  std::array<RadixBoundary, 1> pick = topk_boundaries<1>(part, [&](uint64_t soft) {
+    hard = total - forced.count - soft;
+    return std::array<uint64_t, 1>{hard > room ? 0 : room - hard};
+  }, soft_key, soft_key, radix_plan_for(part));
   sel.above_threshold = hard;
   if (hard > room) {
     sel.budget_exceeded = true;
     auto best_key = [&](uint64_t i, uint64_t g) {
       return is_hard(i) ? score_key(score(stats[i]), tie_stream, g) : 0ull;
     };
-    const RankThreshold best = topk_threshold(part, room, best_key);
-    for_blocks(n, [&](size_t, size_t begin, size_t end) {
-      part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
-        w[i] = forced(i) || within(best_key(i, g), static_cast<int64_t>(g), best) ? 1.0f : 0.0f;
-      });
+    std::array<RadixBoundary, 1> best = topk_boundaries<1>(part, {room}, best_key, best_key);
+    write_settling(part, best, best_key, [&](uint64_t i, uint64_t g, uint64_t kk, const RankThreshold* t) {
+      w[i] = static_cast<float>(forced(i) | within(kk, static_cast<int64_t>(g), t[0]));
     });
     return;
   }
-  const uint64_t soft_count = part.ids.global_n() - hard - forced.count;
+  const uint64_t soft_count = total - hard - forced.count;
   const uint64_t m = room - hard;
-  auto soft_key = [&](uint64_t i, uint64_t g) {
-    return is_hard(i) || forced(i) ? 0ull : (draw(keep_stream, g) | 1ull);
-  };
-  const RankThreshold pick = topk_threshold(part, m, soft_key);
   const float soft_weight = m > 0 ? static_cast<float>(static_cast<double>(soft_count) / static_cast<double>(m)) : 0.0f;
-  for_blocks(n, [&](size_t, size_t begin, size_t end) {
-    part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
-      if (is_hard(i) || forced(i))
-        w[i] = 1.0f;
-      else
-        w[i] = within(soft_key(i, g), static_cast<int64_t>(g), pick) ? soft_weight : 0.0f;
-    });
+  // Key 0: hard or forced, kept at weight 1.
+  write_settling(part, pick, soft_key, [&](uint64_t i, uint64_t g, uint64_t kk, const RankThreshold* t) {
+    const float fixed = static_cast<float>(kk == 0);
+    const float in = static_cast<float>(within(kk, static_cast<int64_t>(g), t[0]));
+    w[i] = fixed + (1.0f - fixed) * in * soft_weight;
   });
 }
 

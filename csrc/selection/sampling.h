@@ -93,9 +93,16 @@ RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of) {
 // selection that needs its keys again computes them once), and a boundary whose
 // bin is still larger than the plan's gather limit narrows on in passes of its own (key_of). Each is
 // left in one radix bin for write_settling to settle in its own pass.
+// The ranks may also be a function of the eligible count the first pass finds: ks_of(eligible)
+// returns them (a budget that depends on how many items are eligible costs no pass of its own).
+template <size_t N, class RanksFn, class FirstKeyFn, class KeyFn>
+std::array<RadixBoundary, N> topk_boundaries(const Partition& part, RanksFn ks_of, FirstKeyFn first_key, KeyFn key_of,
+                                             const RadixPlan& plan);
 template <size_t N, class FirstKeyFn, class KeyFn>
 std::array<RadixBoundary, N> topk_boundaries(const Partition& part, const std::array<uint64_t, N>& ks, FirstKeyFn first_key,
-                                             KeyFn key_of, const RadixPlan& plan);
+                                             KeyFn key_of, const RadixPlan& plan) {
+  return topk_boundaries<N>(part, [&](uint64_t) { return ks; }, first_key, key_of, plan);
+}
 template <size_t N, class FirstKeyFn, class KeyFn>
 std::array<RadixBoundary, N> topk_boundaries(const Partition& part, const std::array<uint64_t, N>& ks, FirstKeyFn first_key,
                                              KeyFn key_of) {
@@ -242,15 +249,18 @@ RankThreshold topk_threshold(const Partition& part, uint64_t k, FirstKeyFn first
   return radix_threshold(k, plan, histogram, gather);
 }
 
-template <size_t N, class FirstKeyFn, class KeyFn>
-std::array<RadixBoundary, N> topk_boundaries(const Partition& part, const std::array<uint64_t, N>& ks, FirstKeyFn first_key,
-                                             KeyFn key_of, const RadixPlan& plan) {
+template <size_t N, class RanksFn, class FirstKeyFn, class KeyFn>
+std::array<RadixBoundary, N> topk_boundaries(const Partition& part, RanksFn ks_of, FirstKeyFn first_key, KeyFn key_of,
+                                             const RadixPlan& plan) {
   if (plan.digit_bits < 1 || plan.digit_bits > 20) throw std::invalid_argument("radix_threshold: digit_bits must be 1..20");
   auto histogram = [&](uint64_t prefix, uint64_t mask, int shift, int bits, uint64_t* counts) {
     detail::count_digit(part, first_key, key_of, prefix, mask, shift, bits, counts);
   };
   std::vector<uint64_t> first(size_t(1) << plan.digit_bits, 0);
   histogram(0, 0, 64 - plan.digit_bits, plan.digit_bits, first.data());
+  uint64_t eligible = 0;
+  for (uint64_t c : first) eligible += c;
+  const std::array<uint64_t, N> ks = ks_of(eligible);
   std::array<RadixBoundary, N> bounds;
   for (size_t j = 0; j < N; ++j) bounds[j] = radix_boundary(ks[j], plan, histogram, &first);
   return bounds;
