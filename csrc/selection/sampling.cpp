@@ -87,26 +87,25 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, const Select
   const uint64_t buckets = uint64_t(1) << log_buckets;
   const int shift = 64 - log_buckets;
 
-  // 1. Compact each segment's kept ids, in id order, with each one's bucket (a hash of (key, id)),
-  //    into the segment's own region of scratch buffers; count per (segment, bucket) and count
-  //    selections on the way. Region s starts at seg.begin(s) + s: the compaction writes
-  //    unconditionally, so each region has one spare slot and no write lands in another's.
+  // 1. Compact each segment's kept ids, in id order, into the segment's own region of a scratch
+  //    buffer, counting selections on the way; then count the segment's kept ids per bucket (a hash
+  //    of (key, id), computed for kept ids only and again in the scatter rather than stored).
+  //    Region s starts at seg.begin(s) + s: the compaction writes unconditionally, so each region
+  //    has one spare slot and no write lands in another's.
   BigVector<int64_t> kept(n + seg.count);
-  BigVector<uint32_t> bucket(n + seg.count);
   std::vector<uint64_t> kept_in_segment(seg.count, 0);
   std::vector<uint32_t> count(seg.count * buckets, 0);
+  auto bucket_of = [key, shift, log_buckets](uint64_t i) {
+    return log_buckets == 0 ? 0u : static_cast<uint32_t>(draw(key, i) >> shift);
+  };
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team_size())
   for (int64_t s = 0; s < nseg; ++s) {
     const uint64_t first = seg.begin(s) + static_cast<uint64_t>(s);
     uint64_t o = first;
     const uint64_t end = seg.end(s, n);
-    uint32_t* c = &count[static_cast<uint64_t>(s) * buckets];
     for (uint64_t i = seg.begin(s); i < end; ++i) {
       const uint32_t keep = weight[i] > 0.0f;
-      const uint32_t b = log_buckets == 0 ? 0 : static_cast<uint32_t>(draw(key, i) >> shift);
       kept[o] = static_cast<int64_t>(i);
-      bucket[o] = b;
-      c[b] += keep;
       o += keep;
       if (counts.times != nullptr) {
         counts.times[i] = static_cast<uint16_t>(counts.times[i] + (keep & (counts.times[i] != kCountMax)));
@@ -114,11 +113,13 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, const Select
       }
     }
     kept_in_segment[s] = o - first;
+    uint32_t* c = &count[static_cast<uint64_t>(s) * buckets];
+    for (uint64_t j = first; j < o; ++j) ++c[bucket_of(static_cast<uint64_t>(kept[j]))];
   }
   uint64_t k = 0;
   for (uint64_t c : kept_in_segment) k += c;
 
-  // 3. Bucket-major, segment-minor offsets; scatter.
+  // 2. Bucket-major, segment-minor offsets; scatter.
   std::vector<uint64_t> offset(seg.count * buckets);
   std::vector<uint64_t> bucket_start(buckets + 1);
   uint64_t run = 0;
@@ -138,12 +139,12 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, const Select
     const uint64_t first = seg.begin(s) + static_cast<uint64_t>(s);
     const uint64_t stop = first + kept_in_segment[s];
     for (uint64_t j = first; j < stop; ++j) {
-      const uint64_t dst = o[bucket[j]]++;
+      const uint64_t dst = o[bucket_of(static_cast<uint64_t>(kept[j]))]++;
       ids[dst] = kept[j];
       weights[dst] = weight[kept[j]];
     }
   }
-  // 4. Shuffle inside each bucket.
+  // 3. Shuffle inside each bucket.
   const uint64_t perm_key = splitmix64(key ^ 0x5DEECE66Dull);
 #pragma omp parallel for schedule(dynamic, 64) num_threads(team_size())
   for (int64_t b = 0; b < static_cast<int64_t>(buckets); ++b) {
