@@ -111,7 +111,7 @@ struct Forced {
   const uint16_t* idle = nullptr;
   uint32_t gap = 0;
   uint64_t count = 0;
-  bool operator()(uint64_t i) const { return gap != 0 && idle[i] >= gap; }
+  bool operator()(uint64_t i) const { return (gap != 0) & (idle[i] >= gap); }
 };
 
 Forced forced_set(const Store& store, const Partition& part, const SelectConfig& cfg) {
@@ -136,7 +136,7 @@ bool keep_most_idle(Store& store, const Partition& part, const Forced& forced, u
   if (forced.gap == 0 || forced.count == 0 || forced.count < k) return false;
   const uint64_t stream = stream_key(seed, epoch, Purpose::Coverage);
   auto key = [&](uint64_t i, uint64_t g) {
-    return forced(i) ? (uint64_t(forced.idle[i]) << 48) | (draw(stream, g) >> 16) | 1ull : 0ull;
+    return key_if(forced(i), (uint64_t(forced.idle[i]) << 48) | (draw(stream, g) >> 16) | 1ull);
   };
   std::array<RadixBoundary, 1> bounds = topk_boundaries<1>(part, {k}, key, key);
   float* w = store.weight();
@@ -167,7 +167,7 @@ void select_soft(Store& store, const Partition& part, const SelectConfig& cfg, c
   // Forced samples (max_gap) are kept at weight 1 and are neither hard nor soft.
   auto is_hard = [&](uint64_t i) {
     const float s = score(stats[i]);
-    return (std::isnan(s) || s >= mean) && !forced(i);
+    return !(s < mean) & !forced(i);  // NaN (never seen): hard
   };
   const uint64_t keep_stream = stream_key(seed, epoch, Purpose::Keep);
 
@@ -226,7 +226,7 @@ void select_soft(Store& store, const Partition& part, const SelectConfig& cfg, c
   // pass counts the soft samples, and the hard ones are the rest: the budget left for soft samples
   // is known before the threshold narrows, with no pass of its own.
   auto soft_key = [&](uint64_t i, uint64_t g) {
-    return is_hard(i) || forced(i) ? 0ull : (draw(keep_stream, g) | 1ull);
+    return key_if(!is_hard(i) & !forced(i), draw(keep_stream, g) | 1ull);
   };
   const uint64_t total = part.ids.global_n();
   uint64_t hard = 0;
@@ -238,7 +238,8 @@ void select_soft(Store& store, const Partition& part, const SelectConfig& cfg, c
   if (hard > room) {
     sel.budget_exceeded = true;
     auto best_key = [&](uint64_t i, uint64_t g) {
-      return is_hard(i) ? score_key(score(stats[i]), tie_stream, g) : 0ull;
+      const float s = score(stats[i]);
+      return key_if(!(s < mean) & !forced(i), score_key(s, tie_stream, g));
     };
     std::array<RadixBoundary, 1> best = topk_boundaries<1>(part, {room}, best_key, best_key);
     write_settling(part, best, best_key, [&](uint64_t i, uint64_t g, uint64_t kk, const RankThreshold* t) {
@@ -285,7 +286,7 @@ void select_topk(Store& store, const Partition& part, const SelectConfig& cfg, c
   uint64_t* key = keys.data();
   auto stored_key = [key](uint64_t i, uint64_t) { return key[i]; };
   auto greedy_key = [&](uint64_t i, uint64_t g) {
-    return key[i] = forced(i) ? 0ull : score_key(score(stats[i]), tie_stream, g);
+    return key[i] = key_if(!forced(i), score_key(score(stats[i]), tie_stream, g));
   };
   // No explore share (ucb, emp topk): the greedy threshold is the last.
   const bool explores = room > greedy_k;
@@ -302,7 +303,7 @@ void select_topk(Store& store, const Partition& part, const SelectConfig& cfg, c
     // (both kept), a coin otherwise (random is all explore: no score keys were computed).
     auto explore_key = [&](uint64_t i, uint64_t g) {
       const bool taken = forced(i) | (greedy_k > 0 && within(key[i], static_cast<int64_t>(g), greedy));
-      return key[i] = taken ? 0ull : (draw(explore_stream, g) | 1ull);
+      return key[i] = key_if(!taken, draw(explore_stream, g) | 1ull);
     };
     std::array<RadixBoundary, 1> bounds = topk_boundaries<1>(part, {room - greedy_k}, explore_key, stored_key);
     write_settling(part, bounds, stored_key, [&](uint64_t i, uint64_t g, uint64_t kk, const RankThreshold* t) {
@@ -419,7 +420,7 @@ void select_seta(Store& store, const Partition& part, const SelectConfig& cfg, c
   const uint64_t window_stream = stream_key(seed, epoch, Purpose::Seta);
   // 1. The random subset (the reference's randperm prefix): the `room` non-forced samples with the
   //    largest draws. With exact_budget every non-forced sample is clustered.
-  auto subset_key = [&](uint64_t i, uint64_t g) { return forced(i) ? 0ull : (draw(keep_stream, g) | 1ull); };
+  auto subset_key = [&](uint64_t i, uint64_t g) { return key_if(!forced(i), draw(keep_stream, g) | 1ull); };
   RankThreshold subset;
   subset.all = true;
   if (!cfg.exact_budget) subset = topk_threshold(part, room, subset_key);

@@ -30,6 +30,11 @@ EMP_HD inline bool within(uint64_t key, int64_t id, const RankThreshold& t) {
   return (key != 0) & !t.none & (t.all | beats);
 }
 
+// `key` when the item is eligible, else 0. Branch-free: eligibility is a coin flip per item for most
+// rules (hard or soft, kept by the greedy share or not), and a mispredicted branch per item costs
+// more than the hash it would skip.
+EMP_HD inline uint64_t key_if(bool eligible, uint64_t key) { return key & (uint64_t(0) - static_cast<uint64_t>(eligible)); }
+
 struct RankCandidate {
   uint64_t key;
   int64_t id;
