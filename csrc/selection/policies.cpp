@@ -341,7 +341,14 @@ void select_weighted(Store& store, const Partition& part, const SelectConfig& cf
     // The drawn weights sum to the samples they stand for (N minus the forced ones), exactly over
     // all ranks (so every rank scales by the same factor).
     ExactSum total;
-    for (uint64_t i = 0; i < n; ++i) total.add(w[i]);
+#pragma omp parallel num_threads(team_size())
+    {
+      ExactSum part_sum;  // exact, so the per-thread split does not change the total
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) part_sum.add(w[i]);
+#pragma omp critical
+      total.merge(part_sum);
+    }
     total.normalise();
     if (part.ranks.active()) part.ranks.sum(total.words(), ExactSum::kWords);
     const double sum = total.value();
