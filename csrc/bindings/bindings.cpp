@@ -388,6 +388,36 @@ PYBIND11_MODULE(_C, m) {
         py::arg("keys"), py::arg("k0"), py::arg("k1"), py::arg("digit_bits") = 0, py::arg("gather_limit") = 0,
         "Two top-k thresholds of `keys` settled in the pass that writes (topk_boundaries + write_settling): "
         "the thresholds, and per key bit j set when it is within threshold j. For tests.");
+  m.def("topk_settled_uniform",
+        [](const py::array_t<uint64_t, py::array::c_style>& keys, uint64_t k, uint64_t eligible) {
+          const uint64_t* key = keys.data();
+          const uint64_t n = static_cast<uint64_t>(keys.size());
+          std::vector<uint8_t> inside(n);
+          RankThreshold t;
+          bool predicted = false;
+          {
+            py::gil_scoped_release release;
+            const Partition part = Partition::whole(n);
+            auto key_of = [key](uint64_t i, uint64_t) { return key[i]; };
+            std::array<RadixBoundary, 1> bounds = {uniform_keys_boundary(part, k, eligible, key_of)};
+            predicted = bounds[0].predicted;
+            uint8_t* in = inside.data();
+            t = write_settling(part, bounds, key_of, [in](uint64_t i, uint64_t g, uint64_t kk, const RankThreshold* th) {
+              in[i] = static_cast<uint8_t>(within(kk, static_cast<int64_t>(g), th[0]));
+            })[0];
+          }
+          py::dict d;
+          d["key"] = t.key;
+          d["id"] = t.id;
+          d["all"] = t.all;
+          d["none"] = t.none;
+          d["predicted"] = predicted;
+          return py::make_tuple(d, to_numpy(std::move(inside)));
+        },
+        py::arg("keys"), py::arg("k"), py::arg("eligible"),
+        "The k-th best of `keys` by a window predicted for uniform keys (uniform_keys_boundary, `eligible` "
+        "nonzero keys) and settled in the writing pass, with its fallback when the window misses: the "
+        "threshold, and per key whether it is within. For tests.");
 
   // Checksums as the file formats compute them: tests craft headers that only the size checks
   // can refuse.

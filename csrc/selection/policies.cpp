@@ -280,8 +280,9 @@ void select_topk(Store& store, const Partition& part, const SelectConfig& cfg, c
   const uint64_t greedy_k = static_cast<uint64_t>(std::llround((1.0 - cfg.explore) * static_cast<double>(room)));
   const uint64_t tie_stream = stream_key(seed, epoch, Purpose::TieBreak);
   const uint64_t explore_stream = stream_key(seed, epoch, Purpose::Explore);
-  // Keys computed once, in the first pass of each threshold, and read by every later pass instead of
-  // re-hashing. 0: not eligible. The last threshold is settled in the pass that writes the weights.
+  // The greedy keys are computed once, in the first pass of the greedy threshold, and read by every
+  // later pass instead of re-hashing; 0: not eligible. The last threshold is settled in the pass
+  // that writes the weights.
   BigVector<uint64_t> keys(n);
   uint64_t* key = keys.data();
   auto stored_key = [key](uint64_t i, uint64_t) { return key[i]; };
@@ -299,14 +300,16 @@ void select_topk(Store& store, const Partition& part, const SelectConfig& cfg, c
     RankThreshold greedy;
     greedy.none = true;
     if (greedy_k > 0) greedy = topk_threshold(part, greedy_k, greedy_key, stored_key, radix_plan_for(part));
-    // Explore share: uniform among the rest. Re-keyed in place: 0 for greedy picks and forced samples
-    // (both kept), a coin otherwise (random is all explore: no score keys were computed).
+    // Explore share: uniform among the rest: a coin for every sample that is neither forced nor a
+    // greedy pick, 0 for those (both kept). They number N - forced - greedy_k, and the coins are
+    // uniform, so the threshold needs no pass of its own (uniform_keys_boundary).
     auto explore_key = [&](uint64_t i, uint64_t g) {
       const bool taken = forced(i) | (greedy_k > 0 && within(key[i], static_cast<int64_t>(g), greedy));
-      return key[i] = key_if(!taken, draw(explore_stream, g) | 1ull);
+      return key_if(!taken, draw(explore_stream, g) | 1ull);
     };
-    std::array<RadixBoundary, 1> bounds = topk_boundaries<1>(part, {room - greedy_k}, explore_key, stored_key);
-    write_settling(part, bounds, stored_key, [&](uint64_t i, uint64_t g, uint64_t kk, const RankThreshold* t) {
+    const uint64_t others = part.ids.global_n() - forced.count - greedy_k;
+    std::array<RadixBoundary, 1> bounds = {uniform_keys_boundary(part, room - greedy_k, others, explore_key)};
+    write_settling(part, bounds, explore_key, [&](uint64_t i, uint64_t g, uint64_t kk, const RankThreshold* t) {
       w[i] = static_cast<float>((kk == 0) | within(kk, static_cast<int64_t>(g), t[0]));
     });
   }
@@ -391,7 +394,8 @@ void select_sweep(Store& store, const Partition& part, const SelectConfig& cfg, 
   // Positions [0, a) and [0, b) (or [0, b - N) when the chunk wraps to [a, N) and [0, b - N)): two
   // thresholds over one key, sharing their histogram pass and settled in the pass that writes.
   const bool wraps = b > total;
-  std::array<RadixBoundary, 2> bounds = topk_boundaries<2>(part, {a, wraps ? b - total : b}, key, key);
+  std::array<RadixBoundary, 2> bounds = {uniform_keys_boundary(part, a, total, key),
+                                         uniform_keys_boundary(part, wraps ? b - total : b, total, key)};
   write_settling(part, bounds, key, [&](uint64_t i, uint64_t g, uint64_t kk, const RankThreshold* t) {
     const bool before_a = within(kk, static_cast<int64_t>(g), t[0]);
     const bool before_b = within(kk, static_cast<int64_t>(g), t[1]);

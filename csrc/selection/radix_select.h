@@ -46,24 +46,30 @@ struct RadixPlan {
 };
 
 // Where the k-th best (key, id) lies once the histogram passes are done: in the boundary bin, the
-// keys with (key & mask) == prefix, at rank `need` among them. Keys above the bin are in, keys below
-// are out, whatever the threshold inside the bin turns out to be.
+// keys in [lo, hi] (a radix bin: those with (key & mask) == prefix), at rank `need` among them. Keys
+// above the bin are in, keys below are out, whatever the threshold inside the bin turns out to be.
+// A predicted boundary is a window the keys' law makes all but certain to hold the k-th best
+// (uniform_keys_boundary in sampling.h): how many keys lie above it, and so `need`, is counted by
+// the pass that settles it.
 struct RadixBoundary {
   RankThreshold result;  // all, none and eligible from the first pass; key and id once settled
   bool settled = false;  // result is final: k == 0, fewer than k eligible, or the bin was settled
+  bool predicted = false;
+  uint64_t k = 0;        // the rank wanted among all eligible keys
   uint64_t prefix = 0, mask = 0;
+  uint64_t lo = 0, hi = 0;
   uint64_t need = 0;     // 1..in_bin
   uint64_t in_bin = 0;   // eligible keys in the bin
   int shift = 64;        // key bits below the prefix
 
   // Whether `key` is eligible and in the bin (so only the settled threshold can decide it).
-  EMP_HD bool holds(uint64_t key) const { return !settled && key != 0 && (key & mask) == prefix; }
+  EMP_HD bool holds(uint64_t key) const { return !settled & (key != 0) & (key >= lo) & (key <= hi); }
   // A threshold that decides every key outside the bin as the settled one will: the bin's lowest
-  // key. (key & mask) > prefix implies key > prefix; (key & mask) < prefix implies key < prefix.
+  // key, with an id below every id.
   RankThreshold provisional() const {
     if (settled) return result;
     RankThreshold t = result;
-    t.key = prefix;
+    t.key = lo;
     t.id = -1;
     return t;
   }
@@ -103,6 +109,8 @@ inline bool radix_narrow(RadixBoundary& b, uint64_t k, const RadixPlan& plan, co
   b.need -= above;  // 1..counts[bin]
   b.prefix |= static_cast<uint64_t>(bin) << b.shift;
   b.mask |= ((uint64_t(1) << bits) - 1) << b.shift;
+  b.lo = b.prefix;
+  b.hi = b.prefix | ~b.mask;
   b.in_bin = counts[bin];
   return b.in_bin <= plan.gather_limit || b.shift == 0;
 }
@@ -115,6 +123,7 @@ RadixBoundary radix_boundary(uint64_t k, const RadixPlan& plan, Histogram&& hist
                              const std::vector<uint64_t>* first_counts = nullptr) {
   if (plan.digit_bits < 1 || plan.digit_bits > 20) throw std::invalid_argument("radix_threshold: digit_bits must be 1..20");
   RadixBoundary b;
+  b.k = k;
   if (first_counts != nullptr && radix_narrow(b, k, plan, *first_counts)) return b;
   std::vector<uint64_t> counts;
   for (;;) {
@@ -138,6 +147,16 @@ inline RankThreshold radix_settle(RadixBoundary& b, std::vector<RankCandidate>& 
   b.result.id = cand[b.need - 1].id;
   b.settled = true;
   return b.result;
+}
+
+// Settles a predicted boundary from the eligible keys counted above its window (every rank's) and
+// those in it. Returns false, leaving it unsettled, when the k-th best lies outside the window.
+inline bool radix_settle_predicted(RadixBoundary& b, uint64_t above, std::vector<RankCandidate>& cand) {
+  if (b.k <= above || b.k - above > cand.size()) return false;
+  b.need = b.k - above;
+  b.in_bin = cand.size();
+  radix_settle(b, cand);
+  return true;
 }
 
 // The k-th best (key, id) among the eligible items, found by narrowing a key prefix one digit at

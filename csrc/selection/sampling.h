@@ -3,6 +3,7 @@
 #pragma once
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -88,11 +89,11 @@ template <class KeyFn>
 RankThreshold topk_threshold(uint64_t n, uint64_t k, KeyFn key_of) {
   return topk_threshold(n, k, key_of, cpu_radix_plan(n));
 }
-// Several top-k boundaries over one key (ranks ks, every rank's items): the first histogram pass is
-// shared by all of them (first_key may store the key it computes in an array that key_of reads, so a
-// selection that needs its keys again computes them once), and a boundary whose
-// bin is still larger than the plan's gather limit narrows on in passes of its own (key_of). Each is
-// left in one radix bin for write_settling to settle in its own pass.
+// Several top-k boundaries over one key (ranks ks, every rank's items). The first histogram pass is
+// shared by all of them; first_key may store the key it computes in an array that key_of reads, so
+// a selection that needs its keys again computes them once. A boundary whose bin is still larger
+// than the plan's gather limit narrows on in passes of its own (key_of). Each is left in one radix
+// bin, for write_settling to settle in the pass that writes the selection.
 // The ranks may also be a function of the eligible count the first pass finds: ks_of(eligible)
 // returns them (a budget that depends on how many items are eligible costs no pass of its own).
 template <size_t N, class RanksFn, class FirstKeyFn, class KeyFn>
@@ -109,12 +110,23 @@ std::array<RadixBoundary, N> topk_boundaries(const Partition& part, const std::a
   return topk_boundaries<N>(part, ks, first_key, key_of, radix_plan_for(part));
 }
 
+// The boundary of the k-th best of `eligible` keys that are uniform random draws (coins, permutation
+// keys), with no pass at all: the k-th best lies within 8 standard deviations of where the law puts
+// it, and the window around that (about 16 sqrt(k) keys) is what write_settling collects. If it
+// missed (odds of about 1e-15, or keys that are not uniform), write_settling finds the threshold by
+// the histogram passes instead, so the result is exact either way. `eligible` must be the number
+// of nonzero keys. One process only (across ranks the radix passes keep the gathered bin small):
+// elsewhere, and for k = 0 or k >= eligible, the boundary is settled or computed as usual.
+template <class KeyFn>
+RadixBoundary uniform_keys_boundary(const Partition& part, uint64_t k, uint64_t eligible, KeyFn key_of);
+
 // The pass that writes a selection and settles its thresholds in one read of the items: write(i, g,
 // key, t) is called for every item with t[j] the provisional threshold of boundary j (it decides
 // every key outside that boundary's bin), and the keys inside a bin are collected on the way. Then
 // each boundary is settled from its bin (concatenated over the ranks) and write is called again,
 // with the settled thresholds, for the items whose key lay in a bin. `write` must give each item
-// its value from (i, g, key, t) alone. Returns the settled thresholds.
+// its value from (i, g, key, t) alone. A predicted boundary (uniform_keys_boundary) that missed is
+// found by topk_threshold, and then every item is written again. Returns the settled thresholds.
 template <size_t N, class KeyFn, class WriteFn>
 std::array<RankThreshold, N> write_settling(const Partition& part, std::array<RadixBoundary, N>& bounds, KeyFn key_of,
                                             WriteFn write);
@@ -266,6 +278,37 @@ std::array<RadixBoundary, N> topk_boundaries(const Partition& part, RanksFn ks_o
   return bounds;
 }
 
+template <class KeyFn>
+RadixBoundary uniform_keys_boundary(const Partition& part, uint64_t k, uint64_t eligible, KeyFn key_of) {
+  if (part.ranks.active()) return topk_boundaries<1>(part, std::array<uint64_t, 1>{k}, key_of, key_of)[0];
+  RadixBoundary b;
+  b.k = k;
+  b.result.eligible = eligible;
+  if (k == 0 || k >= eligible) {  // none, or every eligible key
+    b.settled = true;
+    b.result.none = k == 0;
+    b.result.all = k != 0;
+    return b;
+  }
+  b.predicted = true;
+  // The k-th largest of E uniform keys sits k / (E + 1) of the key range from the top, give or take
+  // sd = sqrt(k (E + 1 - k) / (E + 1)) keys' worth of it (a beta law).
+  const long double range = 18446744073709551616.0L;  // 2^64
+  const long double e = static_cast<long double>(eligible) + 1.0L;
+  const long double kk = static_cast<long double>(k);
+  const long double centre = range * (1.0L - kk / e);
+  const long double sd = std::sqrt(kk * (e - kk) / e);
+  const long double half = range * (8.0L * sd + 16.0L) / e;
+  auto clamp = [&](long double x) {
+    if (x <= 1.0L) return uint64_t(1);
+    if (x >= range - 1.0L) return ~uint64_t(0);
+    return static_cast<uint64_t>(x);
+  };
+  b.lo = clamp(centre - half);
+  b.hi = clamp(centre + half);
+  return b;
+}
+
 template <size_t N, class KeyFn, class WriteFn>
 std::array<RankThreshold, N> write_settling(const Partition& part, std::array<RadixBoundary, N>& bounds, KeyFn key_of,
                                             WriteFn write) {
@@ -273,41 +316,76 @@ std::array<RankThreshold, N> write_settling(const Partition& part, std::array<Ra
   std::array<RankThreshold, N> t;
   for (size_t j = 0; j < N; ++j) t[j] = bounds[j].provisional();
   std::array<std::vector<RankCandidate>, N> cand;
-  std::vector<uint64_t> recheck;  // local slots whose key lay in a bin
+  std::array<uint64_t, N> above{};  // eligible keys above each bin (counted for predicted ones)
+  std::vector<uint64_t> recheck;    // local slots whose key lay in a bin
 #pragma omp parallel num_threads(team_size())
   {
     // Copies of their own, so the loop keeps the thresholds in registers across its stores.
     const std::array<RadixBoundary, N> bin = bounds;
     const std::array<RankThreshold, N> provisional = t;
     std::array<std::vector<RankCandidate>, N> local_cand;
+    std::array<uint64_t, N> local_above{};
     std::vector<uint64_t> local_recheck;
+    // The items of a bin are noted in a small buffer and collected after each chunk, so the loop
+    // over the items calls nothing and keeps its thresholds and pointers in registers.
+    constexpr uint64_t kChunk = 512;
+    std::array<uint64_t, kChunk> held_slot;
 #pragma omp for schedule(dynamic, 1) nowait
     for (int64_t b = 0; b < static_cast<int64_t>(num_blocks(n)); ++b) {
-      const uint64_t begin = static_cast<uint64_t>(b) * kBlock;
-      const uint64_t end = begin + kBlock < n ? begin + kBlock : n;
-      part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
-        const uint64_t key = key_of(i, g);
-        write(i, g, key, provisional.data());
-        bool held = false;
-        for (size_t j = 0; j < N; ++j) {
-          if (bin[j].holds(key)) {  // rare: at most the gather limit per boundary
-            local_cand[j].push_back({key, static_cast<int64_t>(g)});
-            held = true;
+      const uint64_t block_end = std::min<uint64_t>((static_cast<uint64_t>(b) + 1) * kBlock, n);
+      for (uint64_t begin = static_cast<uint64_t>(b) * kBlock; begin < block_end; begin += kChunk) {
+        const uint64_t end = std::min(begin + kChunk, block_end);
+        std::array<uint64_t, N> chunk_above{};
+        size_t held = 0;
+        part.ids.each(begin, end, [&](uint64_t i, uint64_t g) {
+          const uint64_t key = key_of(i, g);
+          write(i, g, key, provisional.data());
+          bool in_a_bin = false;
+          for (size_t j = 0; j < N; ++j) {
+            chunk_above[j] += key > bin[j].hi;  // key 0 is never above
+            in_a_bin |= bin[j].holds(key);
           }
+          held_slot[held] = i;  // one store an item; its id and key are found again if it was held
+          held += in_a_bin;
+        });
+        for (size_t j = 0; j < N; ++j) local_above[j] += chunk_above[j];
+        for (size_t h = 0; h < held; ++h) {
+          const uint64_t i = held_slot[h], g = part.ids.global(i), key = key_of(i, g);
+          for (size_t j = 0; j < N; ++j)
+            if (bin[j].holds(key)) local_cand[j].push_back({key, static_cast<int64_t>(g)});
+          local_recheck.push_back(i);
         }
-        if (held) local_recheck.push_back(i);
-      });
+      }
     }
 #pragma omp critical
     {
-      for (size_t j = 0; j < N; ++j) cand[j].insert(cand[j].end(), local_cand[j].begin(), local_cand[j].end());
+      for (size_t j = 0; j < N; ++j) {
+        cand[j].insert(cand[j].end(), local_cand[j].begin(), local_cand[j].end());
+        above[j] += local_above[j];
+      }
       recheck.insert(recheck.end(), local_recheck.begin(), local_recheck.end());
     }
   }
+  bool missed = false;
   for (size_t j = 0; j < N; ++j) {
     if (bounds[j].settled) continue;
     detail::concat_candidates(part, cand[j]);
-    t[j] = radix_settle(bounds[j], cand[j]);
+    if (!bounds[j].predicted) {
+      t[j] = radix_settle(bounds[j], cand[j]);
+    } else if (radix_settle_predicted(bounds[j], part.ranks.sum_one(above[j]), cand[j])) {
+      t[j] = bounds[j].result;
+    } else {
+      t[j] = topk_threshold(part, bounds[j].k, key_of, key_of, radix_plan_for(part));
+      bounds[j].result = t[j];
+      bounds[j].settled = true;
+      missed = true;
+    }
+  }
+  if (missed) {  // the provisional writes of a missed window were wrong anywhere: write every item again
+    for_blocks(n, [&](size_t, size_t begin, size_t end) {
+      part.ids.each(begin, end, [&](uint64_t i, uint64_t g) { write(i, g, key_of(i, g), t.data()); });
+    });
+    return t;
   }
   for (uint64_t i : recheck) {
     const uint64_t g = part.ids.global(i);

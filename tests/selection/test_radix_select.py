@@ -86,3 +86,29 @@ def test_thresholds_settled_in_the_writing_pass_match_a_full_sort(name, plan):
             for field, value in want.items():
                 assert thresholds[j][field] == value, (field, j, thresholds[j], want, plan)
             np.testing.assert_array_equal((inside >> j) & 1, within(keys, want).astype(np.uint8))
+
+
+@pytest.mark.parametrize("name", ["full", "tied", "low", "same", "top"])
+def test_a_window_predicted_for_uniform_keys_is_exact_hit_or_miss(name):
+    """Coins and permutation keys get a threshold window from their law instead of a histogram pass;
+    keys that are not uniform (or a window that missed) fall back to the radix passes. Either way the
+    threshold and every membership match a full sort."""
+    sets = key_sets()
+    # Uniform keys crowded into the top 1/1024 of the range: the predicted window misses them.
+    sets["top"] = np.uint64(2**64 - 2**54) | (sets["full"] >> np.uint64(10)) | np.uint64(1)
+    keys = sets[name]
+    eligible = int((keys != 0).sum())
+    for k in sorted({0, 1, 2, 17, eligible // 3, eligible // 2, eligible - 1, eligible, eligible + 5}):
+        got, inside = _C.topk_settled_uniform(keys, k, eligible)
+        want = reference(keys, k)
+        if 0 < k < eligible:  # k = eligible keeps every key: "all", the same membership as its k-th
+            assert (got["key"], got["id"]) == (want["key"], want["id"]), (got, want, k)
+        np.testing.assert_array_equal(inside, within(keys, want).astype(np.uint8))
+
+
+def test_uniform_keys_take_the_window():
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 2**64 - 1, 200_000, dtype=np.uint64, endpoint=True) | np.uint64(1)
+    got, inside = _C.topk_settled_uniform(keys, 60_000, len(keys))
+    assert got["predicted"]
+    assert int(inside.sum()) == 60_000
