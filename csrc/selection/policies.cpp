@@ -111,7 +111,9 @@ struct Forced {
   const uint16_t* idle = nullptr;
   uint32_t gap = 0;
   uint64_t count = 0;
-  bool operator()(uint64_t i) const { return (gap != 0) & (idle[i] >= gap); }
+  // gap is the same for every sample, so the branch is free, and with no max_gap the idle counts
+  // are never read.
+  bool operator()(uint64_t i) const { return gap != 0 && idle[i] >= gap; }
 };
 
 Forced forced_set(const Store& store, const Partition& part, const SelectConfig& cfg) {
