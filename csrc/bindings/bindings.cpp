@@ -86,6 +86,16 @@ Partition make_partition(uint64_t local_n, const SegmentArray& segments, uint64_
   return part;
 }
 
+py::dict threshold_info(const RankThreshold& t) {
+  py::dict d;
+  d["key"] = t.key;
+  d["id"] = t.id;
+  d["all"] = t.all;
+  d["none"] = t.none;
+  d["eligible"] = t.eligible;
+  return d;
+}
+
 py::dict selection_info(const Selection& sel) {
   py::dict info;
   info["unseen"] = sel.unseen;
@@ -340,13 +350,7 @@ PYBIND11_MODULE(_C, m) {
             py::gil_scoped_release release;
             t = topk_threshold(n, k, [key](uint64_t i) { return key[i]; }, plan);
           }
-          py::dict out;
-          out["key"] = t.key;
-          out["id"] = t.id;
-          out["all"] = t.all;
-          out["none"] = t.none;
-          out["eligible"] = t.eligible;
-          return out;
+          return threshold_info(t);
         },
         py::arg("keys"), py::arg("k"), py::arg("digit_bits") = 0, py::arg("gather_limit") = 0,
         "The k-th best (key, id) of `keys` (larger key first, then smaller id; key 0 not eligible), by the "
@@ -374,15 +378,7 @@ PYBIND11_MODULE(_C, m) {
             });
           }
           py::list thresholds;
-          for (const RankThreshold& th : t) {
-            py::dict d;
-            d["key"] = th.key;
-            d["id"] = th.id;
-            d["all"] = th.all;
-            d["none"] = th.none;
-            d["eligible"] = th.eligible;
-            thresholds.append(d);
-          }
+          for (const RankThreshold& th : t) thresholds.append(threshold_info(th));
           return py::make_tuple(thresholds, to_numpy(std::move(inside)));
         },
         py::arg("keys"), py::arg("k0"), py::arg("k1"), py::arg("digit_bits") = 0, py::arg("gather_limit") = 0,
@@ -406,11 +402,7 @@ PYBIND11_MODULE(_C, m) {
               in[i] = static_cast<uint8_t>(within(kk, static_cast<int64_t>(g), th[0]));
             })[0];
           }
-          py::dict d;
-          d["key"] = t.key;
-          d["id"] = t.id;
-          d["all"] = t.all;
-          d["none"] = t.none;
+          py::dict d = threshold_info(t);
           d["predicted"] = predicted;
           return py::make_tuple(d, to_numpy(std::move(inside)));
         },
