@@ -134,9 +134,10 @@ PYBIND11_MODULE(_C, m) {
   }, py::arg("count"), py::arg("n"));
   // Tests: a fresh PathClock over calls of one unit whose cost, one thread and all threads, is given
   // per call; returns the way each call took (0: one thread, 1: all).
-  m.def("_path_clock_trace", [](const std::vector<double>& one, const std::vector<double>& all) {
+  m.def("_path_clock_trace", [](const std::vector<double>& one, const std::vector<double>& all, bool threads_first) {
     if (one.size() != all.size()) throw std::invalid_argument("_path_clock_trace: one and all differ in length");
     PathClock clock;
+    clock.threads_first = threads_first;
     std::vector<int> ways(one.size());
     for (size_t i = 0; i < one.size(); ++i) {
       bool exploring = false;
@@ -145,7 +146,7 @@ PYBIND11_MODULE(_C, m) {
       ways[i] = threaded ? 1 : 0;
     }
     return ways;
-  }, py::arg("one"), py::arg("all"));
+  }, py::arg("one"), py::arg("all"), py::arg("threads_first") = false);
   m.def("get_num_threads", &max_threads);
   m.def("has_openmp", []() {
 #ifdef _OPENMP

@@ -564,6 +564,12 @@ Selection select(Store& store, const Partition& part, const SelectConfig& cfg, u
     throw std::invalid_argument("select: seta needs 1 <= groups <= 1024 and 0 < window <= 1");
   // One thread or all, whichever this process measured faster for this rule at this size.
   static PathClock clocks[8][33];
+  static const bool threads_first = [] {  // a job selects once an epoch: its first selects use every core
+    for (auto& row : clocks)
+      for (PathClock& c : row) c.threads_first = true;
+    return true;
+  }();
+  (void)threads_first;
   PathClock& clock = clocks[static_cast<int>(cfg.rule) & 7][log2_floor(store.size()) / 2];
   return with_measured_threads(clock, 1.0, [&] { return select_with_team(store, part, cfg, seed, epoch, count); });
 }
