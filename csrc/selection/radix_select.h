@@ -75,6 +75,11 @@ struct RadixBoundary {
   }
 };
 
+// A histogram has 2^digit_bits bins: 1..20 bits.
+inline void check_radix_plan(const RadixPlan& plan) {
+  if (plan.digit_bits < 1 || plan.digit_bits > 20) throw std::invalid_argument("radix_threshold: digit_bits must be 1..20");
+}
+
 // Digit width and position of the next histogram of a boundary still narrowing.
 inline int radix_next_bits(const RadixBoundary& b, const RadixPlan& plan) { return std::min(plan.digit_bits, b.shift); }
 
@@ -121,7 +126,7 @@ inline bool radix_narrow(RadixBoundary& b, uint64_t k, const RadixPlan& plan, co
 template <class Histogram>
 RadixBoundary radix_boundary(uint64_t k, const RadixPlan& plan, Histogram&& histogram,
                              const std::vector<uint64_t>* first_counts = nullptr) {
-  if (plan.digit_bits < 1 || plan.digit_bits > 20) throw std::invalid_argument("radix_threshold: digit_bits must be 1..20");
+  check_radix_plan(plan);
   RadixBoundary b;
   b.k = k;
   if (first_counts != nullptr && radix_narrow(b, k, plan, *first_counts)) return b;

@@ -115,8 +115,9 @@ std::array<RadixBoundary, N> topk_boundaries(const Partition& part, const std::a
 // it, and the window around that (about 16 sqrt(k) keys) is what write_settling collects. If it
 // missed (odds of about 1e-15, or keys that are not uniform), write_settling finds the threshold by
 // the histogram passes instead, so the result is exact either way. `eligible` must be the number
-// of nonzero keys. One process only (across ranks the radix passes keep the gathered bin small):
-// elsewhere, and for k = 0 or k >= eligible, the boundary is settled or computed as usual.
+// of nonzero keys: k = 0 and k >= eligible are settled at once (none, every eligible key). One
+// process only: across ranks the radix passes keep the gathered bin small, so there the boundary
+// is computed by topk_boundaries.
 template <class KeyFn>
 RadixBoundary uniform_keys_boundary(const Partition& part, uint64_t k, uint64_t eligible, KeyFn key_of);
 
@@ -264,7 +265,7 @@ RankThreshold topk_threshold(const Partition& part, uint64_t k, FirstKeyFn first
 template <size_t N, class RanksFn, class FirstKeyFn, class KeyFn>
 std::array<RadixBoundary, N> topk_boundaries(const Partition& part, RanksFn ks_of, FirstKeyFn first_key, KeyFn key_of,
                                              const RadixPlan& plan) {
-  if (plan.digit_bits < 1 || plan.digit_bits > 20) throw std::invalid_argument("radix_threshold: digit_bits must be 1..20");
+  check_radix_plan(plan);  // before the first histogram, which radix_boundary does not make here
   auto histogram = [&](uint64_t prefix, uint64_t mask, int shift, int bits, uint64_t* counts) {
     detail::count_digit(part, first_key, key_of, prefix, mask, shift, bits, counts);
   };
