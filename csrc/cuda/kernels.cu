@@ -234,9 +234,9 @@ __global__ void soft_kernel(const float* stats, int64_t n, ScoreParams p, double
 
 // ---------------------------------------------------------------------------------- rank keys
 // Every top-k ranks 64-bit keys computed on the fly (key 0 = not eligible), exactly the CPU's keys
-// (policies.cpp, sampling.cpp), so the shared radix selection finds the same threshold.
+// (rule_*.cpp, sampling.cpp), so the shared radix selection finds the same threshold.
 
-// Top-k by score (policies.cpp score_key): score bits on top, a tie-break draw below.
+// Top-k by score (selection_common.h score_key): score bits on top, a tie-break draw below.
 struct ScoreKey {
   const float* stats;
   ScoreParams p;
@@ -267,7 +267,7 @@ struct SoftKey {
   }
 };
 
-// The CPU's sampling weight for the weighted rule (policies.cpp select_weighted): the score, with
+// The CPU's sampling weight for the weighted rule (rule_topk.cpp select_weighted): the score, with
 // never-seen samples as likely as the best seen one, clipped at 0, raised to alpha.
 __device__ inline double sampling_weight(float s, float max_seen, double alpha) {
   if (isnan(s)) s = max_seen;

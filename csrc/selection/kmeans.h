@@ -1,4 +1,4 @@
-// One-dimensional k-means on a histogram: SeTa's grouping of per-sample scores (policies.cpp), on
+// One-dimensional k-means on a histogram: SeTa's grouping of per-sample scores (rule_seta.cpp), on
 // counts that every rank can sum, so that all ranks find the same clusters with no sort of N.
 #pragma once
 #include <cstdint>

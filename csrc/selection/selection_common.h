@@ -1,4 +1,4 @@
-// What the CPU selection (policies.cpp) and the GPU selection (cuda/kernels.cu) must compute the
+// What the CPU selection (rule_*.cpp) and the GPU selection (cuda/kernels.cu) must compute the
 // same way to keep the same samples: the budget k, the top-k rank key of a score, and how per-block
 // summaries of the seen scores combine. One definition, used by both.
 #pragma once
