@@ -58,7 +58,7 @@ fuzz: install
 	$(PIP) install -q atheris
 	mkdir -p build/fuzz/crashes
 	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_tar.cpp csrc/webdataset/tar_index.cpp -o build/fuzz/fuzz_tar
-	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_store.cpp csrc/core/store.cpp -o build/fuzz/fuzz_store
+	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_store.cpp csrc/core/store.cpp csrc/core/update.cpp -o build/fuzz/fuzz_store
 	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_key_table.cpp csrc/webdataset/key_table.cpp -o build/fuzz/fuzz_key_table
 	$(PY) fuzz/make_seeds.py build/fuzz/seeds
 	for t in tar store key_table; do \

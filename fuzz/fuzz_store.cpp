@@ -8,6 +8,7 @@
 
 #include "fuzz_input.h"
 #include "core/store.h"
+#include "core/update.h"
 
 // The header checksum guards against bit rot, not against a crafted file: the harness clears the
 // snapshot flag and recomputes the header checksum, so mutations reach the size and layout checks

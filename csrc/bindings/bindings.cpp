@@ -21,6 +21,7 @@
 #include "core/rng.h"
 #include "selection/sampling.h"
 #include "core/store.h"
+#include "core/update.h"
 #include "webdataset/tar_index.h"
 
 namespace py = pybind11;

@@ -144,7 +144,7 @@ __global__ void update_kernel(const int64_t* ids, const float* loss, const float
         s[2] = x;
         s[3] = 0.0f;
       } else {
-        // Same EMA as the CPU (store.cpp), one rounding per operation.
+        // Same EMA as the CPU (update.cpp), one rounding per operation.
         const float d = __fsub_rn(x, s[2]);
         s[2] = __fadd_rn(s[2], __fmul_rn(alpha, d));
         s[3] = __fmul_rn(ema_decay, __fadd_rn(s[3], __fmul_rn(__fmul_rn(alpha, d), d)));
