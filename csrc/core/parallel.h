@@ -80,11 +80,12 @@ struct PathClock {
   std::atomic<float> explore_ratio{kMinExplore};
   std::atomic<bool> threaded_faster{false};  // the way the last choice found faster
   // Which way runs before both are measured. Threads first suits a call made a few times in a job
-  // (a selection, once an epoch, seconds each at scale): its first calls run on every core instead
-  // of on one while the clock learns. The update's clock starts with one thread.
+  // (a selection, once an epoch, seconds each at scale): its calls run threaded, counted; one thread,
+  // measured; threaded, measured; then the faster way, so one of its first three calls runs on one
+  // thread. The update's clock starts with one thread.
   bool threads_first = false;
   std::atomic<uint64_t> calls[2] = {};  // calls run each way, and their seconds: what happened, for
-  std::atomic<double> total[2] = {};    // diagnosis (not decayed, never used to choose)
+  std::atomic<double> total[2] = {};    // diagnosis (not decayed; calls also orders a cold start)
 
   float cost(int way) const {
     const float u = work[way].load(std::memory_order_relaxed);
@@ -97,11 +98,12 @@ struct PathClock {
     exploring = false;
     const float one = cost(0), all = cost(1);
     if (threads_first) {
-      if (all == 0.0f) return true;
+      if (calls[1].load(std::memory_order_relaxed) == 0) return true;
       if (one == 0.0f) {
         exploring = true;
         return false;
       }
+      if (all == 0.0f) return true;
     }
     if (one == 0.0f) return false;
     if (all == 0.0f) return exploring = true;
@@ -126,7 +128,9 @@ struct PathClock {
     const int way = threaded ? 1 : 0;
     const uint64_t earlier = calls[way].fetch_add(1, std::memory_order_relaxed);
     total[way].store(total[way].load(std::memory_order_relaxed) + elapsed, std::memory_order_relaxed);
-    if (earlier == 0) return;  // a way's first call is counted, not measured (see above)
+    // A way's first call is counted, not measured (see above); but a threads-first clock's try of one
+    // thread comes after a threaded call warmed the caches (and started the threads), so it counts.
+    if (earlier == 0 && !(threads_first && way == 0)) return;
     if (threaded && work[0].load(std::memory_order_relaxed) > static_cast<float>(call_units) / 16.0f) {
       // One thread's history ages while all threads run (down to 1/16 of a call's weight). The
       // threaded history does not age while one thread runs: a single try cannot show its tail.

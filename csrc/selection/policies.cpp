@@ -46,6 +46,17 @@ namespace {
 
 using rules::Forced;
 
+// Which of the kinds of selection a config is, for its clock (see select()).
+constexpr int kRules = 6, kScores = 4, kSelectKinds = kRules * kScores * 8;
+int select_kind(const SelectConfig& cfg) {
+  const int rule = static_cast<int>(cfg.rule), score = static_cast<int>(cfg.score);
+  if (rule < 0 || rule >= kRules || score < 0 || score >= kScores)
+    throw std::invalid_argument("select: rule " + std::to_string(rule) + " or score " + std::to_string(score) +
+                                " is not one of the known kinds");
+  const int options = (cfg.explore > 0.0 ? 1 : 0) | (cfg.exact_budget ? 2 : 0) | (cfg.max_gap > 0 ? 4 : 0);
+  return (rule * kScores + score) * 8 + options;
+}
+
 void select_full(Store& store) {
   float* w = store.weight();
   for_blocks(store.size(), [&](size_t, size_t begin, size_t end) { std::fill(w + begin, w + end, 1.0f); });
@@ -80,15 +91,14 @@ Selection select(Store& store, const Partition& part, const SelectConfig& cfg, u
                                 std::to_string(store.size()));
   if (cfg.rule == Rule::Seta && (cfg.groups < 1 || cfg.groups > 1024 || !(cfg.window > 0.0 && cfg.window <= 1.0)))
     throw std::invalid_argument("select: seta needs 1 <= groups <= 1024 and 0 < window <= 1");
-  // One thread or all, whichever this process measured faster for this rule at this size.
-  static PathClock clocks[8][33];
-  static const bool threads_first = [] {  // a job selects once an epoch: its first selects use every core
-    for (auto& row : clocks)
-      for (PathClock& c : row) c.threads_first = true;
-    return true;
-  }();
-  (void)threads_first;
-  PathClock& clock = clocks[static_cast<int>(cfg.rule) & 7][log2_floor(store.size()) / 2];
+  // One thread or all, whichever this process measured faster for this kind of selection at this
+  // size: rule, score and options (explore share, exact budget, max_gap) change a call's passes, so
+  // each kind has a clock of its own.
+  struct SelectClock : PathClock {
+    SelectClock() { threads_first = true; }  // a job selects once an epoch: its first selects use every core
+  };
+  static SelectClock clocks[kSelectKinds][33];
+  PathClock& clock = clocks[select_kind(cfg)][log2_floor(store.size()) / 2];
   return with_measured_threads(clock, 1.0, [&] { return select_with_team(store, part, cfg, seed, epoch, count); });
 }
 
