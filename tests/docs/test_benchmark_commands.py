@@ -1,0 +1,36 @@
+"""The sampling benchmark's commands, as docs/benchmarks.md gives them, run at a small size from a
+temp folder: each prints its table with the rows the docs describe."""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "benchmarks", "sampling_throughput.py")
+
+
+def run(tmp_path, *args):
+    out = subprocess.run([sys.executable, SCRIPT, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in out.stdout.splitlines()
+            if line.startswith("| 1e+05") or line.startswith("| 2e+05")]
+
+
+def test_the_big_store_run_times_a_jobs_first_four_selects(tmp_path):
+    rows = run(tmp_path, "--big", "2e5", "--big-dir", str(tmp_path), "--repeat", "1")
+    ops = [r[1] for r in rows]
+    for policy in ("infobatch", "ucb", "random"):
+        i = ops.index(f"select {policy}")
+        assert rows[i][-1].endswith("x")                       # against the stream-read floor
+        calls = rows[i + 1][2]
+        assert calls.startswith("a job's first 4 selects: ") and calls.count(",") == 3
+        assert rows[i][2] == calls.split(", ")[-1]             # the row's time is the fourth call
+    assert not list(tmp_path.glob("big_store_*"))              # the 24n-byte file is removed
+
+
+def test_the_throughput_table_has_every_select_against_its_baseline(tmp_path):
+    rows = run(tmp_path, "--sizes", "1e5", "--repeat", "1", "--skip-reference")
+    selects = {r[1]: r for r in rows if r[1].startswith("select ")}
+    for op in ("select random", "select epsilon_greedy", "select ucb", "select emp", "select emp topk",
+               "select weighted", "select sweep", "select ucb, nothing seen yet"):
+        assert selects[op][5].endswith("x") and selects[op][6].endswith("x"), selects[op]
+    assert any(r[1] == "update (4096-id batches)" for r in rows)
