@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo test bench docs sanitize fuzz cuda cuda-sanitize clean
+.PHONY: install demo test bench docs sanitize fuzz fuzz-replay cuda cuda-sanitize clean
 
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*/*) $(wildcard emp_data/*.py) $(wildcard emp_data/*/*.py) $(wildcard benchmarks/quality/*.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,13 +53,17 @@ FUZZ_SECONDS ?= 600
 FUZZ_CXX ?= $(shell command -v clang++ || command -v clang++-14)
 FUZZ_FLAGS := -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -DEMP_KEY_TABLE_PUBLISH_TIMEOUT_MS=0 -Icsrc
+# Each C++ harness and the sources it links (one list for `fuzz` and `fuzz-replay`).
+FUZZ_SOURCES_tar := csrc/webdataset/tar_index.cpp
+FUZZ_SOURCES_store := csrc/core/store.cpp csrc/core/update.cpp csrc/core/buffer.cpp
+FUZZ_SOURCES_key_table := csrc/webdataset/key_table.cpp
 fuzz: install
 	@test -n "$(FUZZ_CXX)" || { echo "make fuzz needs clang (apt-get install clang libfuzzer-14-dev)"; exit 1; }
 	$(PIP) install -q atheris
 	mkdir -p build/fuzz/crashes
-	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_tar.cpp csrc/webdataset/tar_index.cpp -o build/fuzz/fuzz_tar
-	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_store.cpp csrc/core/store.cpp csrc/core/update.cpp -o build/fuzz/fuzz_store
-	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_key_table.cpp csrc/webdataset/key_table.cpp -o build/fuzz/fuzz_key_table
+	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_tar.cpp $(FUZZ_SOURCES_tar) -o build/fuzz/fuzz_tar
+	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_store.cpp $(FUZZ_SOURCES_store) -o build/fuzz/fuzz_store
+	$(FUZZ_CXX) $(FUZZ_FLAGS) fuzz/fuzz_key_table.cpp $(FUZZ_SOURCES_key_table) -o build/fuzz/fuzz_key_table
 	$(PY) fuzz/make_seeds.py build/fuzz/seeds
 	for t in tar store key_table; do \
 	  mkdir -p build/fuzz/work/$$t fuzz/corpus/$$t && \
@@ -74,6 +78,20 @@ fuzz: install
 	  $(PY) fuzz/fuzz_python.py $$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
 	    -artifact_prefix=build/fuzz/crashes/$$t- fuzz/corpus/$$t build/fuzz/seeds/$$t || exit 1; \
 	done
+
+# The C++ harnesses built with any compiler ($(CXX), no libFuzzer) under ASan and UBSan, each saved
+# input replayed once: checks that the harnesses still build and the corpus stays clean where clang
+# is missing.
+FUZZ_REPLAY_CXX ?= $(or $(CXX),c++)
+FUZZ_TARGETS := tar store key_table
+fuzz-replay: $(foreach t,$(FUZZ_TARGETS),build/fuzz-replay/fuzz_$(t))
+	for t in $(FUZZ_TARGETS); do \
+	  ASAN_OPTIONS=detect_leaks=0 build/fuzz-replay/fuzz_$$t fuzz/corpus/$$t/* || exit 1; \
+	done
+build/fuzz-replay/fuzz_%: fuzz/fuzz_%.cpp fuzz/replay_main.cpp $(wildcard csrc/*/*)
+	mkdir -p build/fuzz-replay
+	$(FUZZ_REPLAY_CXX) -std=c++17 -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	  -DEMP_KEY_TABLE_PUBLISH_TIMEOUT_MS=0 -Icsrc $< $(FUZZ_SOURCES_$*) fuzz/replay_main.cpp -o $@
 
 # The optional CUDA kernels (needs nvcc and a GPU machine with a CUDA torch), built in place with
 # the current python, then the GPU tests and the GPU benchmark.
