@@ -135,19 +135,29 @@ PYBIND11_MODULE(_C, m) {
   }, py::arg("count"), py::arg("n"));
   // Tests: a fresh PathClock over calls of one unit whose cost, one thread and all threads, is given
   // per call; returns the way each call took (0: one thread, 1: all).
-  m.def("_path_clock_trace", [](const std::vector<double>& one, const std::vector<double>& all, bool threads_first) {
+  // Tests: the ways a clock picks for calls that take one[i] or all[i] seconds, on a simulated
+  // clock; a one-thread call starting within `aftermath_window` seconds of a threaded call takes
+  // `aftermath` seconds more (what threads leave behind under load).
+  m.def("_path_clock_trace", [](const std::vector<double>& one, const std::vector<double>& all, bool threads_first,
+                                double aftermath, double aftermath_window) {
     if (one.size() != all.size()) throw std::invalid_argument("_path_clock_trace: one and all differ in length");
     PathClock clock;
     clock.threads_first = threads_first;
     std::vector<int> ways(one.size());
+    std::vector<double> took(one.size());
+    double now = 0.0, threaded_end = -1e300;
     for (size_t i = 0; i < one.size(); ++i) {
       bool exploring = false;
       const bool threaded = clock.pick_threaded(1.0, exploring);
-      clock.record(threaded, threaded ? all[i] : one[i], 1.0, exploring);
+      took[i] = threaded ? all[i] : one[i] + (now - threaded_end < aftermath_window ? aftermath : 0.0);
+      now += took[i];
+      if (threaded) threaded_end = now;
+      clock.record(threaded, took[i], 1.0, exploring, now);
       ways[i] = threaded ? 1 : 0;
     }
-    return ways;
-  }, py::arg("one"), py::arg("all"), py::arg("threads_first") = false);
+    return py::make_tuple(ways, took);
+  }, py::arg("one"), py::arg("all"), py::arg("threads_first") = false, py::arg("aftermath") = 0.0,
+     py::arg("aftermath_window") = 0.0);
   m.def("get_num_threads", &max_threads);
   m.def("has_openmp", []() {
 #ifdef _OPENMP

@@ -65,7 +65,8 @@ class CallThreads {
 // threads must beat one thread by kMargin to be chosen. One thread has no barrier: its slow calls
 // are the process losing its core, which would have stalled threads too, so they count at most
 // kOneThreadClip times its usual cost, and its history ages while all threads run, so that one try
-// stands for it. A way's first call (cold caches, page faults) is counted, not measured.
+// stands for it. A way's first call (cold caches, page faults) is counted, not measured. What a
+// threaded call costs the one-thread calls right after it is charged to it (kAftermath).
 // The slower way is tried again once the faster has spent `explore_ratio` times what that try
 // costs, so trying costs at most 1 / explore_ratio of the time; each try that confirms it slower
 // doubles the ratio (up to kMaxExplore), a change of the faster way resets it, and a try faster than
@@ -74,6 +75,12 @@ class CallThreads {
 struct PathClock {
   static constexpr float kMinExplore = 32.0f, kMaxExplore = 256.0f, kDecay = 0.95f, kMargin = 0.85f,
                          kOneThreadClip = 4.0f;
+  // Under load a threaded call also slows the one-thread calls that follow it (its idle thread
+  // spins, and the scheduler then favours the process it kept off a core): what one-thread calls
+  // starting within kAftermath seconds of a threaded call take beyond their usual cost is charged
+  // to the threaded way.
+  static constexpr double kAftermath = 0.02;
+  std::atomic<double> threaded_end{-1e300};  // when the last threaded call ended (steady seconds)
   std::atomic<float> seconds[2] = {};  // one thread, all threads: decayed sums of seconds ...
   std::atomic<float> work[2] = {};     // ... and of units of work (0: not measured yet)
   std::atomic<float> spent{0.0f};    // units x cost spent on the faster way since the slower was tried
@@ -124,8 +131,11 @@ struct PathClock {
     return faster;
   }
 
-  void record(bool threaded, double elapsed, double call_units, bool exploring) {
+  // `end`: when the call ended, in seconds of a steady clock (any origin).
+  void record(bool threaded, double elapsed, double call_units, bool exploring, double end) {
     const int way = threaded ? 1 : 0;
+    const bool after_threaded = !threaded && end - elapsed - threaded_end.load(std::memory_order_relaxed) < kAftermath;
+    if (threaded) threaded_end.store(end, std::memory_order_relaxed);
     const uint64_t earlier = calls[way].fetch_add(1, std::memory_order_relaxed);
     total[way].store(total[way].load(std::memory_order_relaxed) + elapsed, std::memory_order_relaxed);
     // A way's first call is counted, not measured (see above); but a threads-first clock's try of one
@@ -143,6 +153,10 @@ struct PathClock {
     // A slow one-thread call counts at most kOneThreadClip times the usual cost; a threaded one in full.
     const float usual = cost(way);
     float s = static_cast<float>(elapsed);
+    if (way == 0 && after_threaded && usual > 0.0f && other > 0.0f && s > usual * n) {
+      seconds[1].store(seconds[1].load(std::memory_order_relaxed) + (s - usual * n), std::memory_order_relaxed);
+      s = usual * n;  // the excess is the threaded call's
+    }
     if (way == 0 && usual > 0.0f && s > kOneThreadClip * usual * n) s = kOneThreadClip * usual * n;
     if (exploring && other > 0.0f && s < other * n) {
       t *= 0.5f;   // a try that beats the other way: its history weighs half
@@ -189,9 +203,11 @@ auto with_measured_threads(PathClock& clock, double units, Fn fn) {
   CallThreads scope(threaded ? 0 : 1);
   const auto start = std::chrono::steady_clock::now();
   auto out = fn();
-  if (max_threads() > 1)
-    clock.record(threaded, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), units,
-                 exploring);
+  if (max_threads() > 1) {
+    const auto end = std::chrono::steady_clock::now();
+    clock.record(threaded, std::chrono::duration<double>(end - start).count(), units, exploring,
+                 std::chrono::duration<double>(end.time_since_epoch()).count());
+  }
   return out;
 }
 

@@ -6,8 +6,9 @@ import numpy as np
 from emp_data import _C
 
 
-def trace(one, all_):
-    return np.array(_C._path_clock_trace(np.asarray(one, float).tolist(), np.asarray(all_, float).tolist()))
+def trace(one, all_, **kw):
+    ways, _ = _C._path_clock_trace(np.asarray(one, float).tolist(), np.asarray(all_, float).tolist(), **kw)
+    return np.array(ways)
 
 
 def spent(ways, one, all_):
@@ -117,11 +118,27 @@ def test_a_selection_clock_runs_its_first_calls_on_every_core():
     # (counted), one thread (measured: the first call warmed the caches), all threads (measured),
     # then keeps the faster: one of its first three calls runs on one thread.
     one, all_ = np.full(40, 2.0), np.full(40, 1.0)
-    ways = np.array(_C._path_clock_trace(one.tolist(), all_.tolist(), threads_first=True))
+    ways = trace(one, all_, threads_first=True)
     assert list(ways[:3]) == [1, 0, 1]
     assert ways[3:].mean() > 0.9             # all threads, faster here, keep the calls
     assert list(trace(one, all_)[:2]) == [0, 0]  # the update's clock starts with one thread
     # When one thread is the faster way, the selection clock finds it too.
-    ways = np.array(_C._path_clock_trace(all_.tolist(), one.tolist(), threads_first=True))
+    ways = trace(all_, one, threads_first=True)
     assert list(ways[:3]) == [1, 0, 1]
     assert ways[3:].mean() < 0.1
+
+
+def test_what_a_threaded_try_leaves_behind_is_charged_to_it():
+    # Under load a threaded call (350 us) also slows the one-thread calls of the next 20 ms by 1 ms
+    # each (its idle thread spins, the scheduler favours the busy process). Left uncharged, the slow
+    # one-thread calls that follow each try make one thread look slower than threads, and the clock
+    # stays threaded (4.4x one thread's time). Charged to the threaded way, it makes the tries rare:
+    # the calls take at most 2% more than one thread alone would.
+    n = 100_000
+    one, all_ = np.full(n, 80e-6), np.full(n, 350e-6)
+    ways, took = _C._path_clock_trace(one.tolist(), all_.tolist(), aftermath=1e-3, aftermath_window=0.02)
+    assert sum(took) <= 1.02 * one.sum()
+    assert sum(ways) <= 8
+    # Without an aftermath nothing is charged: tries come as often as the explore ratio allows.
+    ways, took = _C._path_clock_trace(one.tolist(), all_.tolist())
+    assert sum(took) <= one.sum() * (1 + 1 / 32) + 2 * 350e-6
