@@ -133,11 +133,10 @@ PYBIND11_MODULE(_C, m) {
     d["seconds_all"] = c.seconds[1];
     return d;
   }, py::arg("count"), py::arg("n"));
-  // Tests: a fresh PathClock over calls of one unit whose cost, one thread and all threads, is given
-  // per call; returns the way each call took (0: one thread, 1: all).
-  // Tests: the ways a clock picks for calls that take one[i] or all[i] seconds, on a simulated
+  // Tests: a fresh PathClock over calls of one unit that take one[i] or all[i] seconds, on a simulated
   // clock; a one-thread call starting within `aftermath_window` seconds of a threaded call takes
-  // `aftermath` seconds more (what threads leave behind under load).
+  // `aftermath` seconds more (what threads leave behind under load). Returns the way each call took
+  // (0: one thread, 1: all) and the seconds it took.
   m.def("_path_clock_trace", [](const std::vector<double>& one, const std::vector<double>& all, bool threads_first,
                                 double aftermath, double aftermath_window) {
     if (one.size() != all.size()) throw std::invalid_argument("_path_clock_trace: one and all differ in length");

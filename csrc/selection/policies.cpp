@@ -47,14 +47,14 @@ namespace {
 using rules::Forced;
 
 // Which of the kinds of selection a config is, for its clock (see select()).
-constexpr int kRules = 6, kScores = 4, kSelectKinds = kRules * kScores * 8;
+constexpr int kRules = 6, kScores = 4, kOptionSets = 8, kSelectKinds = kRules * kScores * kOptionSets;
 int select_kind(const SelectConfig& cfg) {
   const int rule = static_cast<int>(cfg.rule), score = static_cast<int>(cfg.score);
   if (rule < 0 || rule >= kRules || score < 0 || score >= kScores)
     throw std::invalid_argument("select: rule " + std::to_string(rule) + " or score " + std::to_string(score) +
                                 " is not one of the known kinds");
   const int options = (cfg.explore > 0.0 ? 1 : 0) | (cfg.exact_budget ? 2 : 0) | (cfg.max_gap > 0 ? 4 : 0);
-  return (rule * kScores + score) * 8 + options;
+  return (rule * kScores + score) * kOptionSets + options;
 }
 
 void select_full(Store& store) {
