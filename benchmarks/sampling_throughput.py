@@ -28,6 +28,7 @@ import torch
 import emp_data
 from emp_data import Pruner, _C, sample_without_replacement
 from load import KINDS, busy, stream_read_floor
+from timing import interleaved, paired, timeit
 from throughput_baselines import (InfoBatchReference, numpy_infobatch, numpy_scatters, numpy_topk, numpy_update,
                                   numpy_weighted, seta_reference)
 
@@ -45,43 +46,6 @@ def in_mode(mode: str, fn):
         finally:
             _C.set_parallel_mode(_C.ParallelMode.AUTO)
     return run
-
-
-def interleaved(fns: dict, repeat: int) -> dict:
-    """{name: median wall time} of `repeat` rounds that each call every fn once, after one untimed
-    round. The order rotates from round to round: under load, a pass right after an all-threads
-    pass runs slower (the scheduler then favours the process that pass kept off its core), and
-    that must not fall on one fn every time."""
-    names = list(fns)
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in names}
-    for r in range(max(repeat, len(names))):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def timeit(fn, repeat, warmup=True):
-    """Median wall time of `repeat` calls, after one untimed call (first-touch page faults and
-    cold caches belong to no steady-state epoch)."""
-    if warmup:
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def paired(ours, baseline, repeat):
-    """(our median, the baseline's median) from interleaved passes: a shared machine's speed drifts
-    over minutes, and a baseline timed after ours would meet another machine."""
-    times = interleaved({"ours": ours, "baseline": baseline}, repeat)
-    return times["ours"], times["baseline"]
 
 
 def rss_bytes():

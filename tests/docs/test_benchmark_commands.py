@@ -34,3 +34,19 @@ def test_the_throughput_table_has_every_select_against_its_baseline(tmp_path):
                "select weighted", "select sweep", "select ucb, nothing seen yet"):
         assert selects[op][5].endswith("x") and selects[op][6].endswith("x"), selects[op]
     assert any(r[1] == "update (4096-id batches)" for r in rows)
+
+
+def test_interleaved_passes_follow_every_other_pass_equally_often():
+    sys.path.insert(0, os.path.dirname(SCRIPT))
+    try:
+        from timing import carryover_balanced_orders
+    finally:
+        sys.path.remove(os.path.dirname(SCRIPT))
+    for k in range(2, 8):
+        orders = carryover_balanced_orders(k)
+        assert all(sorted(order) == list(range(k)) for order in orders)
+        follows = {}
+        for order in orders:
+            for before, after in zip(order, order[1:]):
+                follows[before, after] = follows.get((before, after), 0) + 1
+        assert len(follows) == k * (k - 1) and len(set(follows.values())) == 1, (k, follows)
