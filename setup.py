@@ -22,12 +22,13 @@ ROOT = Path(__file__).resolve().parent
 CUDA_SOURCES = ["cuda/kernels.cu", "cuda/bindings_cuda.cpp"]
 # csrc/ by layer: core (the store and its file, the per-step update), selection (partition,
 # sampling, policies: select() and one rule_*.cpp per rule), webdataset (the tar scanner and key
-# table), bindings (the pybind11 module), cuda (the kernels).
-SOURCES = ["core/buffer.cpp", "core/store.cpp", "core/update.cpp",
+# table), bindings (the pybind11 module, one file per part), cuda (the kernels).
+SOURCES = ["core/buffer.cpp", "core/store.cpp", "core/store_file.cpp", "core/update.cpp",
            "selection/partition.cpp", "selection/sampling.cpp", "selection/policies.cpp",
            "selection/rule_soft.cpp", "selection/rule_topk.cpp", "selection/rule_sweep.cpp", "selection/rule_seta.cpp",
            "selection/kmeans.cpp", "webdataset/tar_index.cpp", "webdataset/key_table.cpp",
-           "bindings/bindings.cpp"]
+           "bindings/module.cpp", "bindings/py_threads.cpp", "bindings/py_store.cpp", "bindings/py_selection.cpp",
+           "bindings/py_webdataset.cpp"]
 
 
 def _compiler():
