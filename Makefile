@@ -55,7 +55,7 @@ FUZZ_FLAGS := -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitiz
   -DEMP_KEY_TABLE_PUBLISH_TIMEOUT_MS=0 -Icsrc
 # Each C++ harness and the sources it links (one list for `fuzz` and `fuzz-replay`).
 FUZZ_SOURCES_tar := csrc/webdataset/tar_index.cpp
-FUZZ_SOURCES_store := csrc/core/store.cpp csrc/core/update.cpp csrc/core/buffer.cpp
+FUZZ_SOURCES_store := csrc/core/store.cpp csrc/core/store_file.cpp csrc/core/update.cpp csrc/core/buffer.cpp
 FUZZ_SOURCES_key_table := csrc/webdataset/key_table.cpp
 fuzz: install
 	@test -n "$(FUZZ_CXX)" || { echo "make fuzz needs clang (apt-get install clang libfuzzer-14-dev)"; exit 1; }
@@ -97,13 +97,13 @@ build/fuzz-replay/fuzz_%: fuzz/fuzz_%.cpp fuzz/replay_main.cpp $(wildcard csrc/*
 # the current python, then the GPU tests and the GPU benchmark.
 cuda:
 	EMP_DATA_CUDA=1 $(PYTHON) setup.py -q build_ext --inplace
-	PYTHONPATH=. $(PYTHON) -m pytest -q tests/test_cuda.py tests/test_scores.py
+	PYTHONPATH=. $(PYTHON) -m pytest -q tests/store/test_cuda.py tests/store/test_cuda_host.py tests/selection/test_scores.py
 	PYTHONPATH=. $(PYTHON) benchmarks/sampling_throughput.py --device cuda
 
 # The GPU tests under compute-sanitizer's memcheck and racecheck (after `make cuda`).
 cuda-sanitize:
-	PYTHONPATH=. compute-sanitizer --tool memcheck --error-exitcode 1 $(PYTHON) -m pytest -q -x tests/test_cuda.py
-	PYTHONPATH=. compute-sanitizer --tool racecheck --error-exitcode 1 $(PYTHON) -m pytest -q -x tests/test_cuda.py
+	PYTHONPATH=. compute-sanitizer --tool memcheck --error-exitcode 1 $(PYTHON) -m pytest -q -x tests/store/test_cuda.py
+	PYTHONPATH=. compute-sanitizer --tool racecheck --error-exitcode 1 $(PYTHON) -m pytest -q -x tests/store/test_cuda.py
 
 clean:
 	rm -rf build $(VENV) emp_data/_C*.so *.egg-info
