@@ -342,8 +342,8 @@ def main(argv=None):
 
 def run_big(n, repeat, rows, folder):
     """A memory-mapped store of n samples (24n bytes on disk): the per-step update and the first four
-    selects of three rules, timed, with the stream-read floor of the same bytes; no numpy baselines (they would need as
-    much memory again)."""
+    selects of three rules, timed, with the stream-read floor of the same bytes; no numpy baselines
+    (they would need as much memory again)."""
     path = os.path.join(folder, f"big_store_{n}.emp")
     rows = _Progress(rows)      # each row also goes to stderr as it is measured: the run is long
     t0 = time.perf_counter()

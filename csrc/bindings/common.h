@@ -1,10 +1,9 @@
-// What the binding files share: numpy arrays from C++ vectors and views, the array types the
-// Python layer passes in, and one function per part of the module.
+// What the binding files share: numpy arrays from C++ vectors, and one function per part of the
+// module.
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include <cstdint>
 #include <memory>
 #include <utility>
 
@@ -23,17 +22,6 @@ py::array_t<typename Vec::value_type> to_numpy(Vec&& v) {
   owner.release();  // now owned by the capsule
   return py::array_t<T>({size}, {static_cast<py::ssize_t>(sizeof(T))}, data, free_when_done);
 }
-
-// A numpy view into store memory that keeps the store object alive.
-template <class T>
-py::array_t<T> view(const py::object& owner, const T* data, uint64_t n, size_t stride) {
-  return py::array_t<T>({static_cast<py::ssize_t>(n)}, {static_cast<py::ssize_t>(stride)}, data, owner);
-}
-
-using IdArray = py::array_t<int64_t, py::array::c_style>;
-using FloatArray = py::array_t<float, py::array::c_style>;
-using SegmentArray = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>;
-
 
 void bind_threads(py::module_& m);    // thread count, parallel mode, the clocks' diagnosis
 void bind_store(py::module_& m);      // Store, SelectConfig and the rule / score enums

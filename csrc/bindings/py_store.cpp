@@ -21,9 +21,19 @@ using namespace emp;
 
 namespace {
 
+// A numpy view into store memory that keeps the store object alive.
+template <class T>
+py::array_t<T> view(const py::object& owner, const T* data, uint64_t n, size_t stride) {
+  return py::array_t<T>({static_cast<py::ssize_t>(n)}, {static_cast<py::ssize_t>(stride)}, data, owner);
+}
+
+using IdArray = py::array_t<int64_t, py::array::c_style>;
+using FloatArray = py::array_t<float, py::array::c_style>;
+using SegmentArray = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>;
+
 // A rank's part from Python: segments as rows (local_begin, global_begin, length, stride), and the
-// reductions as callables over numpy arrays (torch.distributed, emp_data/sharded.py), which C++
-// calls with the GIL taken back. None for `sum` means one process.
+// reductions as callables over numpy arrays (torch.distributed, emp_data/distributed/partition.py),
+// which C++ calls with the GIL taken back. None for `sum` means one process.
 Partition make_partition(uint64_t local_n, const SegmentArray& segments, uint64_t global_n, uint64_t salt,
                          const py::object& sum, const py::object& max, const py::object& concat) {
   if (segments.ndim() != 2 || segments.shape(1) != 4)
