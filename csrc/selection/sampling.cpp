@@ -52,9 +52,24 @@ void fisher_yates(int64_t* ids, float* w, uint64_t len, uint64_t key) {
     }
     return;
   }
+  // The swap partners come from the stream alone, not from the data, so they are drawn kAhead
+  // steps early and their lines prefetched: a bucket lives in L2, and waiting on each random
+  // line in turn would cost the swap its L2 latency. Same draws, same order: same permutation.
+  constexpr uint32_t kAhead = 16;
   Stream32 rng(key);
-  for (uint32_t t = static_cast<uint32_t>(len); t > 1; --t) {
-    const uint32_t j = rng.below(t);
+  uint32_t partner[kAhead];
+  uint32_t t = static_cast<uint32_t>(len);
+  auto draw_for = [&](uint32_t step) {  // the partner of step `step` (t = step), prefetched
+    const uint32_t j = rng.below(step);
+    __builtin_prefetch(ids + j, 1);
+    __builtin_prefetch(w + j, 1);
+    partner[step % kAhead] = j;
+  };
+  const uint32_t primed = t > kAhead ? t - kAhead : 1;
+  for (uint32_t step = t; step > primed; --step) draw_for(step);
+  for (; t > 1; --t) {
+    const uint32_t j = partner[t % kAhead];
+    if (t > kAhead + 1) draw_for(t - kAhead);
     std::swap(ids[t - 1], ids[j]);
     std::swap(w[t - 1], w[j]);
   }
@@ -92,7 +107,9 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, const Select
   //    of (key, id), computed for kept ids only and again in the scatter rather than stored).
   //    Region s starts at seg.begin(s) + s: the compaction writes unconditionally, so each region
   //    has one spare slot and no write lands in another's.
-  BigVector<int64_t> kept(n + seg.count);
+  //    The scratch holds each kept id's offset in its segment (segments are < 2^31 long): half the
+  //    bytes of a full id written for every item.
+  BigVector<uint32_t> kept(n + seg.count);
   std::vector<uint64_t> kept_in_segment(seg.count, 0);
   std::vector<uint32_t> count(seg.count * buckets, 0);
   auto bucket_of = [key, shift, log_buckets](uint64_t i) {
@@ -101,20 +118,25 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, const Select
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team_size())
   for (int64_t s = 0; s < nseg; ++s) {
     const uint64_t first = seg.begin(s) + static_cast<uint64_t>(s);
-    uint64_t o = first;
-    const uint64_t end = seg.end(s, n);
-    for (uint64_t i = seg.begin(s); i < end; ++i) {
-      const uint32_t keep = weight[i] > 0.0f;
-      kept[o] = static_cast<int64_t>(i);
-      o += keep;
-      if (counts.times != nullptr) {
-        counts.times[i] = static_cast<uint16_t>(counts.times[i] + (keep & (counts.times[i] != kCountMax)));
-        counts.idle[i] = static_cast<uint16_t>((counts.idle[i] + (counts.idle[i] != kCountMax)) * (1 - keep));
+    const uint64_t begin = seg.begin(s), end = seg.end(s, n);
+    if (counts.times != nullptr) {  // a loop of its own, which the compiler vectorises
+      uint16_t* times = counts.times;
+      uint16_t* idle = counts.idle;
+      for (uint64_t i = begin; i < end; ++i) {
+        const uint16_t keep = weight[i] > 0.0f;
+        times[i] = static_cast<uint16_t>(times[i] + (keep & (times[i] != kCountMax)));
+        idle[i] = static_cast<uint16_t>((idle[i] + (idle[i] != kCountMax)) * (1 - keep));
       }
     }
-    kept_in_segment[s] = o - first;
+    uint32_t* out = kept.data() + first;
+    uint32_t o = 0;
+    for (uint64_t i = begin; i < end; ++i) {
+      out[o] = static_cast<uint32_t>(i - begin);
+      o += weight[i] > 0.0f;
+    }
+    kept_in_segment[s] = o;
     uint32_t* c = &count[static_cast<uint64_t>(s) * buckets];
-    for (uint64_t j = first; j < o; ++j) ++c[bucket_of(static_cast<uint64_t>(kept[j]))];
+    for (uint32_t j = 0; j < o; ++j) ++c[bucket_of(begin + out[j])];
   }
   uint64_t k = 0;
   for (uint64_t c : kept_in_segment) k += c;
@@ -136,12 +158,13 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, const Select
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team_size())
   for (int64_t s = 0; s < nseg; ++s) {
     uint64_t* o = &offset[static_cast<uint64_t>(s) * buckets];
-    const uint64_t first = seg.begin(s) + static_cast<uint64_t>(s);
-    const uint64_t stop = first + kept_in_segment[s];
-    for (uint64_t j = first; j < stop; ++j) {
-      const uint64_t dst = o[bucket_of(static_cast<uint64_t>(kept[j]))]++;
-      ids[dst] = kept[j];
-      weights[dst] = weight[kept[j]];
+    const uint32_t* in = kept.data() + seg.begin(s) + static_cast<uint64_t>(s);
+    const uint64_t begin = seg.begin(s), stop = kept_in_segment[s];
+    for (uint64_t j = 0; j < stop; ++j) {
+      const uint64_t i = begin + in[j];
+      const uint64_t dst = o[bucket_of(i)]++;
+      ids[dst] = static_cast<int64_t>(i);
+      weights[dst] = weight[i];
     }
   }
   // 3. Shuffle inside each bucket.
