@@ -153,6 +153,11 @@ def _torchrun_rank(rank, world, port, folder, bodies):
                       MASTER_PORT=str(port))
     os.chdir(folder)
     torch.set_num_threads(1)
+    # A process torchrun starts has the platform's default start method for its DataLoader workers;
+    # one that torch.multiprocessing.spawn starts inherits spawn.
+    import multiprocessing
+
+    multiprocessing.set_start_method(multiprocessing.get_all_start_methods()[0], force=True)
     namespace = stand_ins()
     for n, body in enumerate(bodies):
         try:

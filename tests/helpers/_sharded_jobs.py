@@ -7,7 +7,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import reference_selection
-from _training_jobs import _floats, write_xcls_shards
+from _training_jobs import WORKER_START, _floats, write_xcls_shards
 from emp_data import Pruner, PrunedSampler
 from emp_data import prediction_entropy
 from emp_data import ShardedPruner
@@ -217,7 +217,8 @@ def train_stream(pruner, folder, epochs, num_workers=0):
     stream = PrunedIterableDataset(stream_urls(folder), pruner, index=os.path.join(folder, "reference.empidx"))
     pipeline = wds.DataPipeline(stream, wds.to_tuple("__id__", "x", "cls"),
                                 wds.map_tuple(None, _floats, int))
-    loader = torch.utils.data.DataLoader(pipeline, batch_size=8, num_workers=num_workers)
+    loader = torch.utils.data.DataLoader(pipeline, batch_size=8, num_workers=num_workers,
+                                         multiprocessing_context=WORKER_START if num_workers else None)
     torch.manual_seed(1)
     model = torch.nn.Linear(4, 3)
     batches = []

@@ -10,6 +10,12 @@ from emp_data import DistributedPrunedSampler, IndexedDataset, Pruner, PrunedSam
 
 N, EPOCHS, BATCH = 600, 3, 32
 
+# DataLoader workers of ranks started by torch.multiprocessing.spawn start by spawn as well (the
+# start method is inherited), and each then imports torch again, every epoch: seconds per epoch on a
+# small machine. Ranks that torchrun starts fork their workers (Linux), as the jobs that pass this do.
+# ddp_stream_worker keeps the inherited spawn, so a stream pickled into its workers stays covered.
+WORKER_START = "fork"
+
 
 def make_data():
     g = torch.Generator().manual_seed(0)
@@ -259,7 +265,7 @@ def ddp_stream_resume_worker(rank, world, init_file, folder, out_dir, phase, sto
         stream = PrunedIterableDataset(os.path.join(folder, "d-{00..09}.tar"), pruner,
                                        index=os.path.join(folder, "d.empidx"))
         pipeline = wds.DataPipeline(stream, wds.to_tuple("__id__", "x", "cls"), wds.map_tuple(None, _floats, int))
-        loader = StatefulDataLoader(pipeline, batch_size=8, num_workers=2)
+        loader = StatefulDataLoader(pipeline, batch_size=8, num_workers=2, multiprocessing_context=WORKER_START)
         first_epoch = 0
         if phase == "second":
             state = torch.load(ckpt + ".pt", weights_only=False)
