@@ -50,3 +50,18 @@ def test_interleaved_passes_follow_every_other_pass_equally_often():
             for before, after in zip(order, order[1:]):
                 follows[before, after] = follows.get((before, after), 0) + 1
         assert len(follows) == k * (k - 1) and len(set(follows.values())) == 1, (k, follows)
+
+
+def test_the_update_call_by_call_times_every_way_with_a_step_between_calls(tmp_path):
+    script = os.path.join(ROOT, "benchmarks", "update_calls.py")
+    out = subprocess.run([sys.executable, script, "--size", "1e5", "--ids", "4096", "--calls", "20", "--block", "10",
+                          "--step-ms", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {r[2]: r for r in ([c.strip() for c in line.strip().strip("|").split("|")] for line in out.stdout.splitlines()
+                              if line.startswith("| 1e+05"))}
+    ways = ("update, automatic choice", "update, one thread", "update, all threads", "numpy, 2 scatters",
+            "numpy, read-modify-write of 24-byte records", "numpy, add to a 1-element array")
+    for way in ways:
+        assert rows[way][3] == "20" and rows[way][-1].endswith("x"), rows[way]
+    assert rows["update, one thread"][4] == "0" and rows["update, all threads"][4] == "20"
+    assert rows["numpy, 2 scatters"][-1] == "1.00x"
