@@ -118,7 +118,7 @@ def main(argv=None):
     parser.add_argument("--size", type=float, default=1e7, help="samples in the store")
     parser.add_argument("--ids", type=int, nargs="+", default=[4096], help="ids per update call")
     parser.add_argument("--calls", type=int, default=1200, help="timed calls per way")
-    parser.add_argument("--block", type=int, default=100, help="calls of one way in a row")
+    parser.add_argument("--block", type=int, default=20, help="calls of one way in a row")
     parser.add_argument("--step-ms", type=float, default=0.0, help="milliseconds of Python work between calls")
     parser.add_argument("--busy", type=int, default=0, help="cores kept busy meanwhile (see load.py)")
     parser.add_argument("--load", choices=KINDS, default="spin")
