@@ -105,11 +105,10 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, const Select
   // 1. Compact each segment's kept ids, in id order, into the segment's own region of a scratch
   //    buffer, counting selections on the way; then count the segment's kept ids per bucket (a hash
   //    of (key, id), computed for kept ids only and again in the scatter rather than stored).
-  //    Region s starts at seg.begin(s) + s: the compaction writes unconditionally, so each region
-  //    has one spare slot and no write lands in another's.
   //    The scratch holds each kept id's offset in its segment (segments are < 2^31 long): half the
-  //    bytes of a full id written for every item.
-  BigVector<uint32_t> kept(n + seg.count);
+  //    bytes of a full id written for every item. The compaction writes unconditionally, at most
+  //    at the item's own offset, so each segment's region of the scratch is its own slots.
+  BigVector<uint32_t> kept(n);
   std::vector<uint64_t> kept_in_segment(seg.count, 0);
   std::vector<uint32_t> count(seg.count * buckets, 0);
   auto bucket_of = [key, shift, log_buckets](uint64_t i) {
@@ -117,7 +116,6 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, const Select
   };
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team_size())
   for (int64_t s = 0; s < nseg; ++s) {
-    const uint64_t first = seg.begin(s) + static_cast<uint64_t>(s);
     const uint64_t begin = seg.begin(s), end = seg.end(s, n);
     if (counts.times != nullptr) {  // a loop of its own, which the compiler vectorises
       uint16_t* times = counts.times;
@@ -128,7 +126,7 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, const Select
         idle[i] = static_cast<uint16_t>((idle[i] + (idle[i] != kCountMax)) * (1 - keep));
       }
     }
-    uint32_t* out = kept.data() + first;
+    uint32_t* out = kept.data() + begin;
     uint32_t o = 0;
     for (uint64_t i = begin; i < end; ++i) {
       out[o] = static_cast<uint32_t>(i - begin);
@@ -158,8 +156,8 @@ void gather_shuffled(const float* weight, uint64_t n, uint64_t key, const Select
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team_size())
   for (int64_t s = 0; s < nseg; ++s) {
     uint64_t* o = &offset[static_cast<uint64_t>(s) * buckets];
-    const uint32_t* in = kept.data() + seg.begin(s) + static_cast<uint64_t>(s);
     const uint64_t begin = seg.begin(s), stop = kept_in_segment[s];
+    const uint32_t* in = kept.data() + begin;
     for (uint64_t j = 0; j < stop; ++j) {
       const uint64_t i = begin + in[j];
       const uint64_t dst = o[bucket_of(i)]++;
