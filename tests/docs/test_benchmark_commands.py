@@ -8,8 +8,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SCRIPT = os.path.join(ROOT, "benchmarks", "sampling_throughput.py")
 
 
-def run(tmp_path, *args):
-    out = subprocess.run([sys.executable, SCRIPT, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+def run(tmp_path, *args, script=SCRIPT):
+    out = subprocess.run([sys.executable, script, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return [[c.strip() for c in line.strip().strip("|").split("|")] for line in out.stdout.splitlines()
             if line.startswith("| 1e+05") or line.startswith("| 2e+05")]
@@ -53,12 +53,8 @@ def test_interleaved_passes_follow_every_other_pass_equally_often():
 
 
 def test_the_update_call_by_call_times_every_way_with_a_step_between_calls(tmp_path):
-    script = os.path.join(ROOT, "benchmarks", "update_calls.py")
-    out = subprocess.run([sys.executable, script, "--size", "1e5", "--ids", "4096", "--calls", "20", "--block", "10",
-                          "--step-ms", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    rows = {r[2]: r for r in ([c.strip() for c in line.strip().strip("|").split("|")] for line in out.stdout.splitlines()
-                              if line.startswith("| 1e+05"))}
+    rows = {r[2]: r for r in run(tmp_path, "--size", "1e5", "--ids", "4096", "--calls", "20", "--block", "10",
+                                 "--step-ms", "1", script=os.path.join(ROOT, "benchmarks", "update_calls.py"))}
     ways = ("update, automatic choice", "update, one thread", "update, all threads", "numpy, 2 scatters",
             "numpy, read-modify-write of 24-byte records", "numpy, add to a 1-element array")
     for way in ways:

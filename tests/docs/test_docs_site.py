@@ -1,5 +1,6 @@
 """docs/ builds as a site with mkdocs, strictly: every page in the nav, no link to a missing page."""
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -19,8 +20,6 @@ def test_docs_build_strictly(tmp_path):
 def test_every_repository_path_the_docs_and_makefile_name_exists():
     """A moved test or benchmark leaves `make cuda` or a documented command pointing at nothing;
     on a machine without a GPU that would not show until someone ran it."""
-    import re
-
     texts = [ROOT / "Makefile", ROOT / "README.md", ROOT / ".ci" / "run", *sorted((ROOT / "docs").glob("*.md"))]
     pattern = re.compile(r"\b((?:tests|benchmarks|examples|fuzz|csrc)/[\w./-]+\.(?:py|cpp|h|cu|sh|md))\b")
     missing = sorted({f"{p.name}: {m}" for p in texts if p.exists() for m in pattern.findall(p.read_text())

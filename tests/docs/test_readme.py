@@ -10,6 +10,7 @@ blocks."""
 import ast
 import io
 import json
+import multiprocessing
 import os
 import pathlib
 import re
@@ -155,8 +156,6 @@ def _torchrun_rank(rank, world, port, folder, bodies):
     torch.set_num_threads(1)
     # A process torchrun starts has the platform's default start method for its DataLoader workers;
     # one that torch.multiprocessing.spawn starts inherits spawn.
-    import multiprocessing
-
     multiprocessing.set_start_method(multiprocessing.get_all_start_methods()[0], force=True)
     namespace = stand_ins()
     for n, body in enumerate(bodies):
