@@ -267,9 +267,20 @@ def run_cuda(n, repeat, rows):
 
     k = round(keep * n)
 
-    def torch_weighted():   # exponential keys log(u)/w, the k largest
+    def shuffled(sel):
+        return sel[torch.randperm(sel.numel(), device=dev, generator=gen)]
+
+    def torch_weighted():   # exponential keys log(u)/w: the k largest, 1/pi weights at the (k+1)-th key, shuffled
         keys = torch.log(torch.rand(n, device=dev, generator=gen)) / scores
-        return torch.topk(keys, k, sorted=False).indices
+        top = torch.topk(keys, k + 1, sorted=False)
+        tau = -top.values.min()
+        sel = top.indices[top.values > -tau]
+        sel = shuffled(sel)
+        return sel, 1.0 / -torch.expm1(-scores[sel] * tau)
+
+    def torch_topk():   # the k best, shuffled, weight 1
+        sel = shuffled(torch.topk(scores, k, sorted=False).indices)
+        return sel, torch.ones(k, device=dev)
 
     # Exact budget at r = 0.3: at 0.7 the hard half of these uniform scores alone exceeds the budget.
     k_exact = round(0.7 * n)
@@ -285,19 +296,27 @@ def run_cuda(n, repeat, rows):
     cases = [("infobatch", policies.InfoBatch().config(PRUNE_RATIO), torch_infobatch, "masking + randperm"),
              ("infobatch exact budget r=0.3", policies.InfoBatch(exact_budget=True).config(0.3), torch_exact_budget,
               "masking + randperm"),
-             ("weighted", policies.Weighted().config(PRUNE_RATIO), torch_weighted, "exp-keys + torch.topk"),
-             ("ucb (top-k)", policies.UCB().config(PRUNE_RATIO),
-              lambda: torch.topk(scores, k, sorted=False).indices, "torch.topk"),
+             ("weighted", policies.Weighted().config(PRUNE_RATIO), torch_weighted,
+              "exp-keys + torch.topk + randperm"),
+             ("ucb (top-k)", policies.UCB().config(PRUNE_RATIO), torch_topk, "torch.topk + randperm"),
              ("random", policies.Random().config(PRUNE_RATIO),
               (lambda: torch.multinomial(torch.ones(n, device=dev), k, replacement=False, generator=gen))
               if n <= 2**24 else (lambda: torch.randperm(n, device=dev, generator=gen)[:k]),
               "torch.multinomial" if n <= 2**24 else "torch.randperm[:k]")]
     for name, cfg, baseline, baseline_name in cases:
         epoch = iter(range(1, 10**6))
-        t_ours = cuda_time(lambda: store.select(cfg, 0, next(epoch), False), repeat)
+        # select_on_device: the kept ids (shuffled) and weights stay on the GPU, as the baselines' do.
+        t_ours = cuda_time(lambda: store.select_on_device(cfg, 0, next(epoch), False), repeat)
         t_base = cuda_time(baseline, repeat)
         rows.append((n, f"select {name} [cuda]", fmt_time(t_ours), f"{n / t_ours / 1e9:.2f} G samples/s",
                      f"{baseline_name} {fmt_time(t_base)}", f"{t_base / t_ours:.1f}x"))
+    # What Pruner.select adds on top: the kept ids and weights copied to host numpy arrays (samplers
+    # read them there), here for the last case's selection.
+    ids_d, w_d, _ = store.select_on_device(cases[-1][1], 0, 0, False)
+    t_copy = cuda_time(lambda: (ids_d.cpu(), w_d.cpu()), repeat)
+    nbytes = ids_d.numel() * 12
+    rows.append((n, f"host copy of {ids_d.numel():,} kept ids + weights [cuda]", fmt_time(t_copy),
+                 f"{nbytes / t_copy / 1e9:.1f} GB/s", "-", "-"))
 
 
 def main(argv=None):
@@ -397,7 +416,8 @@ def main_cuda(args):
         raise SystemExit("--device cuda needs a CUDA GPU and emp_data built with EMP_DATA_CUDA=1")
     sizes = [int(s) for s in args.sizes] if args.sizes else [10**7, 10**8]
     print(f"# emp_data {emp_data.__version__} GPU sampling throughput: {torch.cuda.get_device_name()}, "
-          f"torch {torch.__version__}, prune_ratio {PRUNE_RATIO}; select times exclude the host copy of the ids")
+          f"torch {torch.__version__}, prune_ratio {PRUNE_RATIO}; select times keep the kept ids on the GPU "
+          "(the host copy that Pruner.select adds is its own row)")
     print(f"# command: python benchmarks/sampling_throughput.py {' '.join(sys.argv[1:])}".rstrip())
     rows = []
     for n in sizes:

@@ -4,6 +4,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+import torch
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "benchmarks", "sampling_throughput.py")
 
@@ -61,3 +64,13 @@ def test_the_update_call_by_call_times_every_way_with_a_step_between_calls(tmp_p
         assert rows[way][3] == "20" and rows[way][-1].endswith("x"), rows[way]
     assert rows["update, one thread"][4] == "0" and rows["update, all threads"][4] == "20"
     assert rows["numpy, 2 scatters"][-1] == "1.00x"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (and the EMP_DATA_CUDA=1 build)")
+def test_the_gpu_table_has_every_select_and_the_host_copy(tmp_path):
+    rows = run(tmp_path, "--device", "cuda", "--sizes", "1e5", "--repeat", "1")
+    ops = [r[1] for r in rows]
+    for name in ("infobatch", "infobatch exact budget r=0.3", "weighted", "ucb (top-k)", "random"):
+        row = rows[ops.index(f"select {name} [cuda]")]
+        assert row[-1].endswith("x"), row
+    assert any(op.startswith("host copy of 30,000 kept ids") for op in ops), ops
