@@ -27,8 +27,56 @@ py::array_t<T> view(const py::object& owner, const T* data, uint64_t n, size_t s
   return py::array_t<T>({static_cast<py::ssize_t>(n)}, {static_cast<py::ssize_t>(stride)}, data, owner);
 }
 
-using IdArray = py::array_t<int64_t, py::array::c_style>;
-using FloatArray = py::array_t<float, py::array::c_style>;
+// A 1-D array argument of the per-step update, read through the buffer protocol. pybind11's array
+// casters cost tens of microseconds a call once a training step has left the caches cold
+// (benchmarks/update_calls.py); this is one PyObject_GetBuffer. Anything else (another dtype, a
+// strided array, a list) is first converted as the casters would: a safe cast into a new array.
+template <class T>
+class ArrayArg {
+ public:
+  ArrayArg(py::handle obj, const char* name) {
+    if (take(obj)) return;
+    copy_ = py::array_t<T, py::array::c_style>::ensure(obj);
+    if (!copy_ || !take(copy_)) {
+      PyErr_Clear();
+      throw py::type_error(std::string(name) + " must be a 1-D array of " + kind());
+    }
+  }
+  ~ArrayArg() {
+    if (held_) PyBuffer_Release(&view_);
+  }
+  ArrayArg(const ArrayArg&) = delete;
+  ArrayArg& operator=(const ArrayArg&) = delete;
+  const T* data() const { return static_cast<const T*>(view_.buf); }
+  size_t size() const { return static_cast<size_t>(view_.shape[0]); }
+
+ private:
+  // Holds obj's buffer if it is a 1-D C-contiguous array of T.
+  bool take(py::handle obj) {
+    if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+      PyErr_Clear();
+      return false;
+    }
+    if (view_.ndim == 1 && view_.itemsize == static_cast<py::ssize_t>(sizeof(T)) && format_ok(view_.format)) {
+      held_ = true;
+      return true;
+    }
+    PyBuffer_Release(&view_);
+    return false;
+  }
+  static const char* kind() { return std::is_same<T, float>::value ? "float32" : "int64"; }
+  // Native byte order: no prefix, '@', '=' or '<' (x86-64 is little-endian).
+  static bool format_ok(const char* f) {
+    if (f == nullptr) return false;
+    if (*f == '@' || *f == '=' || *f == '<') ++f;
+    const bool one = f[0] != '\0' && f[1] == '\0';
+    return one && (std::is_same<T, float>::value ? f[0] == 'f' : (f[0] == 'l' || f[0] == 'q'));
+  }
+  Py_buffer view_{};
+  bool held_ = false;
+  py::object copy_;
+};
+
 using SegmentArray = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>;
 
 // A rank's part from Python: segments as rows (local_begin, global_begin, length, stride), and the
@@ -161,20 +209,23 @@ void bind_store(py::module_& m) {
            },
            py::arg("name"))
       .def("update",
-           [](Store& s, const IdArray& ids, const FloatArray& loss, const py::object& memory, float ema_decay,
-              bool skip_nonfinite) {
-             const float* mem = nullptr;
-             FloatArray mem_arr;
-             if (!memory.is_none()) {
-               mem_arr = memory.cast<FloatArray>();
-               mem = mem_arr.data();
-             }
+           [](Store& s, py::handle ids, py::handle loss, py::handle memory, float ema_decay, bool skip_nonfinite) {
+             if (s.readonly()) throw py::value_error("this store was opened read-only");
+             const ArrayArg<int64_t> id_arr(ids, "ids");
+             const ArrayArg<float> loss_arr(loss, "losses");
+             std::unique_ptr<ArrayArg<float>> mem_arr;
+             if (!memory.is_none()) mem_arr = std::make_unique<ArrayArg<float>>(memory, "memory");
+             if (loss_arr.size() != id_arr.size() || (mem_arr && mem_arr->size() != id_arr.size()))
+               throw py::value_error("ids, losses and memory must have the same length");
              UpdateResult r;
              {
                py::gil_scoped_release release;
-               r = update(s, ids.data(), loss.data(), mem, static_cast<size_t>(ids.size()), ema_decay, skip_nonfinite);
+               r = update(s, id_arr.data(), loss_arr.data(), mem_arr ? mem_arr->data() : nullptr, id_arr.size(),
+                          ema_decay, skip_nonfinite);
              }
-             return py::make_tuple(r.error, r.bad_index, r.skipped);
+             // None when every entry was applied (the per-step case: no tuple to build).
+             if (r.error == 0 && r.skipped == 0) return py::object(py::none());
+             return py::object(py::make_tuple(r.error, r.bad_index, r.skipped));
            },
            py::arg("ids"), py::arg("loss"), py::arg("memory"), py::arg("ema_decay"), py::arg("skip_nonfinite"))
       .def("select",

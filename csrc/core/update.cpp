@@ -126,7 +126,7 @@ UpdateResult update(Store& store, const int64_t* ids, const float* loss, const f
     else
       apply_ids<false>(stats, in, lo, hi);
   };
-  if (max_threads() <= 1 || count < kMinThreadedUpdate) {
+  if (count < kMinThreadedUpdate || max_threads() <= 1) {
     walk(0, n);
     return result;
   }

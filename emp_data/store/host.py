@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from .. import _C
-from .._validate import as_count, as_ema_decay, as_ids, as_nonfinite_mode, as_values
+from .._validate import _FLOAT32, _INT64, as_count, as_ema_decay, as_ids, as_nonfinite_mode, as_values
 from .protocol import STORE_FIELDS
 
 try:
@@ -145,14 +145,23 @@ class ScoreStore:
         and the running mean/variance see every value. ``nonfinite="skip"`` skips (and counts)
         entries with NaN/inf values instead of raising. Returns the number skipped.
         """
-        if self._core.readonly:
-            raise ValueError("this store was opened read-only")
-        as_nonfinite_mode(nonfinite)
-        decay = as_ema_decay(ema_decay)
-        ids_arr = as_ids(ids)
-        loss_arr = as_values(losses, "losses", len(ids_arr))
-        mem_arr = None if memory is None else as_values(memory, "memory", len(ids_arr))
-        error, where, skipped = self._core.update(ids_arr, loss_arr, mem_arr, decay, nonfinite == "skip")
+        # The per-step path: arguments already as the core takes them pass with inline checks only
+        # (each Python call costs microseconds when a training step has left the caches cold).
+        if nonfinite != "raise" and nonfinite != "skip":
+            as_nonfinite_mode(nonfinite)
+        decay = ema_decay if type(ema_decay) is float and 0.0 <= ema_decay < 1.0 else as_ema_decay(ema_decay)
+        ids_arr = ids if type(ids) is np.ndarray and ids.dtype is _INT64 and ids.ndim == 1 else as_ids(ids)
+        length = ids_arr.shape[0]
+        loss_arr = (losses if type(losses) is np.ndarray and losses.dtype is _FLOAT32 and losses.shape == (length,)
+                    else as_values(losses, "losses", length))
+        mem_arr = (memory if memory is None or (type(memory) is np.ndarray and memory.dtype is _FLOAT32
+                                                and memory.shape == (length,))
+                   else as_values(memory, "memory", length))
+        # (a strided array is copied into a contiguous one by the binding)
+        outcome = self._core.update(ids_arr, loss_arr, mem_arr, decay, nonfinite == "skip")
+        if outcome is None:      # every entry applied
+            return 0
+        error, where, skipped = outcome
         if error:
             detail = {1: f"ids[{where}] = {ids_arr[where]} is outside [0, {self.num_samples})",
                       2: f"losses[{where}] = {loss_arr[where] if error == 2 else ''}",

@@ -122,6 +122,25 @@ def test_bad_arguments():
         ScoreStore(3).update([0], np.ones(1, np.float32), nonfinite="ignore")
 
 
+
+def test_the_core_update_checks_its_arrays():
+    """The binding reads the caller's buffers directly: it refuses mismatched lengths and wrong
+    dtypes itself, and converts what pybind11's array casters would (a strided view, int32 ids)."""
+    store = ScoreStore(10)
+    core = store._core
+    with pytest.raises(ValueError, match="same length"):
+        core.update(np.array([1, 2]), np.ones(3, np.float32), None, 0.8, False)
+    with pytest.raises(ValueError, match="same length"):
+        core.update(np.array([1, 2]), np.ones(2, np.float32), np.ones(1, np.float32), 0.8, False)
+    with pytest.raises(TypeError, match="ids must be a 1-D array of int64"):
+        core.update(np.array([1.0, 2.0]), np.ones(2, np.float32), None, 0.8, False)
+    with pytest.raises(TypeError, match="losses must be a 1-D array of float32"):
+        core.update(np.array([1, 2]), np.ones(2), None, 0.8, False)
+    assert np.isnan(store.loss).all()
+    assert core.update(np.arange(8)[::2], np.arange(8, dtype=np.float32)[::2], None, 0.8, False) is None
+    assert core.update(np.array([9], np.int32), np.array([7.0], np.float32), None, 0.8, False) is None
+    assert store.loss[[0, 2, 4, 6, 9]].tolist() == [0, 2, 4, 6, 7]
+
 def _child_reads(path, queue):
     store = ScoreStore.open(path, readonly=True)
     queue.put((store.loss[:4].tolist(), store.weight[:4].tolist()))
