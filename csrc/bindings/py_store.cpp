@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -157,6 +158,7 @@ void bind_store(py::module_& m) {
       .def_readwrite("groups", &SelectConfig::groups)
       .def_readwrite("window", &SelectConfig::window);
 
+  m.attr("UPDATE_LOG_ENTRIES") = kUpdateLogEntries;
   py::class_<Store>(m, "Store")
       .def_static("create", &Store::create, py::arg("num_samples"), py::call_guard<py::gil_scoped_release>())
       .def_static("create_mapped", &Store::create_mapped, py::arg("path"), py::arg("num_samples"),
@@ -164,9 +166,10 @@ void bind_store(py::module_& m) {
       .def_static("open", &Store::open, py::arg("path"), py::arg("readonly"), py::call_guard<py::gil_scoped_release>())
       .def_static("load", &Store::load, py::arg("path"), py::call_guard<py::gil_scoped_release>())
       .def("save",
-           [](const Store& s, const std::string& path, const py::bytes& metadata) {
+           [](Store& s, const std::string& path, const py::bytes& metadata) {
              std::string meta = metadata;
              py::gil_scoped_release release;
+             settle(s);
              s.save(path, meta);
            },
            py::arg("path"), py::arg("metadata"))
@@ -176,6 +179,13 @@ void bind_store(py::module_& m) {
       .def_property_readonly("readonly", &Store::readonly)
       .def_property_readonly("mapped", &Store::mapped)
       .def_property_readonly("path", &Store::path)
+      .def_property_readonly(
+          "pending",
+          [](const Store& s) {
+            const std::lock_guard<std::mutex> hold(*s.pending().lock);
+            return s.pending().size();
+          },
+          "Entries in the update log, not yet in the records (benchmarks and tests).")
       .def("reset", &Store::reset, py::call_guard<py::gil_scoped_release>())
       .def("begin_weights_write", &Store::begin_weights_write)
       .def("end_weights_write", &Store::end_weights_write, py::arg("epoch"))
@@ -193,10 +203,17 @@ void bind_store(py::module_& m) {
            },
            py::arg("lo"), py::arg("hi"), py::arg("timeout_s"))
       .def("same_file_as", &Store::same_file_as, py::arg("path"))
-      .def("flush", &Store::flush, py::call_guard<py::gil_scoped_release>())
+      .def("flush",
+           [](Store& s) {
+             py::gil_scoped_release release;
+             settle(s);
+             s.flush();
+           })
+      .def("settle", &settle, py::call_guard<py::gil_scoped_release>())
       .def("array",
            [](py::object self, const std::string& name) -> py::array {
              Store& s = self.cast<Store&>();
+             settle(s);  // a view of the records shows every update recorded so far
              const SampleStats* st = s.stats();
              if (name == "loss") return view<float>(self, &st->loss, s.size(), sizeof(SampleStats));
              if (name == "memory") return view<float>(self, &st->memory, s.size(), sizeof(SampleStats));
@@ -238,6 +255,7 @@ void bind_store(py::module_& m) {
              Selection sel;
              {
                py::gil_scoped_release release;
+               settle(s);
                // Readers in other processes (stream workers) see this epoch whole or wait for it.
                s.begin_weights_write();
                try {
@@ -270,10 +288,11 @@ void bind_store(py::module_& m) {
            },
            py::arg("seed"), py::arg("epoch"), py::arg("segments") = py::none(), py::arg("global_n") = 0,
            py::arg("salt") = 0)
-      .def("scores", [](const Store& s, const SelectConfig& cfg) {
+      .def("scores", [](Store& s, const SelectConfig& cfg) {
         std::vector<float> out(s.size());
         {
           py::gil_scoped_release release;
+          settle(s);
           compute_scores(s, cfg, out.data());
         }
         return to_numpy(std::move(out));

@@ -7,12 +7,14 @@
 
 #include <chrono>
 #include <limits>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
 #include "core/parallel.h"
 #include "core/store_internal.h"
+#include "core/update.h"
 
 namespace emp {
 
@@ -57,6 +59,7 @@ Store::Store(Store&& o) noexcept { *this = std::move(o); }
 
 Store& Store::operator=(Store&& o) noexcept {
   if (this != &o) {
+    if (mapped_ && !readonly_ && base_ != nullptr) settle(*this);  // as the destructor
     release();
     n_ = o.n_;
     layout_ = o.layout_;
@@ -69,6 +72,8 @@ Store& Store::operator=(Store&& o) noexcept {
     file_ino_ = o.file_ino_;
     path_ = std::move(o.path_);
     metadata_ = std::move(o.metadata_);
+    pending_ = std::move(o.pending_);
+    o.pending_ = UpdateLog{};  // empty, with a lock of its own
     o.base_ = nullptr;
     o.mapped_ = false;
     o.mapped_bytes_ = 0;
@@ -77,7 +82,11 @@ Store& Store::operator=(Store&& o) noexcept {
   return *this;
 }
 
-Store::~Store() { release(); }
+Store::~Store() {
+  // A mapped store's file gets what its log still holds (an owned store's memory goes with it).
+  if (mapped_ && !readonly_ && base_ != nullptr) settle(*this);
+  release();
+}
 
 void Store::release() noexcept {
   if (mapped_ && base_ != nullptr) ::munmap(base_, mapped_bytes_);
@@ -86,6 +95,10 @@ void Store::release() noexcept {
 }
 
 void Store::reset() {
+  {
+    const std::lock_guard<std::mutex> hold(*pending_.lock);
+    pending_.clear();  // what was waiting is reset too
+  }
   begin_weights_write();
   SampleStats* s = stats();
   uint16_t* t = times_selected();

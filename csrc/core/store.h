@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/buffer.h"
+#include "core/update_log.h"
 
 namespace emp {
 
@@ -100,6 +101,10 @@ class Store {
   float* weight() { return reinterpret_cast<float*>(base_ + layout_.weight); }
   const float* weight() const { return reinterpret_cast<const float*>(base_ + layout_.weight); }
 
+  // Entries accepted by update() and not yet applied to the records (update.h: settle).
+  UpdateLog& pending() { return pending_; }
+  const UpdateLog& pending() const { return pending_; }
+
   // Bring every sample back to "never seen", weight 1, never selected, not idle.
   void reset();
 
@@ -140,6 +145,7 @@ class Store {
   uint64_t file_dev_ = 0, file_ino_ = 0;  // identity of the mapped file
   std::string path_;
   std::string metadata_;
+  UpdateLog pending_;
 };
 
 // Checksum of arbitrary bytes (word-wise SplitMix mixing, summed: order-independent so it can run

@@ -25,11 +25,22 @@ struct ClockState {
 };
 ClockState update_clock_state(size_t count, uint64_t n);
 
-// Write per-sample losses (and memory terms) for `ids`. Validates first (ids in range, finite
-// values). Duplicate ids: applied in call order, so the last write wins for loss and memory and the
-// running mean/variance see every value. Deterministic for any thread count: each thread owns a
-// contiguous id range and walks the whole call in order.
+// The store's update log (update_log.h) holds up to this many entries, 4 MiB; a call of a quarter
+// of it or more is applied at once.
+constexpr size_t kUpdateLogEntries = size_t(1) << 18;
+
+// Record per-sample losses (and memory terms) for `ids`. Validates first (ids in range, finite
+// values): a bad entry is reported and nothing is recorded. A call of fewer than 2^16 ids goes to
+// the store's log (update_log.h) and reaches the records at the next settle(); a larger one is
+// applied at once. Either way duplicate ids are applied in call order, so the last write wins for
+// loss and memory and the running mean/variance see every value, and the records end up
+// bit-identical for any thread count and any split into calls.
 UpdateResult update(Store& store, const int64_t* ids, const float* loss, const float* memory, size_t count,
                     float ema_decay, bool skip_nonfinite);
+
+// Apply the store's logged updates to its records, in call order. Everything that reads a record
+// (a select, scores, a save, the arrays handed to Python) settles first; the log also settles
+// itself when it is full, and a mapped store settles when it is closed.
+void settle(Store& store);
 
 }  // namespace emp

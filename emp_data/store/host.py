@@ -231,8 +231,13 @@ class ScoreStore:
         self._core.reset()
 
     def flush(self) -> None:
-        """Write a memory-mapped store's pages to its file."""
+        """Apply the update log, then write a memory-mapped store's pages to its file."""
         self._core.flush()
+
+    def settle(self) -> None:
+        """Apply the update log to the records now. Every read through the store does this itself;
+        call it to time updates whole, or before another process reads a live store file."""
+        self._core.settle()
 
     def __repr__(self) -> str:
         where = f"path={self.path!r}" if self.path else "in memory"

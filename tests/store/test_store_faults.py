@@ -30,6 +30,7 @@ def test_save_refuses_the_live_file_under_any_name(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match="its own file"):
             store.save(other)
     store.update([3], np.array([5.0], np.float32))
+    store.flush()                                        # the update reaches the file
     assert ScoreStore.open(path).loss[3] == 5.0          # still the live file, still shared
     store.save(tmp_path / "snapshot.emp")                # any other file is fine
     assert ScoreStore.load(tmp_path / "snapshot.emp").loss[3] == 5.0
