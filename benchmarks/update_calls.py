@@ -6,11 +6,12 @@ against numpy's two scatters of the same ids, in one process.
     python benchmarks/update_calls.py --size 1e7 --ids 4096 --busy 1       # beside a busy core
 
 A call of fewer than 2^16 ids goes to the store's log, and the log is written into the records
-when it holds 2^18 entries (csrc/core/update_log.h): every 64th call of 4096 ids pays for that. So
-each update way has a store of its own, its mean counts every call it made plus the application
-of what its log still held at the end, and `applied the log` says how many of its calls paid for
-it. The three update ways differ in how the log is applied: the automatic choice between one thread
-and all (csrc/core/parallel.h), or each forced.
+when it holds 2^18 entries (csrc/core/update_log.h): every 64th call of 4096 ids pays for that. The
+three update ways share one store and differ in how a call that fills the log applies it: the
+automatic choice between one thread and all (csrc/core/parallel.h), or each forced; `applied the
+log` says how many of a way's calls did, and what the log holds at the end is applied and counted
+in the automatic choice's mean (none is left when 3 x calls x ids is a multiple of 2^18, as with
+the defaults).
 
 The ways run in blocks of --block calls, in carry-over balanced orders (timing.py), so that the
 machine's drift falls on all of them alike. Between two calls, --step-ms of pure-Python work keeps
@@ -52,12 +53,9 @@ UPDATE_WAYS = ("AUTO", "SERIAL", "THREADED")
 
 def run(size: int, ids_per_call: int, calls: int, block: int, step_s: float):
     rng = np.random.default_rng(0)
-    stores = {}
-    for way in UPDATE_WAYS:
-        store = Pruner(size, policy="infobatch", prune_ratio=0.7, seed=0).store
-        store.update(np.arange(size, dtype=np.int64), rng.gamma(2.0, 0.5, size).astype(np.float32),
-                     rng.uniform(0, 1, size).astype(np.float32))   # every record written once: no first-touch faults
-        stores[way] = store
+    store = Pruner(size, policy="infobatch", prune_ratio=0.7, seed=0).store
+    store.update(np.arange(size, dtype=np.int64), rng.gamma(2.0, 0.5, size).astype(np.float32),
+                 rng.uniform(0, 1, size).astype(np.float32))   # every record written once: no first-touch faults
     np_loss, np_mem = np.zeros(size, np.float32), np.zeros(size, np.float32)
     np_loss[:] = 1.0
     np_mem[:] = 1.0
@@ -79,7 +77,6 @@ def run(size: int, ids_per_call: int, calls: int, block: int, step_s: float):
                 ids = batches[b]
                 if way in UPDATE_WAYS:
                     _C.set_parallel_mode(getattr(_C.ParallelMode, way))
-                    store = stores[way]
                     pending, threaded_before = store._core.pending, threaded_calls(ids_per_call, size)
                 t0 = time.perf_counter()
                 if way == "numpy":
@@ -104,14 +101,10 @@ def run(size: int, ids_per_call: int, calls: int, block: int, step_s: float):
                     step_work(step_s)
             done[way] += block
         r += 1
-    finish = {}
-    for way in UPDATE_WAYS:       # what each log still holds, applied and counted
-        _C.set_parallel_mode(getattr(_C.ParallelMode, way))
-        t0 = time.perf_counter()
-        stores[way].settle()
-        finish[way] = time.perf_counter() - t0
     _C.set_parallel_mode(_C.ParallelMode.AUTO)
-    return per_call, finish
+    t0 = time.perf_counter()
+    store.settle()                # what the log still holds, applied by the automatic choice and counted there
+    return per_call, {"AUTO": time.perf_counter() - t0}
 
 
 def threaded_calls(ids_per_call: int, size: int) -> int:
@@ -140,7 +133,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=float, default=1e7, help="samples in the store")
     parser.add_argument("--ids", type=int, nargs="+", default=[4096], help="ids per update call")
-    parser.add_argument("--calls", type=int, default=1200, help="timed calls per way")
+    parser.add_argument("--calls", type=int, default=1024, help="timed calls per way")
     parser.add_argument("--block", type=int, default=20, help="calls of one way in a row")
     parser.add_argument("--step-ms", type=float, default=0.0, help="milliseconds of Python work between calls")
     parser.add_argument("--busy", type=int, default=0, help="cores kept busy meanwhile (see load.py)")
