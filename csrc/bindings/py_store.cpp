@@ -213,15 +213,17 @@ void bind_store(py::module_& m) {
       .def("array",
            [](py::object self, const std::string& name) -> py::array {
              Store& s = self.cast<Store&>();
+             // The update writes none of these: no need to apply its log (pruner.loss reads the
+             // weights every step, after recording the step).
+             if (name == "times_selected") return view<uint16_t>(self, s.times_selected(), s.size(), sizeof(uint16_t));
+             if (name == "idle") return view<uint16_t>(self, s.idle(), s.size(), sizeof(uint16_t));
+             if (name == "weight") return view<float>(self, s.weight(), s.size(), sizeof(float));
              settle(s);  // a view of the records shows every update recorded so far
              const SampleStats* st = s.stats();
              if (name == "loss") return view<float>(self, &st->loss, s.size(), sizeof(SampleStats));
              if (name == "memory") return view<float>(self, &st->memory, s.size(), sizeof(SampleStats));
              if (name == "loss_mean") return view<float>(self, &st->loss_mean, s.size(), sizeof(SampleStats));
              if (name == "loss_var") return view<float>(self, &st->loss_var, s.size(), sizeof(SampleStats));
-             if (name == "times_selected") return view<uint16_t>(self, s.times_selected(), s.size(), sizeof(uint16_t));
-             if (name == "idle") return view<uint16_t>(self, s.idle(), s.size(), sizeof(uint16_t));
-             if (name == "weight") return view<float>(self, s.weight(), s.size(), sizeof(float));
              throw py::value_error("unknown store array '" + name + "'");
            },
            py::arg("name"))

@@ -151,6 +151,7 @@ def test_mapped_store_is_shared_across_processes(tmp_path):
     store = ScoreStore(100, path=path)
     store.update([0, 1, 2, 3], np.array([1, 2, 3, 4], np.float32))
     store.weight[:4] = [0, 2, 0, 2]
+    store.settle()          # the update log reaches the file (a select would do it too)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child_reads, args=(str(path), queue))

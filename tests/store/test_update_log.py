@@ -159,3 +159,24 @@ def test_calls_from_several_threads_take_turns():
             t.join()
         for field in ("loss", "loss_mean", "loss_var"):
             assert np.array_equal(getattr(store, field), getattr(sequential, field), equal_nan=True), field
+
+
+def test_training_steps_fill_the_log_and_a_read_of_the_records_applies_it():
+    """pruner.loss reads the batch's weights every step, after recording it: the weights are not
+    records, so that read leaves the log to fill; reading a record field applies it."""
+    import torch
+
+    n, batch, steps = 100_000, 512, 5
+    pruner = Pruner(n, policy="infobatch", prune_ratio=0.5, seed=0)
+    pruner.select(0)
+    rng = np.random.default_rng(6)
+    calls = []
+    for _ in range(steps):
+        ids = rng.integers(0, n, batch)
+        x = rng.gamma(2.0, 0.5, batch).astype(np.float32)
+        pruner.loss(torch.from_numpy(x), torch.from_numpy(ids))
+        calls.append((ids, x, None, pruner.ema_decay))
+    assert pruner.store._core.pending == steps * batch
+    assert (pruner.store.weight >= 0).all() and pruner.store._core.pending == steps * batch
+    assert_records(pruner.store, reference(n, calls))
+    assert pruner.store._core.pending == 0
