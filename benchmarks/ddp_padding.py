@@ -23,6 +23,7 @@ import tempfile
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.nn  # noqa: F401  before init_process_group: docs/distributed.md#an-abort-at-exit
 
 
 def write_shards(folder: str, counts: list[int]) -> str:

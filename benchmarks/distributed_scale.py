@@ -30,6 +30,7 @@ import time
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.nn  # noqa: F401  before init_process_group: docs/distributed.md#an-abort-at-exit
 
 BATCH = 256
 

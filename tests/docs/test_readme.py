@@ -20,6 +20,7 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+import torch.distributed.nn  # noqa: F401  before init_process_group: docs/distributed.md#an-abort-at-exit
 from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))

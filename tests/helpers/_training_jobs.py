@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 import torch
+import torch.distributed.nn  # noqa: F401  before init_process_group: docs/distributed.md#an-abort-at-exit
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
