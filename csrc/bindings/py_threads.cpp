@@ -38,13 +38,15 @@ void bind_threads(py::module_& m) {
   }, py::arg("count"), py::arg("n"));
   // Tests: a fresh PathClock over calls of one unit that take one[i] or all[i] seconds, on a simulated
   // clock; a one-thread call starting within `aftermath_window` seconds of a threaded call takes
-  // `aftermath` seconds more (what threads leave behind under load). Returns the way each call took
+  // `aftermath` seconds more (what threads leave behind under load); `min_measured` as the clock's.
+  // Returns the way each call took
   // (0: one thread, 1: all) and the seconds it took.
   m.def("_path_clock_trace", [](const std::vector<double>& one, const std::vector<double>& all, bool threads_first,
-                                double aftermath, double aftermath_window) {
+                                double aftermath, double aftermath_window, int min_measured) {
     if (one.size() != all.size()) throw std::invalid_argument("_path_clock_trace: one and all differ in length");
     PathClock clock;
     clock.threads_first = threads_first;
+    clock.min_measured = min_measured;
     std::vector<int> ways(one.size());
     std::vector<double> took(one.size());
     double now = 0.0, threaded_end = -1e300;
@@ -59,7 +61,7 @@ void bind_threads(py::module_& m) {
     }
     return py::make_tuple(ways, took);
   }, py::arg("one"), py::arg("all"), py::arg("threads_first") = false, py::arg("aftermath") = 0.0,
-     py::arg("aftermath_window") = 0.0);
+     py::arg("aftermath_window") = 0.0, py::arg("min_measured") = 1);
   m.def("get_num_threads", &max_threads);
   m.def("has_openmp", []() {
 #ifdef _OPENMP

@@ -67,6 +67,8 @@ class CallThreads {
 // kOneThreadClip times its usual cost, and its history ages while all threads run, so that one try
 // stands for it. A way's first call (cold caches, page faults) is counted, not measured. What a
 // threaded call costs the one-thread calls right after it is charged to it (kAftermath).
+// A decision rests on `min_measured` measured calls of each way (alternated until then): a single
+// call under load can land on either side of the other way's cost.
 // The slower way is tried again once the faster has spent `explore_ratio` times what that try
 // costs, so trying costs at most 1 / explore_ratio of the time; each try that confirms it slower
 // doubles the ratio (up to kMaxExplore), a change of the faster way resets it, and a try faster than
@@ -91,6 +93,8 @@ struct PathClock {
   // measured; threaded, measured; then the faster way, so one of its first three calls runs on one
   // thread. The update's clock starts with one thread.
   bool threads_first = false;
+  int min_measured = 1;  // measured calls of each way before the costs decide
+  std::atomic<uint32_t> measured[2] = {};
   std::atomic<uint64_t> calls[2] = {};  // calls run each way, and their seconds: what happened, for
   std::atomic<double> total[2] = {};    // diagnosis (not decayed; calls also orders a cold start)
 
@@ -104,16 +108,13 @@ struct PathClock {
   bool pick_threaded(double call_units, bool& exploring) {
     exploring = false;
     const float one = cost(0), all = cost(1);
-    if (threads_first) {
-      if (calls[1].load(std::memory_order_relaxed) == 0) return true;
-      if (one == 0.0f) {
-        exploring = true;
-        return false;
-      }
-      if (all == 0.0f) return true;
+    const uint32_t m_one = measured[0].load(std::memory_order_relaxed), m_all = measured[1].load(std::memory_order_relaxed);
+    if (m_one < static_cast<uint32_t>(min_measured) || m_all < static_cast<uint32_t>(min_measured)) {
+      // Warming up: the way measured less runs; a tie goes to one thread, except a threads-first
+      // clock's very first call.
+      if (threads_first && calls[1].load(std::memory_order_relaxed) == 0) return true;
+      return m_all < m_one;
     }
-    if (one == 0.0f) return false;
-    if (all == 0.0f) return exploring = true;
     const bool faster = faster_threaded(one, all);
     if (faster != threaded_faster.exchange(faster, std::memory_order_relaxed)) {
       // The faster way changed: the tries confirmed of the old one say nothing of the new.
@@ -141,6 +142,7 @@ struct PathClock {
     // A way's first call is counted, not measured (see above); but a threads-first clock's try of one
     // thread comes after a threaded call warmed the caches (and started the threads), so it counts.
     if (earlier == 0 && !(threads_first && way == 0)) return;
+    measured[way].fetch_add(1, std::memory_order_relaxed);
     if (threaded && work[0].load(std::memory_order_relaxed) > static_cast<float>(call_units) / 16.0f) {
       // One thread's history ages while all threads run (down to 1/16 of a call's weight). The
       // threaded history does not age while one thread runs: a single try cannot show its tail.

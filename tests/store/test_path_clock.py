@@ -90,14 +90,15 @@ def test_the_update_keeps_a_clock_per_call_size_and_measures_both_ways():
     store = ScoreStore(n)
     ids = np.random.default_rng(0).integers(0, n, size)
     before = _C._update_clock_state(size, n)
-    # One thread, then all threads, twice each: a way's first call is counted, not measured.
-    for _ in range(4):
+    # One thread, then all threads, twice each (a way's first call is counted, not measured), then
+    # they alternate until each way has three measured calls.
+    for _ in range(8):
         store.update(ids, np.ones(size, np.float32))
     state = _C._update_clock_state(size, n)
     ran = {way: state[f"calls_{way}"] - before[f"calls_{way}"] for way in ("one", "all")}
     if _C.get_num_threads() > 1:
         assert state["cost_one"] > 0 and state["cost_all"] > 0 and 32 <= state["explore_ratio"] <= 256
-        assert ran["one"] + ran["all"] == 4          # every call counted, on the way it ran
+        assert ran["one"] == 4 and ran["all"] == 4   # every call counted, on the way it ran
         assert state["seconds_one"] > 0 and state["seconds_all"] > 0
     else:
         assert state["cost_all"] == 0 and state["calls_all"] == 0
@@ -142,3 +143,16 @@ def test_what_a_threaded_try_leaves_behind_is_charged_to_it():
     # Without an aftermath nothing is charged: tries come as often as the explore ratio allows.
     ways, took = _C._path_clock_trace(one.tolist(), all_.tolist())
     assert sum(took) <= one.sum() * (1 + 1 / 32) + 2 * 350e-6
+
+
+def test_one_call_under_load_does_not_decide_an_update_class():
+    # Under load one thread costs 3 and all threads 7, but the first measured one-thread call lost its
+    # core (9) and the first measured threaded call found both cores free (2.5). One measurement of
+    # each would hand the calls to threads; the update's clocks measure each way three times.
+    n = 200
+    one, all_ = np.full(n, 3.0), np.full(n, 7.0)
+    one[1], all_[3] = 9.0, 2.5
+    ways = trace(one, all_, min_measured=3)
+    assert list(ways[:8]) == [0, 0, 1, 1, 0, 1, 0, 1]     # alternating until each way has 3 measured
+    assert ways[8:40].sum() == 0
+    assert trace(one, all_)[4:20].all()                   # what one measurement of each decides
