@@ -126,9 +126,12 @@ def run(n, repeat, rows, skip_reference):
         t_b, t_bn = times["AUTO"], times["numpy"]
         rows.append((n, f"update ({size}-id batches)", f"{t_b / count * 1e6:.0f} us/batch", f"{m / t_b / 1e6:.0f} M ids/s",
                      f"numpy 2 scatters {t_bn / count * 1e6:.0f} us/batch", f"{t_bn / t_b:.2f}x"))
+        log_clock = _C._update_clock_state(_C.UPDATE_LOG_ENTRIES, n)
         rows.append((n, "", f"one thread {times['SERIAL'] / count * 1e6:.0f} us, all threads "
                             f"{times['THREADED'] / count * 1e6:.0f} us; auto applied the log {auto_calls} "
-                            f"times, {auto_threaded} threaded", "", "", ""))
+                            f"times, {auto_threaded} threaded (its clock: one thread "
+                            f"{log_clock['cost_one'] * 1e9:.0f} ns/entry, all {log_clock['cost_all'] * 1e9:.0f})",
+                     "", "", ""))
 
     # The stream-read floor: reading the store's 24 bytes per sample once, with every core.
     t_floor = stream_read_floor(np.ones(pruner.store.nbytes // 8, np.uint64))

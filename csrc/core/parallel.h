@@ -198,7 +198,12 @@ auto with_measured_threads(PathClock& clock, double units, Fn fn) {
   const ParallelMode mode = parallel_mode();
   if (mode != ParallelMode::Auto) {
     CallThreads scope(mode == ParallelMode::Threaded ? 0 : 1);
-    return fn();
+    if (mode == ParallelMode::Serial) return fn();
+    auto out = fn();
+    // A forced threaded call leaves the same aftermath on the one-thread calls after it.
+    clock.threaded_end.store(std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(),
+                             std::memory_order_relaxed);
+    return out;
   }
   bool exploring = false;
   const bool threaded = max_threads() > 1 && clock.pick_threaded(units, exploring);
