@@ -94,10 +94,10 @@ PathClock& update_clock(size_t count, uint64_t n) {
   return clocks[log2_floor(count)][log2_floor(n) / 2];
 }
 
-// Writes `in` into the store's records, on one thread or all as the call's clock measured faster.
-// Each thread owns a contiguous id range and walks all of `in` in order: no races, and duplicates
-// are applied in call order whatever the thread count (so both ways agree exactly).
-void apply(Store& store, const UpdateInputs& in, Memory kind) {
+// Writes `in` into the store's records, on one thread or all as the clock of `clock_count`-id calls
+// measured faster. Each thread owns a contiguous id range and walks all of `in` in order: no races,
+// and duplicates are applied in call order whatever the thread count (so both ways agree exactly).
+void apply(Store& store, const UpdateInputs& in, Memory kind, size_t clock_count) {
   SampleStats* stats = store.stats();
   const int64_t n = static_cast<int64_t>(store.size());
   auto walk = [&](int64_t lo, int64_t hi) {
@@ -131,7 +131,7 @@ void apply(Store& store, const UpdateInputs& in, Memory kind) {
     }
     return 0;
   };
-  with_measured_threads(update_clock(in.count, static_cast<uint64_t>(n)), static_cast<double>(in.count), run);
+  with_measured_threads(update_clock(clock_count, static_cast<uint64_t>(n)), static_cast<double>(in.count), run);
 }
 
 // settle() with the log's lock held.
@@ -140,7 +140,10 @@ void settle_locked(Store& store) {
   if (log.empty()) return;
   const UpdateInputs in{log.ids.data(), log.loss.data(), log.memory.data(), log.size(), 1.0f - log.ema_decay,
                         log.ema_decay};
-  apply(store, in, Memory::Logged);
+  // Every application of the log, full or not, shares the full log's clock: a log costs about the
+  // same per entry at any length worth threads, and the partial ones (a read before the log is
+  // full: once an epoch) are too few to teach a clock of their own.
+  apply(store, in, Memory::Logged, kUpdateLogEntries);
   log.clear();
 }
 
@@ -188,7 +191,7 @@ UpdateResult update(Store& store, const int64_t* ids, const float* loss, const f
   const std::lock_guard<std::mutex> hold(*log.lock);
   if (count >= kUpdateLogEntries / 4) {  // already one warm pass of its own
     settle_locked(store);
-    apply(store, in, memory != nullptr ? Memory::Given : Memory::None);
+    apply(store, in, memory != nullptr ? Memory::Given : Memory::None, count);
     return result;
   }
   if (!log.empty() && (log.ema_decay != ema_decay || log.size() + count > kUpdateLogEntries)) settle_locked(store);
