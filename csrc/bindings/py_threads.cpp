@@ -39,8 +39,7 @@ void bind_threads(py::module_& m) {
   // Tests: a fresh PathClock over calls of one unit that take one[i] or all[i] seconds, on a simulated
   // clock; a one-thread call starting within `aftermath_window` seconds of a threaded call takes
   // `aftermath` seconds more (what threads leave behind under load); `min_measured` as the clock's.
-  // Returns the way each call took
-  // (0: one thread, 1: all) and the seconds it took.
+  // Returns the way each call took (0: one thread, 1: all) and the seconds it took.
   m.def("_path_clock_trace", [](const std::vector<double>& one, const std::vector<double>& all, bool threads_first,
                                 double aftermath, double aftermath_window, int min_measured) {
     if (one.size() != all.size()) throw std::invalid_argument("_path_clock_trace: one and all differ in length");

@@ -191,6 +191,11 @@ inline void set_parallel_mode(ParallelMode mode) {
   parallel_mode_flag().store(static_cast<int>(mode), std::memory_order_relaxed);
 }
 
+// A steady-clock time in seconds (any origin): what PathClock::record and threaded_end compare.
+inline double steady_seconds(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(t.time_since_epoch()).count();
+}
+
 // Runs fn() with one thread or all (team_size() inside it), as `clock` says or the forced mode,
 // and records its time per unit of work (`units`: ids for an update, 1 for a selection).
 template <class Fn>
@@ -201,8 +206,7 @@ auto with_measured_threads(PathClock& clock, double units, Fn fn) {
     if (mode == ParallelMode::Serial) return fn();
     auto out = fn();
     // A forced threaded call leaves the same aftermath on the one-thread calls after it.
-    clock.threaded_end.store(std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(),
-                             std::memory_order_relaxed);
+    clock.threaded_end.store(steady_seconds(std::chrono::steady_clock::now()), std::memory_order_relaxed);
     return out;
   }
   bool exploring = false;
@@ -212,8 +216,7 @@ auto with_measured_threads(PathClock& clock, double units, Fn fn) {
   auto out = fn();
   if (max_threads() > 1) {
     const auto end = std::chrono::steady_clock::now();
-    clock.record(threaded, std::chrono::duration<double>(end - start).count(), units, exploring,
-                 std::chrono::duration<double>(end.time_since_epoch()).count());
+    clock.record(threaded, std::chrono::duration<double>(end - start).count(), units, exploring, steady_seconds(end));
   }
   return out;
 }
