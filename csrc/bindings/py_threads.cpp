@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include "core/parallel.h"
+#include "core/path_clock.h"
 #include "core/update.h"
 
 namespace emp_bind {

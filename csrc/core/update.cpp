@@ -9,7 +9,7 @@
 #include <mutex>
 #include <stdexcept>
 
-#include "core/parallel.h"
+#include "core/path_clock.h"
 
 namespace emp {
 
@@ -17,7 +17,7 @@ namespace {
 
 // The threaded update pays only where its fork-join costs less than the scattered writes it spreads,
 // which depends on the call's size and the store's size, and on whether the other threads find a
-// free core: each (call size, store size) class keeps a PathClock (core/parallel.h) of time per id.
+// free core: each (call size, store size) class keeps a PathClock (core/path_clock.h) of time per id.
 constexpr size_t kMinThreadedUpdate = 4096;
 
 // One update call's inputs: the caller's arrays and the running mean/variance weights.

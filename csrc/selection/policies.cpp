@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/path_clock.h"
 #include "selection/rules.h"
 
 namespace emp {
