@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "core/path_clock.h"
@@ -43,6 +44,8 @@ void bind_threads(py::module_& m) {
   m.def("_path_clock_trace", [](const std::vector<double>& one, const std::vector<double>& all, bool threads_first,
                                 double aftermath, double aftermath_window, int min_measured) {
     if (one.size() != all.size()) throw std::invalid_argument("_path_clock_trace: one and all differ in length");
+    if (min_measured < 1 || min_measured > PathClock::kMaxWarmup)
+      throw std::invalid_argument("_path_clock_trace: min_measured must be 1 to " + std::to_string(PathClock::kMaxWarmup));
     PathClock clock;
     clock.threads_first = threads_first;
     clock.min_measured = min_measured;

@@ -1,6 +1,7 @@
 // PathClock: whether a call runs on one thread or all, measured on this process's own calls; and
 // with_measured_threads, which runs a call the way its clock (or the forced ParallelMode) says.
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -21,8 +22,10 @@ namespace emp {
 // kOneThreadClip times its usual cost, and its history ages while all threads run, so that one try
 // stands for it. A way's first call (cold caches, page faults) is counted, not measured. What a
 // threaded call costs the one-thread calls right after it is charged to it (kAftermath).
-// A decision rests on `min_measured` measured calls of each way (alternated until then): a single
-// call under load can land on either side of the other way's cost.
+// A decision rests on `min_measured` measured calls of each way (alternated until then), and each
+// way's cost starts from the median of them: a single call under load can land on either side of the
+// other way's cost, and a cost set too high lasts (the clock stops running that way, and tries it
+// rarely because a try looks dear), where one set too low is corrected by the calls it then gets.
 // The slower way is tried again once the faster has spent `explore_ratio` times what that try
 // costs, so trying costs at most 1 / explore_ratio of the time; each try that confirms it slower
 // doubles the ratio (up to kMaxExplore), a change of the faster way resets it, and a try faster than
@@ -47,8 +50,11 @@ struct PathClock {
   // measured; threaded, measured; then the faster way, so one of its first three calls runs on one
   // thread. The update's clock starts with one thread.
   bool threads_first = false;
-  int min_measured = 1;  // measured calls of each way before the costs decide
+  static constexpr int kMaxWarmup = 3;
+  int min_measured = 1;  // measured calls of each way before the costs decide (at most kMaxWarmup)
   std::atomic<uint32_t> measured[2] = {};
+  std::atomic<float> warmup_seconds[2][kMaxWarmup] = {};  // each way's measured warm-up calls:
+  std::atomic<float> warmup_units[2][kMaxWarmup] = {};    // their seconds and units
   std::atomic<uint64_t> calls[2] = {};  // calls run each way, and their seconds: what happened, for
   std::atomic<double> total[2] = {};    // diagnosis (not decayed; calls also orders a cold start)
 
@@ -57,6 +63,16 @@ struct PathClock {
     return u > 0.0f ? seconds[way].load(std::memory_order_relaxed) / u : 0.0f;
   }
   static bool faster_threaded(float one, float all) { return all < kMargin * one; }
+
+  // The median seconds per unit of a way's warm-up calls (the lower middle of an even count).
+  float warmup_median(int way) const {
+    float per_unit[kMaxWarmup];
+    const int count = min_measured;
+    for (int i = 0; i < count; ++i)
+      per_unit[i] = warmup_seconds[way][i].load(std::memory_order_relaxed) / warmup_units[way][i].load(std::memory_order_relaxed);
+    std::sort(per_unit, per_unit + count);
+    return per_unit[(count - 1) / 2];
+  }
 
   // Which way to run a call of `units` units; `exploring` says whether it is a try of the slower way.
   bool pick_threaded(double call_units, bool& exploring) {
@@ -96,7 +112,7 @@ struct PathClock {
     // A way's first call is counted, not measured (see above); but a threads-first clock's try of one
     // thread comes after a threaded call warmed the caches (and started the threads), so it counts.
     if (earlier == 0 && !(threads_first && way == 0)) return;
-    measured[way].fetch_add(1, std::memory_order_relaxed);
+    const uint32_t index = measured[way].fetch_add(1, std::memory_order_relaxed);
     if (threaded && work[0].load(std::memory_order_relaxed) > static_cast<float>(call_units) / 16.0f) {
       // One thread's history ages while all threads run (down to 1/16 of a call's weight). The
       // threaded history does not age while one thread runs: a single try cannot show its tail.
@@ -110,8 +126,14 @@ struct PathClock {
     const float usual = cost(way);
     float s = static_cast<float>(elapsed);
     if (way == 0 && after_threaded && usual > 0.0f && other > 0.0f && s > usual * n) {
-      seconds[1].store(seconds[1].load(std::memory_order_relaxed) + (s - usual * n), std::memory_order_relaxed);
-      s = usual * n;  // the excess is the threaded call's
+      const float excess = s - usual * n;  // the threaded call's
+      seconds[1].store(seconds[1].load(std::memory_order_relaxed) + excess, std::memory_order_relaxed);
+      const uint32_t threaded_warmups = measured[1].load(std::memory_order_relaxed);
+      if (threaded_warmups >= 1 && threaded_warmups < static_cast<uint32_t>(min_measured)) {
+        std::atomic<float>& last = warmup_seconds[1][threaded_warmups - 1];  // the median is still to come
+        last.store(last.load(std::memory_order_relaxed) + excess, std::memory_order_relaxed);
+      }
+      s = usual * n;
     }
     if (way == 0 && usual > 0.0f && s > kOneThreadClip * usual * n) s = kOneThreadClip * usual * n;
     if (exploring && other > 0.0f && s < other * n) {
@@ -120,6 +142,12 @@ struct PathClock {
     }
     seconds[way].store(kDecay * t + s, std::memory_order_relaxed);
     work[way].store(kDecay * u + n, std::memory_order_relaxed);
+    if (index < static_cast<uint32_t>(min_measured)) {
+      warmup_seconds[way][index].store(s, std::memory_order_relaxed);
+      warmup_units[way][index].store(n, std::memory_order_relaxed);
+      if (index + 1 == static_cast<uint32_t>(min_measured))  // the way's warm-up is done: its median
+        seconds[way].store(warmup_median(way) * work[way].load(std::memory_order_relaxed), std::memory_order_relaxed);
+    }
     if (exploring && other > 0.0f) {
       const float mine = cost(way);
       const bool still_slower = threaded ? !faster_threaded(other, mine) : faster_threaded(mine, other);

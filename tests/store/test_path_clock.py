@@ -2,6 +2,7 @@
 way, counts a heavy tail in full, gets over a single slow call, follows a change of load, and the
 tries of the slower way cost a bounded share of the time."""
 import numpy as np
+import pytest
 
 from emp_data import _C
 
@@ -158,6 +159,30 @@ def test_one_call_under_load_does_not_decide_an_update_class():
     assert list(ways[:8]) == [0, 0, 1, 1, 0, 1, 0, 1]     # alternating until each way has 3 measured
     assert ways[8:40].sum() == 0
     assert trace(one, all_)[4:20].all()                   # what one measurement of each decides
+
+
+def test_a_stall_in_the_warm_up_does_not_hand_an_update_class_to_threads():
+    # At 1e8 samples beside a busy core one thread applies the log in 3 ms and all threads in 6, but
+    # the first measured one-thread call stalled for 40. A mean of the three warm-up calls (15) would
+    # hand the calls to threads, and a try of one thread would look so dear that it came only after
+    # some 80 threaded calls; the median of the three (3) keeps them on one thread.
+    n = 200
+    one, all_ = np.full(n, 3.0), np.full(n, 6.0)
+    one[1] = 40.0
+    ways = trace(one, all_, min_measured=3)
+    assert list(ways[:8]) == [0, 0, 1, 1, 0, 1, 0, 1]
+    assert ways[8:].mean() < 0.02                         # only the periodic tries of all threads
+    # A way's warm-up median that is too low is corrected by the calls it then gets: all threads'
+    # warm-up missed their tail (every 10th call takes 60), and the calls go back to one thread.
+    all_ = np.where(np.arange(n) % 10 == 9, 60.0, 2.0)
+    ways = trace(np.full(n, 3.0), all_, min_measured=3)
+    assert ways[8] == 1
+    assert ways[12:].mean() < 0.05
+
+
+def test_min_measured_is_bounded_by_the_warm_up_samples_kept():
+    with pytest.raises(ValueError, match="min_measured must be 1 to 3"):
+        _C._path_clock_trace([1.0], [1.0], min_measured=4)
 
 
 def test_every_application_of_the_log_runs_on_the_full_logs_clock():
