@@ -65,14 +65,20 @@ struct PathClock {
   static bool faster_threaded(float one, float all) { return all < kMargin * one; }
 
   // The median seconds per unit of a way's warm-up calls (the lower middle of an even count).
+  // Calls made at once on one clock (selections of two stores) may leave a sample unwritten: it is
+  // left out, and with none the mean stands (-1).
   float warmup_median(int way) const {
     float per_unit[kMaxWarmup];
-    const int count = min_measured;
-    for (int i = 0; i < count; ++i)
-      per_unit[i] = warmup_seconds[way][i].load(std::memory_order_relaxed) / warmup_units[way][i].load(std::memory_order_relaxed);
+    int count = 0;
+    for (int i = 0; i < warmup_calls(); ++i) {
+      const float units = warmup_units[way][i].load(std::memory_order_relaxed);
+      if (units > 0.0f) per_unit[count++] = warmup_seconds[way][i].load(std::memory_order_relaxed) / units;
+    }
+    if (count == 0) return -1.0f;
     std::sort(per_unit, per_unit + count);
     return per_unit[(count - 1) / 2];
   }
+  int warmup_calls() const { return min_measured < kMaxWarmup ? min_measured : kMaxWarmup; }
 
   // Which way to run a call of `units` units; `exploring` says whether it is a try of the slower way.
   bool pick_threaded(double call_units, bool& exploring) {
@@ -129,7 +135,7 @@ struct PathClock {
       const float excess = s - usual * n;  // the threaded call's
       seconds[1].store(seconds[1].load(std::memory_order_relaxed) + excess, std::memory_order_relaxed);
       const uint32_t threaded_warmups = measured[1].load(std::memory_order_relaxed);
-      if (threaded_warmups >= 1 && threaded_warmups < static_cast<uint32_t>(min_measured)) {
+      if (threaded_warmups >= 1 && threaded_warmups < static_cast<uint32_t>(warmup_calls())) {
         std::atomic<float>& last = warmup_seconds[1][threaded_warmups - 1];  // the median is still to come
         last.store(last.load(std::memory_order_relaxed) + excess, std::memory_order_relaxed);
       }
@@ -142,11 +148,12 @@ struct PathClock {
     }
     seconds[way].store(kDecay * t + s, std::memory_order_relaxed);
     work[way].store(kDecay * u + n, std::memory_order_relaxed);
-    if (index < static_cast<uint32_t>(min_measured)) {
+    if (index < static_cast<uint32_t>(warmup_calls())) {
       warmup_seconds[way][index].store(s, std::memory_order_relaxed);
       warmup_units[way][index].store(n, std::memory_order_relaxed);
-      if (index + 1 == static_cast<uint32_t>(min_measured))  // the way's warm-up is done: its median
-        seconds[way].store(warmup_median(way) * work[way].load(std::memory_order_relaxed), std::memory_order_relaxed);
+      const float median = index + 1 == static_cast<uint32_t>(warmup_calls()) ? warmup_median(way) : -1.0f;
+      if (median >= 0.0f)  // the way's warm-up is done: its cost starts from the median
+        seconds[way].store(median * work[way].load(std::memory_order_relaxed), std::memory_order_relaxed);
     }
     if (exploring && other > 0.0f) {
       const float mine = cost(way);
