@@ -46,3 +46,8 @@ class _Samples:
 
     def __iter__(self):
         return iter(self.source)
+
+    def __getstate__(self):
+        # The samples of the last run (an upstream generator) stay here after it; a copy pickled into
+        # DataLoader workers (spawn) starts without them, as the stage does in each run.
+        return {}

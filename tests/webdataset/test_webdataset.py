@@ -426,6 +426,8 @@ def test_prune_stage_in_webdataset_pipelines_and_compose(shards, tmp_path):
     assert {key: i for key, i in composed} == {key: i for key, (i, _) in kept.items()}
     loader = torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=2)
     assert sorted(key for key, _, _ in loader) == sorted(kept)
+    # Used in this process, the stage still pickles (into workers started by spawn).
+    assert isinstance(pickle.loads(pickle.dumps(stage)), wds.filters.FilterFunction)
 
 
 def test_set_epoch_refuses_non_integers_and_says_what_unusual_epochs_do(shards, tmp_path):
