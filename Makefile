@@ -41,8 +41,8 @@ sanitize: install
 	$(PIP) install -q pybind11 ninja setuptools wheel     # the in-place build runs outside pip's build isolation
 	rm -rf build/asan && EMP_DATA_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --build-temp build/asan
 	LD_PRELOAD=$$(c++ -print-file-name=libasan.so):$$(c++ -print-file-name=libubsan.so) \
-	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  $(PY) -m pytest -q -p no:cacheprovider tests
+	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 EMP_DATA_TEST_WORKER_START=spawn \
+	  $(PY) -m pytest -q -p no:cacheprovider -o faulthandler_timeout=600 tests
 	rm -f emp_data/_C*.so
 
 # Coverage-guided fuzzing of every parser of untrusted bytes, FUZZ_SECONDS per target: the C++ tar

@@ -1,4 +1,6 @@
 """Shared fixtures; tests/helpers (servers, jobs, references, shard writers) is importable from every test folder."""
+import multiprocessing
+import os
 import pathlib
 import subprocess
 import sys
@@ -7,6 +9,12 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent / "helpers"))
+
+# EMP_DATA_TEST_WORKER_START=spawn starts every DataLoader worker and helper process of the tests by
+# spawn. `make sanitize` sets it: under the preloaded ASan runtime (GCC 12's) a forked child hangs
+# when another thread of the test process held the sanitizer's allocator lock at the fork.
+if os.environ.get("EMP_DATA_TEST_WORKER_START"):
+    multiprocessing.set_start_method(os.environ["EMP_DATA_TEST_WORKER_START"], force=True)
 
 
 @pytest.fixture

@@ -1,17 +1,19 @@
 """The examples run end to end as a user runs them (small sizes, DataLoader workers included)."""
-import importlib.util
+import importlib
 import os
+import sys
 
 import pytest
 
-EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
+EXAMPLES = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Imports examples/<name>.py by its name, so that DataLoader workers started by spawn (`make
+    sanitize`) can import the functions it hands them."""
+    if EXAMPLES not in sys.path:
+        sys.path.insert(0, EXAMPLES)
+    return importlib.import_module(name)
 
 
 @pytest.mark.parametrize("mode", [[], ["--ssl"]], ids=["supervised", "ssl"])

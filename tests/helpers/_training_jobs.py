@@ -15,7 +15,8 @@ N, EPOCHS, BATCH = 600, 3, 32
 # start method is inherited), and each then imports torch again, every epoch: seconds per epoch on a
 # small machine. Ranks that torchrun starts fork their workers (Linux), as the jobs that pass this do.
 # ddp_stream_worker keeps the inherited spawn, so a stream pickled into its workers stays covered.
-WORKER_START = "fork"
+# EMP_DATA_TEST_WORKER_START overrides it (conftest.py).
+WORKER_START = os.environ.get("EMP_DATA_TEST_WORKER_START", "fork")
 
 
 def make_data():
@@ -53,7 +54,8 @@ def train_with_stateful_loader(phase, ckpt_dir, stop_after_batches=None):
     else:
         pruner = Pruner(N, policy="emp", prune_ratio=0.5, epochs=EPOCHS, seed=3, beta=1.0)
     sampler = PrunedSampler(pruner)
-    loader = StatefulDataLoader(data, batch_size=BATCH, sampler=sampler, num_workers=2)
+    loader = StatefulDataLoader(data, batch_size=BATCH, sampler=sampler, num_workers=2,
+                                multiprocessing_context=WORKER_START)
     start_epoch = 0
     if phase == "second":
         state = torch.load(os.path.join(ckpt_dir, "train.pt"), weights_only=False)

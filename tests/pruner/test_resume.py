@@ -165,7 +165,7 @@ def test_steps_per_epoch_counts_each_workers_partial_batch(tmp_path, workers):
     stream.set_epoch(1)
     predicted = stream.steps_per_epoch(16, num_workers=workers)
     loader = torch.utils.data.DataLoader(stream, batch_size=16, num_workers=workers,
-                                         collate_fn=lambda batch: len(batch))
+                                         collate_fn=_batch_size)
     assert predicted == len(list(loader))
     assert pruner.steps_per_epoch(16) <= predicted
 
@@ -193,13 +193,24 @@ def _recipe(tmp_path, shards, calls=None, pruner=None):
         pruner = Pruner(N, policy="random", prune_ratio=0.5, epochs=3, seed=1, store_path=tmp_path / "scores.emp",
                         overwrite=True)
     stream = PrunedIterableDataset(shards, pruner, index=tmp_path / "idx.empidx")
+    return PrunedPipeline(stream, wds.map(_RecordDecodes(calls)), wds.to_tuple("__id__", "cls"))
 
-    def decode(sample):
-        if calls is not None:
-            calls.append(int(sample["__id__"]))
+
+# Module-level, so that workers started by spawn (`make sanitize`) can unpickle them.
+def _batch_size(batch):
+    return len(batch)
+
+
+class _RecordDecodes:
+    """A decode stage that appends each sample's id to `calls` (None: records nothing)."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def __call__(self, sample):
+        if self.calls is not None:
+            self.calls.append(int(sample["__id__"]))
         return sample
-
-    return PrunedPipeline(stream, wds.map(decode), wds.to_tuple("__id__", "cls"))
 
 
 @pytest.mark.parametrize("workers", [0, 2])
