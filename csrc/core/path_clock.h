@@ -51,7 +51,7 @@ struct PathClock {
   // thread. The update's clock starts with one thread.
   bool threads_first = false;
   static constexpr int kMaxWarmup = 3;
-  int min_measured = 1;  // measured calls of each way before the costs decide (at most kMaxWarmup)
+  int min_measured = 1;  // measured calls of each way before the costs decide (beyond kMaxWarmup: kMaxWarmup)
   std::atomic<uint32_t> measured[2] = {};
   std::atomic<float> warmup_seconds[2][kMaxWarmup] = {};  // each way's measured warm-up calls:
   std::atomic<float> warmup_units[2][kMaxWarmup] = {};    // their seconds and units
@@ -85,7 +85,8 @@ struct PathClock {
     exploring = false;
     const float one = cost(0), all = cost(1);
     const uint32_t m_one = measured[0].load(std::memory_order_relaxed), m_all = measured[1].load(std::memory_order_relaxed);
-    if (m_one < static_cast<uint32_t>(min_measured) || m_all < static_cast<uint32_t>(min_measured)) {
+    const uint32_t warmup = static_cast<uint32_t>(warmup_calls());
+    if (m_one < warmup || m_all < warmup) {
       // Warming up: the way measured less runs; a tie goes to one thread, except a threads-first
       // clock's very first call.
       if (threads_first && calls[1].load(std::memory_order_relaxed) == 0) return true;
@@ -151,9 +152,11 @@ struct PathClock {
     if (index < static_cast<uint32_t>(warmup_calls())) {
       warmup_seconds[way][index].store(s, std::memory_order_relaxed);
       warmup_units[way][index].store(n, std::memory_order_relaxed);
-      const float median = index + 1 == static_cast<uint32_t>(warmup_calls()) ? warmup_median(way) : -1.0f;
-      if (median >= 0.0f)  // the way's warm-up is done: its cost starts from the median
-        seconds[way].store(median * work[way].load(std::memory_order_relaxed), std::memory_order_relaxed);
+      if (index + 1 == static_cast<uint32_t>(warmup_calls())) {  // the way's warm-up is done
+        const float median = warmup_median(way);
+        if (median >= 0.0f)  // its cost starts from the median
+          seconds[way].store(median * work[way].load(std::memory_order_relaxed), std::memory_order_relaxed);
+      }
     }
     if (exploring && other > 0.0f) {
       const float mine = cost(way);
