@@ -1,6 +1,5 @@
 """Shared fixtures; tests/helpers (servers, jobs, references, shard writers) is importable from every test folder."""
 import multiprocessing
-import os
 import pathlib
 import subprocess
 import sys
@@ -9,12 +8,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent / "helpers"))
+from _worker_start import WORKER_START_OVERRIDE  # noqa: E402
 
-# EMP_DATA_TEST_WORKER_START=spawn starts every DataLoader worker and helper process of the tests by
-# spawn. `make sanitize` sets it: under the preloaded ASan runtime (GCC 12's) a forked child hangs
-# when another thread of the test process held the sanitizer's allocator lock at the fork.
-if os.environ.get("EMP_DATA_TEST_WORKER_START"):
-    multiprocessing.set_start_method(os.environ["EMP_DATA_TEST_WORKER_START"], force=True)
+if WORKER_START_OVERRIDE:
+    multiprocessing.set_start_method(WORKER_START_OVERRIDE, force=True)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _http_server import ShardServer  # noqa: E402
+from _worker_start import WORKER_START_OVERRIDE  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -103,7 +104,7 @@ def stand_ins():
             "weights": np.random.default_rng(1).random(1000), "k": 100}
 
 
-# Pages whose blocks define a transform that DataLoader workers run (conftest.py: the spawn override).
+# Pages whose blocks define a transform that DataLoader workers run (_worker_start.py: the spawn override).
 HANDS_WORKERS_ITS_FUNCTIONS = {"docs/self_supervised.md"}
 
 
@@ -122,7 +123,7 @@ def test_the_readme_is_a_guide_with_its_recipes():
 
 @pytest.mark.parametrize("page", [p for p in PAGES if readme_blocks(p)], ids=_name)
 def test_every_python_block_runs(page, tmp_path, monkeypatch):
-    if os.environ.get("EMP_DATA_TEST_WORKER_START") == "spawn" and _name(page) in HANDS_WORKERS_ITS_FUNCTIONS:
+    if WORKER_START_OVERRIDE == "spawn" and _name(page) in HANDS_WORKERS_ITS_FUNCTIONS:
         pytest.skip("its blocks hand DataLoader workers functions they define, which spawned workers cannot "
                     "import from an exec'd block (a script of them can)")
     monkeypatch.chdir(tmp_path)

@@ -9,14 +9,16 @@ from torch.utils.data import TensorDataset
 
 from emp_data import DistributedPrunedSampler, IndexedDataset, Pruner, PrunedSampler
 
+from _worker_start import WORKER_START_OVERRIDE
+
 N, EPOCHS, BATCH = 600, 3, 32
 
 # DataLoader workers of ranks started by torch.multiprocessing.spawn start by spawn as well (the
 # start method is inherited), and each then imports torch again, every epoch: seconds per epoch on a
 # small machine. Ranks that torchrun starts fork their workers (Linux), as the jobs that pass this do.
 # ddp_stream_worker keeps the inherited spawn, so a stream pickled into its workers stays covered.
-# EMP_DATA_TEST_WORKER_START overrides it (conftest.py).
-WORKER_START = os.environ.get("EMP_DATA_TEST_WORKER_START", "fork")
+# EMP_DATA_TEST_WORKER_START overrides it (_worker_start.py).
+WORKER_START = WORKER_START_OVERRIDE or "fork"
 
 
 def make_data():
